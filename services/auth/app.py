@@ -1,0 +1,117 @@
+"""Wiring of the auth service: database, key ring, accounts, servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import jwt
+
+from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from services.auth.accounts import Accounts
+from services.auth.keys import KeyCipher, KeyRing
+from services.auth.passwords import PasswordHasher
+from services.auth.server import PUBLIC_METHODS, AuthServicer
+from services.auth.settings import AuthSettings
+from services.auth.store import AuthStore
+from services.auth.tokens import AccessTokenIssuer
+from services.common.database import Database, open_database
+from services.common.logging import get_logger
+from services.common.server import Mount, ServiceApp
+from services.common.tokens import AccessTokenVerifier
+
+log = get_logger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class KeyRingSource:
+    """The auth service verifies its own tokens from the key ring, reloading it when a
+    token names a kid another replica created since the last reload."""
+
+    def __init__(self, keys: KeyRing, refetch_min_interval_s: float) -> None:
+        self._keys = keys
+        self._refetch_min_interval_s = refetch_min_interval_s
+
+    async def key_for(self, kid: str) -> jwt.PyJWK | None:
+        key = self._keys.verification_key(kid)
+        if key is None and self._keys.loaded_age_s() >= self._refetch_min_interval_s:
+            await self._keys.reload()
+            key = self._keys.verification_key(kid)
+        return key
+
+
+class AuthApp(ServiceApp):
+    name = "auth"
+    settings: AuthSettings
+
+    def __init__(self, settings: AuthSettings) -> None:
+        super().__init__(settings)
+        self.database: Database | None = None
+        self.keys: KeyRing | None = None
+        self._reloader: asyncio.Task[None] | None = None
+
+    async def open_key_ring(self) -> KeyRing:
+        s = self.settings
+        self.database = await open_database(s, schema="auth", migrations=MIGRATIONS)
+        self.keys = KeyRing(
+            AuthStore(self.database.engine),
+            KeyCipher(s.signing_key_secret.get_secret_value()),
+            algorithm=s.jwt_algorithm,
+            token_ttl_s=s.access_token_ttl_s,
+            rotation_days=s.signing_key_rotation_days,
+        )
+        return self.keys
+
+    async def start(self) -> list[Mount]:
+        s = self.settings
+        keys = await self.open_key_ring()
+        await keys.ensure_active_key()
+        assert self.database is not None
+        issuer = AccessTokenIssuer(keys, issuer=s.jwt_issuer, audience=s.jwt_audience, ttl_s=s.access_token_ttl_s)
+        accounts = Accounts(
+            AuthStore(self.database.engine),
+            PasswordHasher(s.bcrypt_rounds),
+            issuer,
+            admin_emails=s.admin_emails,
+            refresh_ttl_s=s.refresh_token_ttl_s,
+        )
+        self._reloader = asyncio.create_task(self._reload_keys_periodically())
+        return [
+            Mount(
+                descriptor=auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+                add_to_server=auth_pb2_grpc.add_AuthServiceServicer_to_server,
+                servicer=AuthServicer(accounts, keys),
+                public_methods=PUBLIC_METHODS,
+            )
+        ]
+
+    async def _reload_keys_periodically(self) -> None:
+        # Picks up rotations made by another replica or by `rotate-keys`, and rotates
+        # when the active key has reached its age.
+        assert self.keys is not None
+        while True:
+            await asyncio.sleep(self.settings.signing_key_reload_s)
+            try:
+                await self.keys.ensure_active_key()
+            except Exception:
+                log.exception("signing_key_reload_failed")
+
+    def token_verifier(self) -> AccessTokenVerifier:
+        assert self.keys is not None
+        s = self.settings
+        return AccessTokenVerifier(
+            KeyRingSource(self.keys, s.jwks_refetch_min_interval_s),
+            issuer=s.jwt_issuer,
+            audience=s.jwt_audience,
+            algorithm=s.jwt_algorithm,
+        )
+
+    async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reloader
+        if self.database is not None:
+            await self.database.close()

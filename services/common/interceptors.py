@@ -1,0 +1,162 @@
+"""The one server interceptor every service runs: request context for logs,
+authentication, Prometheus metrics, and the mapping from domain errors to status.
+
+Health and reflection (grpc.* services) pass through untouched so probes never need a
+token and never count as traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+from grpc_status import rpc_status
+
+from services.common import metrics
+from services.common.errors import DomainError, Unauthenticated, internal_status
+from services.common.logging import get_logger
+from services.common.principal import Principal, reset_principal, set_principal
+from services.common.tokens import AccessTokenVerifier
+
+log = get_logger(__name__)
+
+BEARER = "bearer "
+
+
+class RuntimeInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, verifier: AccessTokenVerifier, public_methods: frozenset[str]) -> None:
+        self._verifier = verifier
+        self._public_methods = public_methods
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith("/grpc."):
+            return handler
+        service, _, name = method[1:].partition("/")
+        call = _Call(self, method, service, name, method in self._public_methods)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                call.wrap_unary(handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                call.wrap_stream(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client/bidi streaming: none in our contracts
+
+    async def authenticate(self, metadata: dict[str, str], public: bool) -> Principal | None:
+        header = metadata.get("authorization", "")
+        if public:
+            return None
+        if not header.lower().startswith(BEARER):
+            raise Unauthenticated("a bearer access token is required", reason="TOKEN_MISSING")
+        return await self._verifier.verify(header[len(BEARER) :].strip())
+
+
+class _Call:
+    """Per-method wrapper; holds the labels so the hot path does no string work."""
+
+    def __init__(self, owner: RuntimeInterceptor, method: str, service: str, name: str, public: bool):
+        self._owner = owner
+        self._method = method
+        self._public = public
+        self._labels = {"grpc_service": service, "grpc_method": name}
+
+    def _begin(self, kind: str, context: grpc.aio.ServicerContext) -> dict[str, str]:
+        metrics.grpc_server_started_total.labels(grpc_type=kind, **self._labels).inc()
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        structlog.contextvars.bind_contextvars(
+            request_id=metadata.get("x-request-id") or uuid.uuid4().hex, rpc=self._method
+        )
+        return metadata
+
+    def _finish(self, kind: str, code: grpc.StatusCode, started: float) -> None:
+        metrics.grpc_server_handled_total.labels(grpc_type=kind, grpc_code=code.name, **self._labels).inc()
+        metrics.grpc_server_handling_seconds.labels(grpc_type=kind, **self._labels).observe(
+            time.perf_counter() - started
+        )
+        structlog.contextvars.unbind_contextvars("request_id", "rpc", "user_id", "session_id")
+
+    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+        """Turns an exception into the call's status; returns the code for metrics."""
+        if isinstance(exc, DomainError):
+            level = log.error if exc.code == grpc.StatusCode.INTERNAL else log.info
+            level("rpc_failed", code=exc.code.name, reason=exc.reason, error=exc.message)
+            await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+        log.exception("rpc_crashed")
+        await context.abort_with_status(rpc_status.to_status(internal_status()))
+        raise AssertionError("unreachable")  # abort_with_status always raises
+
+    def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                metadata = self._begin("unary", context)
+                principal = await self._owner.authenticate(metadata, self._public)
+                token = set_principal(principal)
+                if principal is not None:
+                    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    reset_principal(token)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:
+                code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
+                await self._fail(exc, context)
+            finally:
+                self._finish("unary", code, started)
+
+        return unary
+
+    def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        sent = metrics.grpc_server_msg_sent_total.labels(grpc_type="server_stream", **self._labels)
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                metadata = self._begin("server_stream", context)
+                principal = await self._owner.authenticate(metadata, self._public)
+                token = set_principal(principal)
+                if principal is not None:
+                    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+                try:
+                    async for message in behavior(request, context):
+                        sent.inc()
+                        yield message
+                finally:
+                    reset_principal(token)
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:
+                code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
+                await self._fail(exc, context)
+            finally:
+                self._finish("server_stream", code, started)
+
+        return stream

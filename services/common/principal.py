@@ -1,0 +1,56 @@
+"""Who is calling: the verified access token's subject, roles and the raw token.
+
+The auth interceptor puts the principal in a contextvar for the duration of one RPC;
+servicers read it with `current_principal()` (or `require_admin()`), and outgoing
+calls forward `token` so downstream services see the same caller.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+
+from services.common.errors import PermissionDenied, Unauthenticated
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    email: str = ""
+    roles: frozenset[str] = field(default_factory=frozenset)
+    token: str = field(default="", repr=False)
+    token_id: str = ""
+    expires_at: float = 0.0
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+
+
+def set_principal(principal: Principal | None) -> contextvars.Token:
+    return _current.set(principal)
+
+
+def reset_principal(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+def current_principal() -> Principal:
+    principal = _current.get()
+    if principal is None:
+        raise Unauthenticated("a valid access token is required", reason="TOKEN_MISSING")
+    return principal
+
+
+def optional_principal() -> Principal | None:
+    return _current.get()
+
+
+def require_admin() -> Principal:
+    principal = current_principal()
+    if not principal.is_admin:
+        raise PermissionDenied("this call needs the admin role", reason="ADMIN_REQUIRED")
+    return principal

@@ -1,0 +1,173 @@
+"""The one way a service starts and stops.
+
+A service is a `ServiceApp`: it opens its resources in `start()` and returns the gRPC
+services it mounts; `serve()` does the rest: logs, metrics port, tracing, the
+interceptor, health and reflection, SIGTERM drain. `create_server()` is the same
+server without signals, for tests and benchmarks that bind port 0.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.clients import open_channel
+from services.common.interceptors import RuntimeInterceptor
+from services.common.logging import configure_logging, get_logger
+from services.common.metrics import start_metrics_server
+from services.common.settings import CommonSettings
+from services.common.tokens import AccessTokenVerifier, JwksKeySource
+from services.common.tracing import configure_tracing, shutdown_tracing
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One gRPC service a process serves."""
+
+    descriptor: ServiceDescriptor
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+    public_methods: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def full_public_methods(self) -> set[str]:
+        return {f"/{self.descriptor.full_name}/{name}" for name in self.public_methods}
+
+
+class ServiceApp(abc.ABC):
+    """A service's domain wiring; everything generic lives in `serve()`."""
+
+    name: str
+
+    def __init__(self, settings: CommonSettings) -> None:
+        self.settings = settings
+        self._jwks_channel: grpc.aio.Channel | None = None
+
+    @abc.abstractmethod
+    async def start(self) -> list[Mount]:
+        """Opens pools and clients; returns the services to mount."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Closes what start() opened; called after the server drained."""
+
+    def token_verifier(self) -> AccessTokenVerifier:
+        """Verifies access tokens with the auth service's JWKS (the auth service overrides)."""
+        self._jwks_channel = open_channel(self.settings.auth_addr)
+        keys = JwksKeySource(
+            self._jwks_channel,
+            ttl_s=self.settings.jwks_cache_ttl_s,
+            refetch_min_interval_s=self.settings.jwks_refetch_min_interval_s,
+        )
+        return AccessTokenVerifier(
+            keys,
+            issuer=self.settings.jwt_issuer,
+            audience=self.settings.jwt_audience,
+            algorithm=self.settings.jwt_algorithm,
+        )
+
+    async def close_verifier(self) -> None:
+        if self._jwks_channel is not None:
+            await self._jwks_channel.close()
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: list[str]
+
+    async def set_serving(self) -> None:
+        for name in ["", *self.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def drain(self, grace_s: float) -> None:
+        """NOT_SERVING for every service, refuse new RPCs, let in-flight ones finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+async def create_server(
+    settings: CommonSettings,
+    mounts: Iterable[Mount],
+    verifier: AccessTokenVerifier,
+    *,
+    extra_interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    port: int | None = None,
+) -> RunningServer:
+    mounts = list(mounts)
+    public = frozenset(method for mount in mounts for method in mount.full_public_methods)
+    server = grpc.aio.server(
+        interceptors=[*extra_interceptors, RuntimeInterceptor(verifier, public)],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for mount in mounts:
+        mount.add_to_server(mount.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [mount.descriptor.full_name for mount in mounts]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    bind_port = settings.grpc_port if port is None else port
+    bound = server.add_insecure_port(f"{settings.grpc_host}:{bind_port}")
+    if bound == 0:
+        raise SystemExit(f"cannot listen on {settings.grpc_host}:{bind_port}")
+    await server.start()
+    running = RunningServer(server, bound, health_servicer, names)
+    await running.set_serving()
+    return running
+
+
+async def serve(app: ServiceApp) -> None:
+    settings = app.settings
+    configure_logging(service=app.name, level=settings.log_level, fmt=settings.effective_log_format)
+    tracing_interceptors = configure_tracing(settings, app.name)
+    metrics_port = start_metrics_server(settings.metrics_host, settings.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    mounts = await app.start()
+    verifier = app.token_verifier()
+    running = await create_server(settings, mounts, verifier, extra_interceptors=tracing_interceptors)
+    log.info("serving", grpc_port=running.port, metrics_port=metrics_port, env=settings.app_env)
+    # One machine-readable line on stdout: `make run` and the tests wait for it.
+    print(
+        f"AGENTMESH_READY service={app.name} grpc={settings.grpc_host}:{running.port} "
+        f"metrics={settings.metrics_host}:{metrics_port}",
+        flush=True,
+    )
+    await stop.wait()
+    log.info("draining", grace_s=settings.shutdown_grace_s)
+    await running.drain(settings.shutdown_grace_s)
+    await app.stop()
+    await app.close_verifier()
+    shutdown_tracing()
+    log.info("stopped")
+
+
+def run(app: ServiceApp) -> None:
+    # SIGINT and SIGTERM are handled inside serve(), so a clean drain exits 0.
+    asyncio.run(serve(app))
+    sys.exit(0)

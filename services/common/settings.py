@@ -1,0 +1,113 @@
+"""Settings every service shares, read from the environment and `.env.<APP_ENV>` files.
+
+Precedence (highest first): real environment variables, `.env.<APP_ENV>.local`,
+`.env.<APP_ENV>`, `.env`. A missing or malformed setting stops the process at start-up
+with a message naming it; values are never echoed for secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Self, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+AppEnv = Literal["development", "test", "staging", "production"]
+
+
+def env_files(app_env: str) -> tuple[Path, ...]:
+    names = (".env", f".env.{app_env}", f".env.{app_env}.local")
+    return tuple(ROOT / name for name in names)
+
+
+class CommonSettings(BaseSettings):
+    """What the shared runtime reads. Each service subclasses it with its own fields."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
+
+    app_env: AppEnv = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json", ""] = ""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Kubernetes sends SIGTERM after the preStop hook; the drain must end before
+    # terminationGracePeriodSeconds minus preStop, or in-flight streams are killed.
+    shutdown_grace_s: float = Field(default=20.0, gt=0, le=300)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+
+    database_url: SecretStr | None = None
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    db_migrate_on_start: bool = True
+    data_dir: Path = ROOT / ".data"
+
+    auth_addr: str = "127.0.0.1:50051"
+    jwt_issuer: str = "agentmesh-auth"
+    jwt_audience: str = "agentmesh"
+    jwt_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
+    jwks_cache_ttl_s: float = Field(default=300.0, gt=0)
+    # An unknown kid triggers a refetch, at most this often, so forged kids cannot
+    # turn every request into a call to the auth service.
+    jwks_refetch_min_interval_s: float = Field(default=2.0, ge=0)
+
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = ""
+    langfuse_public_key: SecretStr | None = None
+    langfuse_secret_key: SecretStr | None = None
+    langfuse_host: str = "https://cloud.langfuse.com"
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def effective_log_format(self) -> str:
+        if self.log_format:
+            return self.log_format
+        return "json" if self.app_env in ("production", "staging") else "console"
+
+    @property
+    def langfuse_enabled(self) -> bool:
+        return bool(self.langfuse_public_key and self.langfuse_secret_key)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Self:
+        if self.is_production:
+            problems = self.production_problems()
+            if problems:
+                raise ValueError("unsafe settings for APP_ENV=production: " + "; ".join(problems))
+        return self
+
+    def production_problems(self) -> list[str]:
+        """Development conveniences that must not reach production; subclasses add theirs."""
+        problems = []
+        if self.database_url is None:
+            problems.append("DATABASE_URL is required (the embedded database is for development)")
+        return problems
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+class SettingsError(SystemExit):
+    """Stops start-up with a readable list of bad settings (never their values)."""
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    app_env = os.environ.get("APP_ENV", "development")
+    try:
+        return cls(_env_file=env_files(app_env), **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            lines.append(f"  {name}: {error['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,0 +1,9 @@
+"""`python -m services.sessions` serves the sessions service."""
+
+from services.common.server import run
+from services.common.settings import load_settings
+from services.sessions.app import SessionsApp
+from services.sessions.settings import SessionsSettings
+
+if __name__ == "__main__":
+    run(SessionsApp(load_settings(SessionsSettings)))

@@ -1,0 +1,49 @@
+"""Wiring of the sessions service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+from services.common.database import Database, open_database
+from services.common.server import Mount, ServiceApp
+from services.sessions.chat_sessions import ChatSessions
+from services.sessions.conversations import AgentConversationCleaner, ConversationCleaner, NoConversationCleaner
+from services.sessions.server import SessionServicer
+from services.sessions.settings import SessionsSettings
+from services.sessions.store import SessionStore
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class SessionsApp(ServiceApp):
+    name = "sessions"
+    settings: SessionsSettings
+
+    def __init__(self, settings: SessionsSettings) -> None:
+        super().__init__(settings)
+        self.database: Database | None = None
+        self.conversations: ConversationCleaner | None = None
+
+    async def start(self) -> list[Mount]:
+        s = self.settings
+        self.database = await open_database(s, schema="sessions", migrations=MIGRATIONS)
+        self.conversations = (
+            AgentConversationCleaner(s.agent_addr, s.agent_call_timeout_s)
+            if s.delete_conversation_state
+            else NoConversationCleaner()
+        )
+        sessions = ChatSessions(SessionStore(self.database.engine), self.conversations)
+        return [
+            Mount(
+                descriptor=sessions_pb2.DESCRIPTOR.services_by_name["SessionService"],
+                add_to_server=sessions_pb2_grpc.add_SessionServiceServicer_to_server,
+                servicer=SessionServicer(sessions),
+            )
+        ]
+
+    async def stop(self) -> None:
+        if self.conversations is not None:
+            await self.conversations.close()
+        if self.database is not None:
+            await self.database.close()

@@ -1,0 +1,17 @@
+"""Settings of the sessions service (on top of the shared ones)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.common.settings import CommonSettings
+
+
+class SessionsSettings(CommonSettings):
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    agent_addr: str = "127.0.0.1:50053"
+    # Deleting a session also deletes its conversation in the agent service. Only turn
+    # this off for a deployment that runs no agent service.
+    delete_conversation_state: bool = True
+    agent_call_timeout_s: float = Field(default=5.0, gt=0)
