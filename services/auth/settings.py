@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from services.common.settings import CommonSettings
 
@@ -17,7 +20,7 @@ class AuthSettings(CommonSettings):
     access_token_ttl_s: int = Field(default=900, ge=60, le=86_400)
     refresh_token_ttl_s: int = Field(default=30 * 86_400, ge=3600)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
-    admin_emails: list[str] = Field(default_factory=list)
+    admin_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Encrypts the private signing keys stored in the database (AES-GCM, HKDF-derived).
     signing_key_secret: SecretStr = SecretStr(DEV_SIGNING_KEY_SECRET)
     signing_key_rotation_days: int = Field(default=30, ge=1)

@@ -1,0 +1,49 @@
+# agentmesh — the verbs. `make run` and `make test` work on a fresh clone: each
+# installs what it needs into .venv first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: setup run test lint format proto proto-check pytest browser k8s-check images \
+        bench loadtest loadtest-stress soak eval eval-golden clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -U pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# Headless Chromium for the chat-page tests (Debian's package; Playwright drives it).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+run: setup
+	$(BIN)/python -m meshctl run
+
+test: setup browser lint proto-check pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/buf lint
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+proto: setup
+	$(BIN)/python scripts/gen_protos.py
+
+proto-check: setup
+	$(BIN)/python scripts/gen_protos.py --check
+
+pytest: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf .data .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Start and stop a local mesh: used by `make run`, the tests, the load tests and benchmarks."""

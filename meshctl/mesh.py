@@ -1,0 +1,123 @@
+"""The whole local mesh: embedded Postgres, the offline LLM (unless a real one is
+configured), every service that exists in this checkout, and the gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshctl.processes import ROOT, ChildProcess, StartError, python_module
+from services.common.embedded_pg import embedded_database_url
+
+# (name, module, default gRPC port, default metrics port), in start order: auth
+# first (everyone verifies its tokens), the gateway last.
+SERVICES = [
+    ("auth", "services.auth", 50051, 9101),
+    ("sessions", "services.sessions", 50052, 9102),
+    ("memory", "services.memory", 50054, 9104),
+    ("evals", "services.evals", 50055, 9105),
+    ("agent", "services.agent", 50053, 9103),
+]
+ADDR_VARS = {name: f"{name.upper()}_ADDR" for name, *_ in SERVICES}
+GATEWAY_PORT = 8080
+OFFLINE_LLM_PORT = 8100
+OFFLINE_LLM_READY = re.compile(r"offline LLM listening on (?P<url>http://\S+)")
+GATEWAY_READY = re.compile(r"gateway listening on (?P<url>http://\S+)")
+
+
+def module_exists(module: str) -> bool:
+    """Whether this checkout has the service yet (services land one by one)."""
+    return (ROOT / module.replace(".", "/") / "__main__.py").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Mesh:
+    data_dir: Path
+    log_dir: Path
+    ephemeral_ports: bool = False
+    extra_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, ChildProcess] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    llm_url: str = ""
+    gateway_url: str = ""
+
+    def _port(self, default: int) -> int:
+        return free_port() if self.ephemeral_ports else default
+
+    def plan(self) -> None:
+        """Fixes every address up front: services call each other both ways."""
+        env = {**os.environ, **self.extra_env}
+        env.setdefault("APP_ENV", "development")
+        env["PYTHONUNBUFFERED"] = "1"
+        if not env.get("DATABASE_URL"):
+            env["DATABASE_URL"] = embedded_database_url(self.data_dir)
+        self._ports: dict[str, tuple[int, int]] = {}
+        for name, _module, grpc_port, metrics_port in SERVICES:
+            self._ports[name] = (self._port(grpc_port), self._port(metrics_port))
+            env.setdefault(ADDR_VARS[name], f"127.0.0.1:{self._ports[name][0]}")
+        self._gateway_port = self._port(GATEWAY_PORT)
+        self.env = env
+
+    def start(self, only: Iterable[str] | None = None) -> None:
+        self.plan()
+        wanted = set(only) if only is not None else None
+        if not (self.env.get("LLM_BASE_URL") or self.env.get("OPENAI_API_KEY")) and module_exists("offline_llm"):
+            self.start_offline_llm()
+        for name, module, *_ in SERVICES:
+            if (wanted is None or name in wanted) and module_exists(module):
+                self.start_service(name)
+        if (wanted is None or "gateway" in wanted) and module_exists("gateway"):
+            self.start_gateway()
+
+    def start_offline_llm(self) -> ChildProcess:
+        env = {**self.env, "OFFLINE_LLM_PORT": str(self._port(OFFLINE_LLM_PORT))}
+        child = ChildProcess(
+            "offline-llm", python_module("offline_llm"), env, self.log_dir / "offline-llm.log", OFFLINE_LLM_READY
+        ).start()
+        self.processes["offline-llm"] = child
+        self.llm_url = child.ready_match["url"].rstrip("/") + "/v1"
+        self.env["LLM_BASE_URL"] = self.llm_url
+        return child
+
+    def service_env(self, name: str, **overrides: str) -> dict[str, str]:
+        grpc_port, metrics_port = self._ports[name]
+        return {**self.env, "GRPC_PORT": str(grpc_port), "METRICS_PORT": str(metrics_port), **overrides}
+
+    def start_service(self, name: str, *, instance: str = "", **overrides: str) -> ChildProcess:
+        """Starts a service; `instance` starts another replica (pass GRPC_PORT/METRICS_PORT)."""
+        module = dict((n, m) for n, m, *_ in SERVICES)[name]
+        key = f"{name}{instance}"
+        env = self.service_env(name, **overrides)
+        child = ChildProcess(key, python_module(module), env, self.log_dir / f"{key}.log").start()
+        self.processes[key] = child
+        return child
+
+    def start_gateway(self, **overrides: str) -> ChildProcess:
+        env = {**self.env, "GATEWAY_PORT": str(self._gateway_port), **overrides}
+        child = ChildProcess("gateway", python_module("gateway"), env, self.log_dir / "gateway.log", GATEWAY_READY)
+        child.start()
+        self.processes["gateway"] = child
+        self.gateway_url = child.ready_match["url"].rstrip("/")
+        return child
+
+    def addr(self, name: str) -> str:
+        return self.env[ADDR_VARS[name]]
+
+    def stop(self) -> None:
+        # Reverse start order: the gateway first, auth last.
+        for key in reversed(list(self.processes)):
+            self.processes[key].stop()
+        self.processes.clear()
+
+
+__all__ = ["Mesh", "StartError", "free_port"]

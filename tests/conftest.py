@@ -1,0 +1,86 @@
+"""The mesh every integration test talks to: real processes on loopback, the embedded
+Postgres, the offline LLM server. Started once per test run; tests that restart or
+kill a process start their own extra instance with `mesh.start_service(...)`."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from meshctl.mesh import Mesh
+from tests.support.users import MeshUser, register_user
+
+# Test-only speedups and limits: bcrypt at cost 4 (production requires >= 12) so a
+# hundred registrations take milliseconds, and gateway rate limits high enough that
+# only the rate-limit tests hit them.
+TEST_ENV = {
+    "APP_ENV": "test",
+    "BCRYPT_ROUNDS": "4",
+    "ADMIN_EMAILS": "admin@example.com",
+    "LOG_LEVEL": "INFO",
+    "SHUTDOWN_GRACE_S": "10",
+}
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    base = tmp_path_factory.mktemp("mesh")
+    mesh = Mesh(data_dir=base / "data", log_dir=base / "logs", ephemeral_ports=True, extra_env=TEST_ENV)
+    # MESH_ONLY=auth,sessions starts a subset, for a quick run of one area's tests.
+    only = [name for name in os.environ.get("MESH_ONLY", "").split(",") if name] or None
+    try:
+        mesh.start(only)
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+@pytest.fixture(scope="session")
+def log_dir(mesh: Mesh) -> Path:
+    return mesh.log_dir
+
+
+@pytest.fixture
+async def auth_channel(mesh: Mesh) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(mesh.addr("auth")) as channel:
+        yield channel
+
+
+@pytest.fixture
+def auth_stub(auth_channel: grpc.aio.Channel) -> auth_pb2_grpc.AuthServiceStub:
+    return auth_pb2_grpc.AuthServiceStub(auth_channel)
+
+
+@pytest.fixture
+async def user(auth_stub: auth_pb2_grpc.AuthServiceStub) -> MeshUser:
+    """A freshly registered user with a valid access token."""
+    return await register_user(auth_stub)
+
+
+@pytest.fixture
+async def other_user(auth_stub: auth_pb2_grpc.AuthServiceStub) -> MeshUser:
+    return await register_user(auth_stub)
+
+
+@pytest.fixture
+async def admin(auth_stub: auth_pb2_grpc.AuthServiceStub) -> MeshUser:
+    """The admin (ADMIN_EMAILS); registered on first use, logged in afterwards."""
+    email = "admin@example.com"
+    try:
+        return await register_user(auth_stub, email=email)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+    login = await auth_stub.Login(auth_pb2.LoginRequest(email=email, password=MeshUser.PASSWORD))
+    me = await auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=[("authorization", f"Bearer {login.access_token}")])
+    return MeshUser(me.user.id, email, login.access_token, login.refresh_token)
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
