@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
@@ -15,6 +16,7 @@ from services.common.logging import get_logger
 log = get_logger(__name__)
 
 MAX_EMAIL_LENGTH = 254
+PROFILE_CACHE_SIZE = 10_000
 BAD_CREDENTIALS = "incorrect email or password"
 
 
@@ -46,6 +48,7 @@ class Accounts:
         self._issuer = issuer
         self._admin_emails = {e.lower() for e in admin_emails}
         self._refresh_ttl = timedelta(seconds=refresh_ttl_s)
+        self._profiles: OrderedDict[str, UserRow] = OrderedDict()
 
     def roles_for(self, email: str) -> list[str]:
         return ["user", "admin"] if email in self._admin_emails else ["user"]
@@ -108,9 +111,16 @@ class Accounts:
         log.info("user_logged_out", user_id=user_id)
 
     async def me(self, user_id: str) -> UserRow:
-        user = await self._store.user_by_id(user_id)
+        # A profile (id, email, created_at) never changes once created, so a replica may
+        # keep it: GetMe is the hottest authenticated read and needs no round trip.
+        user = self._profiles.get(user_id)
         if user is None:
-            raise NotFound("the account no longer exists", reason="USER_NOT_FOUND")
+            user = await self._store.user_by_id(user_id)
+            if user is None:
+                raise NotFound("the account no longer exists", reason="USER_NOT_FOUND")
+            self._profiles[user_id] = user
+            if len(self._profiles) > PROFILE_CACHE_SIZE:
+                self._profiles.popitem(last=False)
         return user
 
     async def _issue(self, tx: AuthStore, user: UserRow, *, family_id: str | None) -> IssuedTokens:

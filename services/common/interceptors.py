@@ -43,14 +43,16 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith("/grpc."):
             return handler
         service, _, name = method[1:].partition("/")
-        call = _Call(self, method, service, name, method in self._public_methods)
+        public = method in self._public_methods
         if handler.unary_unary is not None:
+            call = _Call(self, method, service, name, public, "unary")
             return grpc.unary_unary_rpc_method_handler(
                 call.wrap_unary(handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
+            call = _Call(self, method, service, name, public, "server_stream")
             return grpc.unary_stream_rpc_method_handler(
                 call.wrap_stream(handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
@@ -70,25 +72,34 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
 class _Call:
     """Per-method wrapper; holds the labels so the hot path does no string work."""
 
-    def __init__(self, owner: RuntimeInterceptor, method: str, service: str, name: str, public: bool):
+    def __init__(self, owner: RuntimeInterceptor, method: str, service: str, name: str, public: bool, kind: str):
         self._owner = owner
+        self._kind = kind
         self._method = method
         self._public = public
         self._labels = {"grpc_service": service, "grpc_method": name}
+        # Metric children resolved once per method: label lookups are measurable per call.
+        self._started = metrics.grpc_server_started_total.labels(grpc_type=kind, **self._labels)
+        self._seconds = metrics.grpc_server_handling_seconds.labels(grpc_type=kind, **self._labels)
+        self._sent = metrics.grpc_server_msg_sent_total.labels(grpc_type=kind, **self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
 
-    def _begin(self, kind: str, context: grpc.aio.ServicerContext) -> dict[str, str]:
-        metrics.grpc_server_started_total.labels(grpc_type=kind, **self._labels).inc()
+    def _begin(self, context: grpc.aio.ServicerContext) -> dict[str, str]:
+        self._started.inc()
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         structlog.contextvars.bind_contextvars(
             request_id=metadata.get("x-request-id") or uuid.uuid4().hex, rpc=self._method
         )
         return metadata
 
-    def _finish(self, kind: str, code: grpc.StatusCode, started: float) -> None:
-        metrics.grpc_server_handled_total.labels(grpc_type=kind, grpc_code=code.name, **self._labels).inc()
-        metrics.grpc_server_handling_seconds.labels(grpc_type=kind, **self._labels).observe(
-            time.perf_counter() - started
-        )
+    def _finish(self, code: grpc.StatusCode, started: float) -> None:
+        handled = self._handled.get(code)
+        if handled is None:
+            labels = {"grpc_type": self._kind, "grpc_code": code.name, **self._labels}
+            handled = metrics.grpc_server_handled_total.labels(**labels)
+            self._handled[code] = handled
+        handled.inc()
+        self._seconds.observe(time.perf_counter() - started)
         structlog.contextvars.unbind_contextvars("request_id", "rpc", "user_id", "session_id")
 
     async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
@@ -106,7 +117,7 @@ class _Call:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                metadata = self._begin("unary", context)
+                metadata = self._begin(context)
                 principal = await self._owner.authenticate(metadata, self._public)
                 token = set_principal(principal)
                 if principal is not None:
@@ -125,25 +136,23 @@ class _Call:
                 code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
                 await self._fail(exc, context)
             finally:
-                self._finish("unary", code, started)
+                self._finish(code, started)
 
         return unary
 
     def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-        sent = metrics.grpc_server_msg_sent_total.labels(grpc_type="server_stream", **self._labels)
-
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                metadata = self._begin("server_stream", context)
+                metadata = self._begin(context)
                 principal = await self._owner.authenticate(metadata, self._public)
                 token = set_principal(principal)
                 if principal is not None:
                     structlog.contextvars.bind_contextvars(user_id=principal.user_id)
                 try:
                     async for message in behavior(request, context):
-                        sent.inc()
+                        self._sent.inc()
                         yield message
                 finally:
                     reset_principal(token)
@@ -157,6 +166,6 @@ class _Call:
                 code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
                 await self._fail(exc, context)
             finally:
-                self._finish("server_stream", code, started)
+                self._finish(code, started)
 
         return stream
