@@ -41,6 +41,7 @@ proto: setup
 
 proto-check: setup
 	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/python scripts/gen_env_example.py --check
 
 pytest: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
