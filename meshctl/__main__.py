@@ -18,8 +18,8 @@ from meshctl.mesh import Mesh, StartError
 from meshctl.processes import ROOT
 
 
-def run(data_dir: Path) -> int:
-    mesh = Mesh(data_dir=data_dir, log_dir=data_dir / "logs")
+def run(data_dir: Path, *, ephemeral_ports: bool) -> int:
+    mesh = Mesh(data_dir=data_dir, log_dir=data_dir / "logs", ephemeral_ports=ephemeral_ports)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -52,8 +52,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m meshctl", description=__doc__)
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
+    parser.add_argument("--ephemeral-ports", action="store_true", help="free ports instead of the defaults")
     args = parser.parse_args()
-    sys.exit(run(args.data_dir))
+    sys.exit(run(args.data_dir, ephemeral_ports=args.ephemeral_ports))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,13 @@ last one to exit stops it. Data lives under `.data/pgdata` and survives restarts
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
+
+# pgserver gives pg_ctl 10 s to start the server; on a loaded machine the server may still
+# be coming up when that expires, and the next attempt finds it running.
+START_ATTEMPTS = 4
 
 _lock = threading.Lock()
 _servers: dict[Path, object] = {}
@@ -23,6 +28,12 @@ def embedded_database_url(data_dir: Path) -> str:
         server = _servers.get(pgdata)
         if server is None:
             pgdata.parent.mkdir(parents=True, exist_ok=True)
-            server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            for attempt in range(START_ATTEMPTS):
+                try:
+                    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+                    break
+                except subprocess.TimeoutExpired:
+                    if attempt == START_ATTEMPTS - 1:
+                        raise
             _servers[pgdata] = server
         return server.get_uri()  # type: ignore[attr-defined]
