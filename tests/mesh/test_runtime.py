@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+import uuid
 
 import grpc
 import jwt
@@ -181,3 +182,22 @@ async def test_rotated_keys_keep_verifying_old_tokens(mesh: Mesh, auth_stub, use
     finally:
         fresh.stop()
         mesh.processes.pop("auth-rotated", None)
+
+
+async def test_logs_carry_the_request_id_and_the_user_id(mesh: Mesh, auth_stub, user: MeshUser) -> None:
+    request_id = f"req-{uuid.uuid4().hex}"
+    with pytest.raises(grpc.aio.AioRpcError):
+        await auth_stub.Logout(
+            auth_pb2.LogoutRequest(refresh_token="not-a-token"),
+            metadata=(*user.metadata, ("x-request-id", request_id)),
+        )
+    log_path = mesh.log_dir / "auth.log"
+    for _ in range(50):
+        lines = [line for line in log_path.read_text().splitlines() if request_id in line]
+        if lines:
+            break
+        await asyncio.sleep(0.1)
+    assert lines, "no log line carries the request id"
+    assert "rpc_failed" in lines[0]
+    assert user.user_id in lines[0]
+    assert user.access_token not in log_path.read_text()
