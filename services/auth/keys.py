@@ -36,6 +36,8 @@ class SigningKey:
     public_jwk: dict[str, str]
     created_at: datetime
     retired_at: datetime | None
+    # Parsed once at load: building a PyJWK per verification costs more than the signature check.
+    verifier: jwt.PyJWK
 
 
 class KeyCipher:
@@ -118,8 +120,9 @@ class KeyRing:
         keys = {}
         for row in rows:
             private = serialization.load_pem_private_key(self._cipher.open(row.sealed_private_key, row.kid), None)
+            jwk = json.loads(row.public_jwk)
             keys[row.kid] = SigningKey(
-                row.kid, row.algorithm, private, json.loads(row.public_jwk), row.created_at, row.retired_at
+                row.kid, row.algorithm, private, jwk, row.created_at, row.retired_at, jwt.PyJWK(jwk)
             )
         self._keys = keys
         self._loaded_at = time.monotonic()
@@ -138,4 +141,4 @@ class KeyRing:
 
     def verification_key(self, kid: str) -> jwt.PyJWK | None:
         key = self._keys.get(kid)
-        return jwt.PyJWK(key.public_jwk) if key is not None else None
+        return key.verifier if key is not None else None
