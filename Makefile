@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format proto proto-check pytest browser k8s-check images \
+.PHONY: setup run test lint format proto proto-check proto-breaking pytest browser k8s-check images \
         bench loadtest loadtest-stress soak eval eval-golden clean
 
 setup: $(STAMP)
@@ -38,6 +38,10 @@ format: setup
 
 proto: setup
 	$(BIN)/python scripts/gen_protos.py
+
+# Run on a branch before merging a proto change: no breaking change against main's contracts.
+proto-breaking: setup
+	$(BIN)/buf breaking --against '.git#branch=main'
 
 proto-check: setup
 	$(BIN)/python scripts/gen_protos.py --check
