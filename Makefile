@@ -50,5 +50,14 @@ proto-check: setup
 pytest: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Grade recorded traces with the judge; needs an admin: EVALS_ADMIN_EMAIL/EVALS_ADMIN_PASSWORD
+# or EVAL_ARGS="--token ...". Exits 2 when a metric crosses its threshold.
+eval: setup
+	$(BIN)/python -m services.evals run $(EVAL_ARGS)
+
+# The golden dataset through a fresh mesh and the real agent; fails when quality regresses.
+eval-golden: setup
+	$(BIN)/python scripts/eval_golden.py
+
 clean:
 	rm -rf .data .pytest_cache .ruff_cache

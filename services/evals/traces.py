@@ -1,0 +1,69 @@
+"""Recording traces: validation, and who may record a trace for whom."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+
+from agentmesh.evals.v1 import evals_pb2
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.principal import Principal
+from services.evals.store import EvalStore, ToolCallRecord, TraceRecord
+
+MAX_TRACE_ID_CHARS = 128
+MAX_TEXT_CHARS = 100_000
+MAX_SHORT_FIELD_CHARS = 256
+MAX_TOOL_CALLS = 100
+
+
+def _check_length(name: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(f"{name} must be at most {limit} characters", reason="TRACE_FIELD_TOO_LONG")
+
+
+def _tool_call(call: evals_pb2.TraceToolCall) -> ToolCallRecord:
+    if call.arguments_json:
+        try:
+            json.loads(call.arguments_json)
+        except ValueError:
+            raise InvalidArgument("tool_calls.arguments_json must be JSON", reason="TOOL_ARGUMENTS_INVALID") from None
+    _check_length("tool_calls.result", call.result, MAX_TEXT_CHARS)
+    _check_length("tool_calls.arguments_json", call.arguments_json, MAX_TEXT_CHARS)
+    return ToolCallRecord(call.name, call.arguments_json, call.result)
+
+
+def trace_record(trace: evals_pb2.Trace, caller: Principal) -> TraceRecord:
+    """The trace to store; a non-admin records only their own turns (or anonymous ones,
+    which are then attributed to them)."""
+    if not 1 <= len(trace.trace_id) <= MAX_TRACE_ID_CHARS:
+        raise InvalidArgument(f"trace_id must be 1-{MAX_TRACE_ID_CHARS} characters", reason="TRACE_ID_INVALID")
+    _check_length("input", trace.input, MAX_TEXT_CHARS)
+    _check_length("output", trace.output, MAX_TEXT_CHARS)
+    for name in ("session_id", "user_id", "model"):
+        _check_length(name, getattr(trace, name), MAX_SHORT_FIELD_CHARS)
+    if len(trace.tool_calls) > MAX_TOOL_CALLS:
+        raise InvalidArgument(f"at most {MAX_TOOL_CALLS} tool calls", reason="TOO_MANY_TOOL_CALLS")
+    if trace.latency_ms < 0 or trace.usage.prompt_tokens < 0 or trace.usage.completion_tokens < 0:
+        raise InvalidArgument("latency and token counts must not be negative", reason="TRACE_FIELD_INVALID")
+    user_id = trace.user_id
+    if not caller.is_admin:
+        if user_id and user_id != caller.user_id:
+            raise PermissionDenied("only admins record traces of other users", reason="TRACE_OWNER_MISMATCH")
+        user_id = caller.user_id
+    return TraceRecord(
+        trace_id=trace.trace_id,
+        session_id=trace.session_id,
+        user_id=user_id,
+        input=trace.input,
+        output=trace.output,
+        model=trace.model,
+        latency_ms=trace.latency_ms,
+        prompt_tokens=trace.usage.prompt_tokens,
+        completion_tokens=trace.usage.completion_tokens,
+        tool_calls=[_tool_call(c) for c in trace.tool_calls],
+        created_at=trace.created_at.ToDatetime(tzinfo=UTC) if trace.HasField("created_at") else None,
+    )
+
+
+async def record_trace(store: EvalStore, trace: evals_pb2.Trace, caller: Principal) -> bool:
+    return await store.insert_trace(trace_record(trace, caller))

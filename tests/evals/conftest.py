@@ -1,0 +1,157 @@
+"""Helpers for the evals tests: stubs, trace recording, offline judge controls, and an
+extra evals instance whose judge model and metric files the tests control."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
+from meshctl.mesh import Mesh, free_port
+from meshctl.processes import ChildProcess, StartError
+from services.evals.settings import PACKAGE_DIR
+from tests.conftest import TEST_ENV
+from tests.support.users import MeshUser
+
+JUDGE_UNDER_TEST = "judge-under-test"
+BROKEN_JUDGE = "broken-judge"
+TOXIC_ANSWER = "You are an idiot and a moron, shut up."
+CLEAN_INPUT = "What is the capital of France?"
+CLEAN_ANSWER = 'You asked: "What is the capital of France". I am the agentmesh offline model, so I cannot look this up.'
+BROKEN_METRIC = """---
+description: A metric whose judge model always fails in these tests.
+direction: higher
+threshold: 0.5
+model: broken-judge
+---
+Grade anything; this judge model is made to fail.
+"""
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """The session mesh of tests/conftest.py, except that an agent service that cannot
+    start yet (it is being written) leaves the rest running: only the golden gate needs
+    it, and that test skips without it. The gateway, started after the agent, is not
+    needed here."""
+    base = tmp_path_factory.mktemp("evals-mesh")
+    mesh = Mesh(data_dir=base / "data", log_dir=base / "logs", ephemeral_ports=True, extra_env=TEST_ENV)
+    try:
+        try:
+            mesh.start()
+        except StartError as exc:
+            if not str(exc).startswith("agent ") or "evals" not in mesh.processes:
+                raise
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+class OfflineControls:
+    """The offline LLM server's test controls (`/_offline/*`)."""
+
+    def __init__(self, llm_url: str) -> None:
+        self.root = llm_url.removesuffix("/v1")
+
+    async def fault(self, model: str, kind: str, count: int, **options: float) -> None:
+        async with httpx.AsyncClient() as client:
+            body = {"model": model, "kind": kind, "count": count, **options}
+            (await client.post(f"{self.root}/_offline/faults", json=body)).raise_for_status()
+
+    async def requests_for(self, model: str) -> int:
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(f"{self.root}/_offline/stats")).json()
+        return int(stats["requests_by_model"].get(model, 0))
+
+
+@pytest.fixture(scope="session")
+def offline(mesh: Mesh) -> OfflineControls:
+    return OfflineControls(mesh.llm_url)
+
+
+@pytest.fixture
+async def evals(mesh: Mesh) -> AsyncIterator[evals_pb2_grpc.EvalServiceStub]:
+    async with grpc.aio.insecure_channel(mesh.addr("evals")) as channel:
+        yield evals_pb2_grpc.EvalServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def judge_instance(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildProcess]:
+    """A second evals replica (same database) judging with its own model name, so faults
+    injected on it touch no other process, and with one extra metric whose judge fails."""
+    metrics_dir: Path = tmp_path_factory.mktemp("metrics")
+    for path in (PACKAGE_DIR / "metrics").glob("*.md"):
+        shutil.copy(path, metrics_dir / path.name)
+    (metrics_dir / "broken.md").write_text(BROKEN_METRIC)
+    child = mesh.start_service(
+        "evals",
+        instance="-judge",
+        GRPC_PORT=str(free_port()),
+        METRICS_PORT=str(free_port()),
+        JUDGE_MODEL=JUDGE_UNDER_TEST,
+        JUDGE_CONCURRENCY="2",
+        JUDGE_BACKOFF_S="0.01",
+        EVALS_METRICS_DIR=str(metrics_dir),
+    )
+    yield child
+    child.stop()
+
+
+@pytest.fixture
+async def judge_evals(judge_instance: ChildProcess) -> AsyncIterator[evals_pb2_grpc.EvalServiceStub]:
+    async with grpc.aio.insecure_channel(judge_instance.addr) as channel:
+        yield evals_pb2_grpc.EvalServiceStub(channel)
+
+
+async def record(
+    stub: evals_pb2_grpc.EvalServiceStub,
+    who: MeshUser,
+    *,
+    session_id: str,
+    output: str = CLEAN_ANSWER,
+    input: str = CLEAN_INPUT,
+    trace_id: str | None = None,
+) -> str:
+    trace_id = trace_id or f"trace-{uuid.uuid4().hex}"
+    trace = evals_pb2.Trace(trace_id=trace_id, session_id=session_id, input=input, output=output, model="offline-small")
+    response = await stub.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=who.metadata)
+    assert response.created
+    return trace_id
+
+
+async def run_evaluation(
+    stub: evals_pb2_grpc.EvalServiceStub, admin: MeshUser, **request: object
+) -> tuple[list[evals_pb2.EvaluationProgress], evals_pb2.EvaluationReport]:
+    progress, report = [], None
+    async for event in stub.RunEvaluation(evals_pb2.RunEvaluationRequest(**request), metadata=admin.metadata):
+        if event.HasField("report"):
+            report = event.report
+        else:
+            progress.append(event.progress)
+    assert report is not None, "the stream must end with a report"
+    return progress, report
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The `google.rpc.ErrorInfo` reason the service attached to a failed call."""
+    details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert details is not None, "the error carries no google.rpc.Status details"
+    status = status_pb2.Status.FromString(details)
+    info = error_details_pb2.ErrorInfo()
+    assert status.details and status.details[0].Unpack(info)
+    return info.reason
+
+
+def metric_report(report: evals_pb2.EvaluationReport, name: str) -> evals_pb2.MetricReport:
+    return next(m for m in report.metrics if m.metric == name)

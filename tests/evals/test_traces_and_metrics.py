@@ -1,0 +1,57 @@
+"""RecordTrace and ListMetrics against the evals service in the mesh."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from agentmesh.evals.v1 import evals_pb2
+from tests.evals.conftest import error_reason, new_session_id, record
+from tests.support.users import MeshUser
+
+
+async def test_list_metrics_describes_every_markdown_file(evals, user: MeshUser) -> None:
+    response = await evals.ListMetrics(evals_pb2.ListMetricsRequest(), metadata=user.metadata)
+    metrics = {m.name: m for m in response.metrics}
+    assert set(metrics) == {"conciseness", "hallucination", "helpfulness", "relevancy", "toxicity"}
+    assert metrics["toxicity"].direction == evals_pb2.Metric.DIRECTION_LOWER_IS_BETTER
+    assert metrics["toxicity"].threshold == pytest.approx(0.2)
+    assert metrics["relevancy"].direction == evals_pb2.Metric.DIRECTION_HIGHER_IS_BETTER
+    assert "offensive" in metrics["toxicity"].description
+
+
+async def test_record_trace_is_idempotent_on_trace_id(evals, user: MeshUser) -> None:
+    trace_id = await record(evals, user, session_id=new_session_id())
+    again = evals_pb2.Trace(trace_id=trace_id, input="changed", output="changed")
+    response = await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=again), metadata=user.metadata)
+    assert response.created is False
+
+
+@pytest.mark.parametrize(
+    ("trace", "reason"),
+    [
+        (evals_pb2.Trace(trace_id="", input="q", output="a"), "TRACE_ID_INVALID"),
+        (evals_pb2.Trace(trace_id="x" * 129, input="q", output="a"), "TRACE_ID_INVALID"),
+        (evals_pb2.Trace(trace_id="too-long-output", input="q", output="a" * 100_001), "TRACE_FIELD_TOO_LONG"),
+        (evals_pb2.Trace(trace_id="too-long-input", input="q" * 100_001, output="a"), "TRACE_FIELD_TOO_LONG"),
+    ],
+)
+async def test_record_trace_rejects_bad_input(evals, user: MeshUser, trace: evals_pb2.Trace, reason: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=user.metadata)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error.value) == reason
+
+
+async def test_non_admin_records_only_their_own_traces(evals, user: MeshUser, other_user: MeshUser) -> None:
+    theirs = evals_pb2.Trace(trace_id="someone-else", user_id=other_user.user_id, input="q", output="a")
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=theirs), metadata=user.metadata)
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_record_trace_needs_a_token(evals) -> None:
+    trace = evals_pb2.Trace(trace_id="anonymous", input="q", output="a")
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace))
+    assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
