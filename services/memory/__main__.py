@@ -1,0 +1,9 @@
+"""`python -m services.memory` serves the memory service."""
+
+from services.common.server import run
+from services.common.settings import load_settings
+from services.memory.app import MemoryApp
+from services.memory.settings import MemorySettings
+
+if __name__ == "__main__":
+    run(MemoryApp(load_settings(MemorySettings)))

@@ -1,0 +1,91 @@
+"""Wiring of the memory service: database, embedder, LLM, servicer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+
+from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
+from services.common.database import Database, open_database
+from services.common.server import Mount, ServiceApp
+from services.memory.embeddings import Embedder, open_embedder
+from services.memory.extraction import FactExtractor
+from services.memory.llm import StructuredLLM
+from services.memory.memories import Memories
+from services.memory.resolution import Resolver
+from services.memory.server import MemoryServicer
+from services.memory.settings import MemorySettings
+from services.memory.store import MemoryStore, SearchTuning, register_vector_codec
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def search_tuning(settings: MemorySettings) -> SearchTuning:
+    return SearchTuning(
+        exact_max_rows=settings.exact_search_max_rows,
+        ef_search=settings.hnsw_ef_search,
+        iterative_scan=settings.hnsw_iterative_scan,
+        max_scan_tuples=settings.hnsw_max_scan_tuples,
+    )
+
+
+async def open_memory_store(settings: MemorySettings) -> tuple[Database, MemoryStore]:
+    """The migrated database with pgvector's codec on every connection; shared with benchmarks."""
+    database = await open_database(settings, schema="memory", migrations=MIGRATIONS)
+    register_vector_codec(database.engine)
+    # Connections pooled during the migration predate the codec (and maybe the extension).
+    await database.engine.dispose()
+    store = MemoryStore(database.engine, search_tuning(settings))
+    stored_dim = await store.embedding_dim()
+    if stored_dim != settings.embedding_dim:
+        await database.close()
+        raise SystemExit(
+            f"EMBEDDING_DIM={settings.embedding_dim} but memory.memories.embedding is vector({stored_dim}); "
+            "use the dimension the table was created with, or migrate and re-embed the memories"
+        )
+    return database, store
+
+
+class MemoryApp(ServiceApp):
+    name = "memory"
+    settings: MemorySettings
+
+    def __init__(self, settings: MemorySettings) -> None:
+        super().__init__(settings)
+        self.database: Database | None = None
+        self.embedder: Embedder | None = None
+        self.llm_client: openai.AsyncOpenAI | None = None
+
+    async def start(self) -> list[Mount]:
+        s = self.settings
+        self.database, store = await open_memory_store(s)
+        self.embedder = await open_embedder(s)
+        self.llm_client = openai.AsyncOpenAI(
+            base_url=s.effective_llm_base_url, api_key=s.effective_llm_api_key, timeout=s.llm_timeout_s, max_retries=2
+        )
+        llm = StructuredLLM(self.llm_client, s.effective_extraction_model)
+        resolver = Resolver(llm, self.embedder, dedup_threshold=s.dedup_threshold, neighbours=s.resolution_neighbours)
+        memories = Memories(
+            store,
+            self.embedder,
+            FactExtractor(llm),
+            resolver,
+            dedup_threshold=s.dedup_threshold,
+            default_search_limit=s.search_default_limit,
+        )
+        return [
+            Mount(
+                descriptor=memory_pb2.DESCRIPTOR.services_by_name["MemoryService"],
+                add_to_server=memory_pb2_grpc.add_MemoryServiceServicer_to_server,
+                servicer=MemoryServicer(memories),
+            )
+        ]
+
+    async def stop(self) -> None:
+        if self.embedder is not None:
+            await self.embedder.close()
+        if self.llm_client is not None:
+            await self.llm_client.close()
+        if self.database is not None:
+            await self.database.close()

@@ -1,0 +1,200 @@
+"""The rules of the memory service: validation, what becomes a candidate, ownership,
+paging. Storage is `store.py`, the ADD/UPDATE/DELETE/NOOP decision `resolution.py`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from services.common.errors import InvalidArgument, NotFound
+from services.memory.embeddings import Embedder, Vector
+from services.memory.extraction import FactExtractor
+from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact
+from services.memory.metrics import memory_events_total
+from services.memory.resolution import Outcome, Resolver, cosine
+from services.memory.store import MemoryRow, MemoryStore, ScoredMemory
+
+MAX_MESSAGES = 50
+MAX_FACTS = 50
+MAX_CONTEXT_FACTS = 100
+MAX_MESSAGE_LENGTH = 10_000
+MAX_QUERY_LENGTH = 2_000
+MAX_SEARCH_LIMIT = 100
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+ROLES = frozenset({"user", "assistant", "system", "tool"})
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    messages: Sequence[tuple[str, str]] = ()
+    facts: Sequence[str] = ()
+    session_id: str = ""
+    context_facts: Sequence[str] = field(default_factory=tuple)
+
+
+def validate_add(request: AddRequest) -> None:
+    if not request.messages and not request.facts:
+        raise InvalidArgument("messages or facts are required", reason="NOTHING_TO_ADD")
+    if len(request.messages) > MAX_MESSAGES:
+        raise InvalidArgument(f"at most {MAX_MESSAGES} messages per call", reason="TOO_MANY_MESSAGES")
+    if len(request.facts) > MAX_FACTS:
+        raise InvalidArgument(f"at most {MAX_FACTS} facts per call", reason="TOO_MANY_FACTS")
+    if len(request.context_facts) > MAX_CONTEXT_FACTS:
+        raise InvalidArgument(f"at most {MAX_CONTEXT_FACTS} context facts", reason="TOO_MANY_CONTEXT_FACTS")
+    for role, content in request.messages:
+        if role not in ROLES:
+            raise InvalidArgument(f"message role must be one of {sorted(ROLES)}", reason="MESSAGE_ROLE_INVALID")
+        if len(content) > MAX_MESSAGE_LENGTH:
+            raise InvalidArgument(
+                f"message content must be at most {MAX_MESSAGE_LENGTH} characters", reason="MESSAGE_TOO_LONG"
+            )
+    for fact in request.facts:
+        if not 1 <= len(fact.strip()) <= MAX_FACT_LENGTH:
+            raise InvalidArgument(f"each fact must be 1-{MAX_FACT_LENGTH} characters", reason="FACT_LENGTH_INVALID")
+    if any(len(fact) > MAX_FACT_LENGTH for fact in request.context_facts):
+        raise InvalidArgument(
+            f"each context fact must be at most {MAX_FACT_LENGTH} characters", reason="CONTEXT_FACT_TOO_LONG"
+        )
+    parse_optional_session_id(request.session_id)
+
+
+def parse_optional_session_id(session_id: str) -> None:
+    if session_id:
+        try:
+            uuid.UUID(session_id)
+        except ValueError:
+            raise InvalidArgument("session_id must be a UUID", reason="SESSION_ID_INVALID") from None
+
+
+def parse_memory_id(memory_id: str) -> uuid.UUID:
+    if not memory_id:
+        raise InvalidArgument("memory_id is required", reason="MEMORY_ID_REQUIRED")
+    try:
+        return uuid.UUID(memory_id)
+    except ValueError:
+        raise InvalidArgument("memory_id must be a UUID", reason="MEMORY_ID_INVALID") from None
+
+
+def encode_page_token(row: MemoryRow) -> str:
+    cursor = json.dumps([row.created_at.isoformat(), row.id]).encode()
+    return base64.urlsafe_b64encode(cursor).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created_at, memory_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), uuid.UUID(memory_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not valid", reason="PAGE_TOKEN_INVALID") from None
+
+
+def unique_candidates(candidates: list[Candidate]) -> list[Candidate]:
+    seen: set[tuple[str, bool]] = set()
+    unique = []
+    for candidate in candidates:
+        key = (candidate.normalised, candidate.retraction)
+        if candidate.normalised and key not in seen:
+            seen.add(key)
+            unique.append(candidate)
+    return unique
+
+
+class Memories:
+    def __init__(
+        self,
+        store: MemoryStore,
+        embedder: Embedder,
+        extractor: FactExtractor,
+        resolver: Resolver,
+        *,
+        dedup_threshold: float,
+        default_search_limit: int,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._extractor = extractor
+        self._resolver = resolver
+        self._dedup_threshold = dedup_threshold
+        self._default_search_limit = default_search_limit
+
+    async def add(self, user_id: str, request: AddRequest) -> list[Outcome]:
+        validate_add(request)
+        candidates = [Candidate(fact.strip(), given=True) for fact in request.facts]
+        candidates += await self._extractor.extract(
+            content for role, content in request.messages if role == "user" and content.strip()
+        )
+        candidates = unique_candidates(candidates)
+        if not candidates:
+            return []
+        vectors = await self._embedder.embed([c.text for c in candidates])
+        kept = await self._without_context_facts(list(zip(candidates, vectors, strict=True)), request.context_facts)
+        if not kept:
+            return []
+        async with self._store.locked_user(user_id) as memories:
+            outcomes = [
+                await self._resolver.resolve(memories, candidate, vector, request.session_id)
+                for candidate, vector in kept
+            ]
+        for outcome in outcomes:
+            memory_events_total.labels(action=outcome.action).inc()
+        return outcomes
+
+    async def _without_context_facts(
+        self, candidates: list[tuple[Candidate, Vector]], context_facts: Sequence[str]
+    ) -> list[tuple[Candidate, Vector]]:
+        """Drops what the model was shown and the user's turn merely repeats: storing it
+        again is how memories feed on themselves. Retractions always pass."""
+        context = [fact.strip() for fact in context_facts if fact.strip()]
+        if not context or all(c.retraction for c, _ in candidates):
+            return candidates
+        shown = {normalise_fact(fact) for fact in context}
+        shown_vectors = await self._embedder.embed(context)
+        kept = []
+        for candidate, vector in candidates:
+            repeated = candidate.normalised in shown or any(
+                cosine(vector, other) >= self._dedup_threshold for other in shown_vectors
+            )
+            if repeated and not candidate.retraction:
+                memory_events_total.labels(action="DROPPED").inc()
+                continue
+            kept.append((candidate, vector))
+        return kept
+
+    async def search(self, user_id: str, query: str, limit: int, min_score: float) -> list[ScoredMemory]:
+        query = query.strip()
+        if not query:
+            raise InvalidArgument("query must not be empty", reason="QUERY_REQUIRED")
+        if len(query) > MAX_QUERY_LENGTH:
+            raise InvalidArgument(f"query must be at most {MAX_QUERY_LENGTH} characters", reason="QUERY_TOO_LONG")
+        if not 0 <= limit <= MAX_SEARCH_LIMIT:
+            raise InvalidArgument(f"limit must be between 0 and {MAX_SEARCH_LIMIT}", reason="LIMIT_INVALID")
+        if math.isnan(min_score) or not 0.0 <= min_score <= 1.0:
+            raise InvalidArgument("min_score must be between 0 and 1", reason="MIN_SCORE_INVALID")
+        (vector,) = await self._embedder.embed([query])
+        return await self._store.search(user_id, vector, limit=limit or self._default_search_limit, min_score=min_score)
+
+    async def list(self, user_id: str, requested_size: int, page_token: str) -> tuple[list[MemoryRow], str]:
+        if not 0 <= requested_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}", reason="PAGE_SIZE_INVALID")
+        size = requested_size or DEFAULT_PAGE_SIZE
+        after = decode_page_token(page_token) if page_token else None
+        # One extra row tells whether another page exists without a COUNT.
+        rows = await self._store.list(user_id, size + 1, after)
+        if len(rows) > size:
+            return rows[:size], encode_page_token(rows[size - 1])
+        return rows, ""
+
+    async def delete(self, user_id: str, memory_id: str) -> None:
+        if not await self._store.delete(user_id, parse_memory_id(memory_id)):
+            raise NotFound("memory not found", reason="MEMORY_NOT_FOUND")
+
+    async def delete_all(self, user_id: str) -> int:
+        return await self._store.delete_all(user_id)

@@ -1,0 +1,3 @@
+from services.common.database import run_migrations_in_env
+
+run_migrations_in_env()

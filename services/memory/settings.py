@@ -1,0 +1,48 @@
+"""Settings of the memory service (on top of the shared and LLM ones)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from services.common.llm_settings import LLMSettings
+from services.common.settings import CommonSettings
+
+Embedder = Literal["offline", "openai", "local"]
+
+
+class MemorySettings(CommonSettings, LLMSettings):
+    grpc_port: int = Field(default=50054, ge=0, le=65535)
+    metrics_port: int = Field(default=9104, ge=0, le=65535)
+
+    # `offline` and `openai` are one code path (the OpenAI-compatible /v1/embeddings at
+    # LLM_BASE_URL); `local` runs all-MiniLM-L6-v2 in-process (needs the `semantic` extra).
+    embedder: Embedder = "offline"
+    embedding_model: str = "offline-embedding"
+    # Fixed in the column type at the first migration; changing it needs a re-embedding.
+    embedding_dim: int = Field(default=384, ge=1, le=2000)
+    embedding_batch_size: int = Field(default=64, ge=1, le=2048)
+    embedding_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Empty means the primary of LLM_MODELS.
+    extraction_model: str = ""
+    # Cosine similarity at or above which a candidate counts as already known (NOOP
+    # without asking the LLM), and a fact the agent was shown counts as repeated.
+    dedup_threshold: float = Field(default=0.95, gt=0, le=1)
+    # Stored memories a candidate is compared with during resolution.
+    resolution_neighbours: int = Field(default=5, ge=1, le=20)
+
+    # Users with at most this many memories are searched exactly (all their distances,
+    # found through the user index): recall 1.0 and a few ms at this size. Above it, HNSW.
+    exact_search_max_rows: int = Field(default=2_000, ge=0)
+    # HNSW search breadth and how far an iterative scan may go to fill `limit` rows of
+    # one user; per query, so other users of the database keep their defaults.
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    hnsw_iterative_scan: Literal["relaxed_order", "strict_order", "off"] = "relaxed_order"
+    hnsw_max_scan_tuples: int = Field(default=20_000, ge=1)
+    search_default_limit: int = Field(default=10, ge=1, le=100)
+
+    @property
+    def effective_extraction_model(self) -> str:
+        return self.extraction_model or self.llm_models[0]

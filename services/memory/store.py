@@ -1,0 +1,268 @@
+"""The memory service's table (schema `memory`) and every query on it.
+
+Every query names the owner: another user's memory is indistinguishable from a missing
+one. Vectors travel in pgvector's binary format (the asyncpg codec is registered on
+every pooled connection). Writes for one user happen inside `locked_user()`, which holds
+a transaction-scoped advisory lock, so concurrent adds (in any replica) take turns.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pgvector.asyncpg import register_vector
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.memory.facts import normalise_fact
+from services.memory.metrics import memory_search_seconds
+
+LOCK_USER = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+SEARCH = text(
+    "SELECT id, user_id, text, session_id, created_at, updated_at, score"
+    " FROM memory_search(:user_id, :query, :limit, :min_score, :exact_max_rows,"
+    " :ef_search, :iterative_scan, :max_scan_tuples)"
+)
+EXACT_SEARCH = text(
+    "SELECT id, user_id, text, session_id, created_at, updated_at, 1 - (embedding <=> :query) AS score FROM memories"
+    " WHERE user_id = :user_id ORDER BY embedding <=> :query, id LIMIT :limit"
+)
+FIND_NORMALISED = text(
+    "SELECT id, user_id, text, session_id, created_at, updated_at FROM memories"
+    " WHERE user_id = :user_id AND normalized = :normalized"
+)
+INSERT = text(
+    "INSERT INTO memories (id, user_id, text, normalized, embedding, session_id)"
+    " VALUES (:id, :user_id, :text, :normalized, :embedding, :session_id)"
+    " ON CONFLICT (user_id, normalized) DO NOTHING RETURNING id, user_id, text, session_id, created_at, updated_at"
+)
+INSERT_MANY = text(
+    "INSERT INTO memories (id, user_id, text, normalized, embedding, session_id)"
+    " VALUES (:id, :user_id, :text, :normalized, :embedding, :session_id)"
+    " ON CONFLICT (user_id, normalized) DO NOTHING"
+)
+UPDATE = text(
+    "UPDATE memories SET text = :text, normalized = :normalized, embedding = :embedding,"
+    " session_id = COALESCE(:session_id, session_id), updated_at = clock_timestamp()"
+    " WHERE id = :id AND user_id = :user_id RETURNING id, user_id, text, session_id, created_at, updated_at"
+)
+DELETE = text(
+    "DELETE FROM memories WHERE id = :id AND user_id = :user_id"
+    " RETURNING id, user_id, text, session_id, created_at, updated_at"
+)
+DELETE_ALL = text("DELETE FROM memories WHERE user_id = :user_id")
+LIST_FIRST_PAGE = text(
+    "SELECT id, user_id, text, session_id, created_at, updated_at FROM memories WHERE user_id = :user_id"
+    " ORDER BY created_at DESC, id DESC LIMIT :limit"
+)
+LIST_AFTER = text(
+    "SELECT id, user_id, text, session_id, created_at, updated_at FROM memories WHERE user_id = :user_id"
+    " AND (created_at, id) < (:created_at, :id) ORDER BY created_at DESC, id DESC LIMIT :limit"
+)
+EMBEDDING_DIM = text(
+    "SELECT atttypmod FROM pg_attribute"
+    " WHERE attrelid = 'memory.memories'::regclass AND attname = 'embedding' AND NOT attisdropped"
+)
+
+
+@dataclass(frozen=True)
+class MemoryRow:
+    id: str
+    user_id: str
+    text: str
+    session_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ScoredMemory:
+    memory: MemoryRow
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchTuning:
+    """How each search runs, applied in its own transaction: exact for users with at most
+    `exact_max_rows` memories, HNSW with these knobs beyond."""
+
+    exact_max_rows: int = 2_000
+    ef_search: int = 100
+    iterative_scan: str = "relaxed_order"
+    max_scan_tuples: int = 20_000
+
+
+@dataclass(frozen=True)
+class NewMemory:
+    user_id: str
+    text: str
+    embedding: Sequence[float]
+    session_id: str = ""
+
+
+def _row(row: Any) -> MemoryRow:
+    session_id = str(row.session_id) if row.session_id else ""
+    return MemoryRow(str(row.id), str(row.user_id), row.text, session_id, row.created_at, row.updated_at)
+
+
+def _session(session_id: str) -> uuid.UUID | None:
+    return uuid.UUID(session_id) if session_id else None
+
+
+def register_vector_codec(engine: AsyncEngine) -> None:
+    """Every new pooled connection learns pgvector's binary format (after the migration
+    created the extension; connections opened before that are disposed by the caller)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.run_async(register_vector)
+
+
+class UserMemories:
+    """One user's memories inside a transaction that holds the user's lock."""
+
+    def __init__(self, conn: AsyncConnection, store: MemoryStore, user_id: uuid.UUID) -> None:
+        self._conn = conn
+        self._store = store
+        self.user_id = user_id
+
+    async def find_normalised(self, normalized: str) -> MemoryRow | None:
+        params = {"user_id": self.user_id, "normalized": normalized}
+        row = (await self._conn.execute(FIND_NORMALISED, params)).first()
+        return _row(row) if row else None
+
+    async def nearest(self, embedding: Sequence[float], limit: int) -> list[ScoredMemory]:
+        return await self._store.search_on(self._conn, str(self.user_id), embedding, limit=limit, min_score=0.0)
+
+    async def insert(self, text_: str, embedding: Sequence[float], session_id: str) -> MemoryRow | None:
+        """The new row, or None when an equal fact already exists."""
+        params = {
+            "id": uuid.uuid4(),
+            "user_id": self.user_id,
+            "text": text_,
+            "normalized": normalise_fact(text_),
+            "embedding": embedding,
+            "session_id": _session(session_id),
+        }
+        row = (await self._conn.execute(INSERT, params)).first()
+        return _row(row) if row else None
+
+    async def update(self, memory_id: str, text_: str, embedding: Sequence[float], session_id: str) -> MemoryRow | None:
+        params = {
+            "id": uuid.UUID(memory_id),
+            "user_id": self.user_id,
+            "text": text_,
+            "normalized": normalise_fact(text_),
+            "embedding": embedding,
+            "session_id": _session(session_id),
+        }
+        row = (await self._conn.execute(UPDATE, params)).first()
+        return _row(row) if row else None
+
+    async def delete(self, memory_id: str) -> MemoryRow | None:
+        row = (await self._conn.execute(DELETE, {"id": uuid.UUID(memory_id), "user_id": self.user_id})).first()
+        return _row(row) if row else None
+
+    async def delete_all(self) -> int:
+        return int((await self._conn.execute(DELETE_ALL, {"user_id": self.user_id})).rowcount)
+
+
+class MemoryStore:
+    def __init__(self, engine: AsyncEngine, tuning: SearchTuning | None = None) -> None:
+        self._engine = engine
+        self._tuning = tuning or SearchTuning()
+
+    async def embedding_dim(self) -> int:
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(EMBEDDING_DIM)).scalar_one())
+
+    @asynccontextmanager
+    async def locked_user(self, user_id: str) -> AsyncIterator[UserMemories]:
+        """A transaction holding the user's advisory lock: everything in it commits or
+        nothing does, and no other writer of this user's memories runs meanwhile."""
+        async with self._engine.begin() as conn:
+            await conn.execute(LOCK_USER, {"key": "memory:{user_id}"})
+            yield UserMemories(conn, self, uuid.UUID(user_id))
+
+    async def search(
+        self, user_id: str, embedding: Sequence[float], *, limit: int, min_score: float = 0.0
+    ) -> list[ScoredMemory]:
+        """The user's `limit` memories nearest to `embedding` with score >= min_score, best
+        first; one round trip. Benchmarks call this with precomputed vectors."""
+        started = time.perf_counter()
+        async with self._engine.connect() as conn:
+            # Autocommit: no BEGIN/COMMIT round trips; the function's set_config(..., true)
+            # still lasts exactly the statement's own implicit transaction.
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            hits = await self.search_on(conn, user_id, embedding, limit=limit, min_score=min_score)
+        memory_search_seconds.observe(time.perf_counter() - started)
+        return hits
+
+    async def search_on(
+        self, conn: AsyncConnection, user_id: str, embedding: Sequence[float], *, limit: int, min_score: float
+    ) -> list[ScoredMemory]:
+        params = {
+            "user_id": uuid.UUID(user_id),
+            "query": embedding,
+            "limit": limit,
+            "min_score": min_score,
+            "exact_max_rows": self._tuning.exact_max_rows,
+            "ef_search": max(self._tuning.ef_search, limit),
+            "iterative_scan": self._tuning.iterative_scan,
+            "max_scan_tuples": self._tuning.max_scan_tuples,
+        }
+        rows = (await conn.execute(SEARCH, params)).all()
+        return [ScoredMemory(_row(row), float(row.score)) for row in rows]
+
+    async def exact_search(self, user_id: str, embedding: Sequence[float], *, limit: int) -> list[ScoredMemory]:
+        """Brute force over the user's rows (never HNSW): the ground truth for recall checks."""
+        async with self._engine.begin() as conn:
+            await conn.execute(text("SET LOCAL enable_indexscan = off"))
+            rows = (
+                await conn.execute(EXACT_SEARCH, {"user_id": uuid.UUID(user_id), "query": embedding, "limit": limit})
+            ).all()
+        return [ScoredMemory(_row(row), float(row.score)) for row in rows]
+
+    async def insert_many(self, memories: Sequence[NewMemory], *, chunk_size: int = 1000) -> None:
+        """Bulk load for benchmarks and tests: no LLM, exact duplicates skipped."""
+        for start in range(0, len(memories), chunk_size):
+            chunk = memories[start : start + chunk_size]
+            params = [
+                {
+                    "id": uuid.uuid4(),
+                    "user_id": uuid.UUID(m.user_id),
+                    "text": m.text,
+                    "normalized": normalise_fact(m.text),
+                    "embedding": m.embedding,
+                    "session_id": _session(m.session_id),
+                }
+                for m in chunk
+            ]
+            async with self._engine.begin() as conn:
+                await conn.execute(INSERT_MANY, params)
+
+    async def list(self, user_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[MemoryRow]:
+        params: dict[str, Any] = {"user_id": uuid.UUID(user_id), "limit": limit}
+        query = LIST_FIRST_PAGE
+        if after is not None:
+            query = LIST_AFTER
+            params.update(created_at=after[0], id=after[1])
+        async with self._engine.connect() as conn:
+            return [_row(row) for row in (await conn.execute(query, params)).all()]
+
+    async def delete(self, user_id: str, memory_id: uuid.UUID) -> bool:
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(DELETE, {"id": memory_id, "user_id": uuid.UUID(user_id)})).first()
+        return row is not None
+
+    async def delete_all(self, user_id: str) -> int:
+        # Under the user's lock, so an AddMemories in flight either lands before (and is
+        # deleted) or after (and is kept, as a fact stated after "forget me").
+        async with self.locked_user(user_id) as memories:
+            return await memories.delete_all()

@@ -1,0 +1,88 @@
+"""Memory service fixtures: stubs on the mesh's memory service, extra replicas, and
+helpers that read the rich error a call failed with."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
+from meshctl.mesh import Mesh, free_port
+from meshctl.processes import ChildProcess
+from tests.conftest import TEST_ENV
+from tests.support.users import MeshUser
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """Only what memory needs (auth for tokens, the offline LLM, Postgres): the memory
+    tests neither wait for nor depend on the other services starting."""
+    base = tmp_path_factory.mktemp("memory-mesh")
+    mesh = Mesh(data_dir=base / "data", log_dir=base / "logs", ephemeral_ports=True, extra_env=TEST_ENV)
+    try:
+        mesh.start(only=["auth", "memory"])
+        yield mesh
+    finally:
+        mesh.stop()
+
+
+def start_replica(mesh: Mesh, instance: str, **env: str) -> ChildProcess:
+    return mesh.start_service(
+        "memory", instance=instance, GRPC_PORT=str(free_port()), METRICS_PORT=str(free_port()), **env
+    )
+
+
+@pytest.fixture
+async def memory_stub(mesh: Mesh) -> AsyncIterator[memory_pb2_grpc.MemoryServiceStub]:
+    async with grpc.aio.insecure_channel(mesh.addr("memory")) as channel:
+        yield memory_pb2_grpc.MemoryServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def second_replica(mesh: Mesh) -> Iterator[ChildProcess]:
+    replica = start_replica(mesh, "-2")
+    yield replica
+    replica.stop()
+
+
+@pytest.fixture
+async def replica_stub(second_replica: ChildProcess) -> AsyncIterator[memory_pb2_grpc.MemoryServiceStub]:
+    async with grpc.aio.insecure_channel(second_replica.addr) as channel:
+        yield memory_pb2_grpc.MemoryServiceStub(channel)
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The `google.rpc.ErrorInfo.reason` the service attached to a failed call."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info.reason
+    return ""
+
+
+def inject_llm_fault(mesh: Mesh, **fault: object) -> None:
+    """Adds a fault to the offline LLM server (its test-only `/_offline/faults` route)."""
+    response = httpx.post(mesh.llm_url.removesuffix("/v1") + "/_offline/faults", json=fault, timeout=5)
+    assert response.status_code == 200
+
+
+async def add_messages(
+    stub: memory_pb2_grpc.MemoryServiceStub, user: MeshUser, *contents: str, session_id: str = "", role: str = "user"
+) -> list[memory_pb2.MemoryEvent]:
+    request = memory_pb2.AddMemoriesRequest(
+        messages=[memory_pb2.ConversationMessage(role=role, content=c) for c in contents], session_id=session_id
+    )
+    response = await stub.AddMemories(request, metadata=user.metadata, timeout=30)
+    return list(response.events)
+
+
+async def list_texts(stub: memory_pb2_grpc.MemoryServiceStub, user: MeshUser) -> list[str]:
+    response = await stub.ListMemories(memory_pb2.ListMemoriesRequest(page_size=100), metadata=user.metadata)
+    return [m.text for m in response.memories]
