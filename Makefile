@@ -15,7 +15,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -U pip
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	# The CPU build of torch first (this machine keeps it on disk); an unpinned torch pulled
+	# in by the semantic extra would download a multi-GB CUDA build.
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,semantic]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # Headless Chromium for the chat-page tests (Debian's package; Playwright drives it).
