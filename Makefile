@@ -21,14 +21,32 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,semantic]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# Headless Chromium for the chat-page tests (Debian's package; Playwright drives it).
+# Debian packages the tests drive: headless Chromium for the chat page (Playwright), a
+# Prometheus server (and promtool) that scrapes the locally run manifests.
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null && command -v prometheus >/dev/null || { \
+		apt-get update -qq && apt-get install -y -qq chromium prometheus >/dev/null; }
+
+# checkov pins its own dependency versions, so it lives in a venv of its own.
+TOOLS := .venv-tools
+$(TOOLS)/bin/checkov:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check checkov
+
+# Renders both overlays, validates every object against the Kubernetes schemas, runs
+# checkov, and cross-checks commands, ports, probes, env vars and NetworkPolicies with the code.
+k8s-check: setup $(TOOLS)/bin/checkov
+	$(BIN)/python scripts/k8s_check.py
+
+IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# One image for every service (the Deployment picks the command); the overlays use this tag.
+images:
+	docker build -t ghcr.io/agentmesh/agentmesh:$(IMAGE_TAG) .
 
 run: setup
 	$(BIN)/python -m meshctl run
 
-test: setup browser lint proto-check pytest
+test: setup browser lint proto-check k8s-check pytest
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,35 +1,210 @@
-"""OpenTelemetry: W3C trace context across every gRPC hop, exported over OTLP only
-when OTEL_EXPORTER_OTLP_ENDPOINT is set; with no endpoint nothing is installed."""
+"""OpenTelemetry: one trace per request across the gateway and every gRPC hop.
+
+W3C trace context (`traceparent`, `tracestate`) travels in gRPC metadata: the server
+interceptor continues the caller's trace, instrumented client channels inject the
+current span into every outgoing call. Spans are exported over OTLP/gRPC only when
+OTEL_EXPORTER_OTLP_ENDPOINT is set; without it nothing is installed and every helper
+here is a no-op (the API's default tracer), so tracing never breaks a service.
+
+- gRPC services: `serve()` calls `configure_tracing(settings, name)` and adds the
+  interceptors it returns; `shutdown_tracing()` flushes at exit.
+- the gateway: `configure_gateway_tracing()` once before creating channels, and
+  `TraceContextMiddleware(app)` outermost, so each HTTP request is a server span that
+  continues the client's `traceparent` and parents the gRPC calls it makes.
+- the agent: `with llm_span(model) as span:` around each model call (the LLM is reached
+  over HTTP by langchain-openai, which no instrumentation here covers).
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, MutableMapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.settings import CommonSettings
 
-_provider = None
+INSTRUMENTATION_NAME = "agentmesh"
+# W3C trace context keys; gRPC metadata keys are lower case like HTTP/2 headers.
+TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
+
+_lock = threading.Lock()
+_provider: Any = None
+
+
+class TracingSettings(BaseSettings):
+    """The two tracing settings, for processes without `CommonSettings` (the gateway)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = ""
+
+
+def _not_health_or_reflection() -> Any:
+    # Kubelet probes and Prometheus-driven readiness checks would otherwise produce a
+    # trace every few seconds per pod and drown the chat turns.
+    from opentelemetry.instrumentation.grpc import filters
+
+    return filters.negate(
+        filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection."))  # type: ignore[arg-type]
+    )
+
+
+def install_tracer_provider(service_name: str, endpoint: str | None) -> bool:
+    """Sets the global tracer provider exporting to `endpoint` and instruments every
+    `grpc.aio` channel created from now on. False (and nothing installed) without an
+    endpoint. Idempotent: a second call keeps the first provider."""
+    global _provider
+    if not endpoint:
+        return False
+    with _lock:
+        if _provider is not None:
+            return True
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        # An http:// endpoint means plaintext (an in-cluster collector); https:// means TLS.
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        # Patches grpc.aio.insecure_channel/secure_channel, so it covers channels opened
+        # after this call (clients.open_channel and the gateway's upstream pool look the
+        # function up at call time); channels opened before it stay untraced.
+        GrpcAioInstrumentorClient(filter_=_not_health_or_reflection()).instrument()
+        _provider = provider
+    return True
 
 
 def configure_tracing(settings: CommonSettings, service: str) -> list[grpc.aio.ServerInterceptor]:
-    """Installs the tracer provider and returns the server interceptors to add."""
-    global _provider
-    if not settings.otel_exporter_otlp_endpoint:
-        return []
-    from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, aio_server_interceptor
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
+    """Installs the tracer provider and returns the server interceptors to add (first)."""
     name = settings.otel_service_name or f"agentmesh-{service}"
-    _provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint)))
-    trace.set_tracer_provider(_provider)
-    GrpcAioInstrumentorClient().instrument()
-    return [aio_server_interceptor()]
+    if not install_tracer_provider(name, settings.otel_exporter_otlp_endpoint):
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor(filter_=_not_health_or_reflection())]
+
+
+def configure_gateway_tracing(settings: TracingSettings | None = None) -> bool:
+    """For `python -m gateway`: reads OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_SERVICE_NAME."""
+    settings = settings or TracingSettings()
+    return install_tracer_provider(
+        settings.otel_service_name or "agentmesh-gateway", settings.otel_exporter_otlp_endpoint
+    )
 
 
 def shutdown_tracing() -> None:
-    if _provider is not None:
-        _provider.shutdown()
+    """Flushes buffered spans (bounded by the exporter's timeout) and stops exporting."""
+    global _provider
+    with _lock:
+        provider, _provider = _provider, None
+    if provider is not None:
+        provider.shutdown()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(INSTRUMENTATION_NAME)
+
+
+def current_trace_id() -> str | None:
+    """32 hex digits of the current trace, or None outside a recorded span."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def inject_trace_context(metadata: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Outgoing gRPC metadata carrying the current span's context in place of any
+    `traceparent`/`tracestate` already there (e.g. copied from the HTTP request).
+    Outside a span the metadata is returned unchanged."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if "traceparent" not in carrier:
+        return list(metadata)
+    kept = [(key, value) for key, value in metadata if key.lower() not in TRACE_CONTEXT_KEYS]
+    return kept + sorted(carrier.items())
+
+
+def _route_of(scope: Scope) -> str:
+    state = scope.get("state") or {}
+    return str(state.get("route_template") or scope.get("path", ""))
+
+
+class TraceContextMiddleware:
+    """ASGI middleware: one SERVER span per HTTP request, continuing the client's W3C
+    `traceparent` when it sends one. Named `METHOD route-template` once the router set
+    the template (raw paths would make span names unbounded)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier: MutableMapping[str, str] = dict(Headers(scope=scope).items())
+        parent = propagate.extract(carrier)
+        method = str(scope.get("method", "GET"))
+        span = tracer().start_span(
+            f"{method} {scope.get('path', '')}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": method, "url.path": str(scope.get("path", ""))},
+        )
+        status_code = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+            await send(message)
+
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        try:
+            await self.app(scope, receive, send_with_status)
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            route = _route_of(scope)
+            span.update_name(f"{method} {route}")
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status_code)
+            if status_code >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            span.end()
+            otel_context.detach(token)
+
+
+@contextmanager
+def llm_span(model: str, *, operation: str = "chat", system: str = "openai") -> Iterator[Span]:
+    """A CLIENT span around one model call, with OpenTelemetry's gen_ai attributes.
+
+    The yielded span takes the outcome: `span.set_attribute("gen_ai.usage.input_tokens",
+    n)` / `"gen_ai.usage.output_tokens"` / `"gen_ai.response.model"`. An exception
+    leaving the block is recorded and marks the span as an error. Enter and leave it in
+    the same task (not across `yield`s of an async generator consumed elsewhere)."""
+    with tracer().start_as_current_span(
+        f"{operation} {model}",
+        kind=SpanKind.CLIENT,
+        attributes={
+            "gen_ai.operation.name": operation,
+            "gen_ai.system": system,
+            "gen_ai.request.model": model,
+        },
+        record_exception=True,
+        set_status_on_exception=True,
+    ) as span:
+        yield span

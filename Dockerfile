@@ -1,0 +1,39 @@
+# One image for every agentmesh process; the manifests pick the process by its command
+# (`python -m services.auth`, `python -m gateway`, ...). Built by `make images`.
+ARG PYTHON_VERSION=3.11
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Dependencies first, so a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN mkdir -p services gateway agentmesh offline_llm loadtest bench \
+ && pip install --upgrade pip \
+ && pip install . \
+ && pip uninstall -y agentmesh
+RUN python -m compileall -q /opt/venv/lib
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+# A fixed high UID/GID the manifests' securityContext names (runAsUser: 10001).
+RUN groupadd --system --gid 10001 agentmesh \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --shell /usr/sbin/nologin agentmesh
+COPY --from=build /opt/venv /opt/venv
+# The code runs from /app (the working directory is first on sys.path for `python -m`);
+# Alembic migrations and prompt files are read from this tree (ROOT = /app).
+WORKDIR /app
+COPY --chown=root:root services ./services
+COPY --chown=root:root gateway ./gateway
+COPY --chown=root:root agentmesh ./agentmesh
+COPY --chown=root:root offline_llm ./offline_llm
+COPY --chown=root:root meshctl ./meshctl
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    DATA_DIR=/tmp/agentmesh-data
+USER 10001:10001
+EXPOSE 50051 50052 50053 50054 50055 8080 9101 9102 9103 9104 9105
+# No default server: every Deployment and Job sets its command.
+CMD ["python", "-c", "print('set the command: python -m services.<name> | python -m gateway')"]

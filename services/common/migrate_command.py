@@ -1,0 +1,73 @@
+"""Schema migrations as a one-shot command, for the Kubernetes migration Jobs.
+
+`python -m services.common.migrate_command <service>` brings that service's schema to
+head and exits 0 (non-zero with the error otherwise). It is the same code the service
+runs at start when DB_MIGRATE_ON_START is true, serialised across replicas and Jobs by
+the same advisory lock, so running both is safe. A service's `__main__` may also expose
+it as `python -m services.<name> migrate` through `migrate_service(name)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.settings import ROOT, CommonSettings, load_settings
+
+
+@dataclass(frozen=True)
+class MigrationTarget:
+    settings_class: str
+    schema: str
+
+    def load_settings(self) -> CommonSettings:
+        module_name, class_name = self.settings_class.rsplit(":", 1)
+        cls = getattr(importlib.import_module(module_name), class_name)
+        # The Job exists to migrate, whatever the Deployment's DB_MIGRATE_ON_START says.
+        return load_settings(cls, db_migrate_on_start=True)
+
+
+TARGETS = {
+    "auth": MigrationTarget("services.auth.settings:AuthSettings", "auth"),
+    "sessions": MigrationTarget("services.sessions.settings:SessionsSettings", "sessions"),
+    "memory": MigrationTarget("services.memory.settings:MemorySettings", "memory"),
+    "evals": MigrationTarget("services.evals.settings:EvalsSettings", "evals"),
+    # LangGraph's checkpointer owns the agent's tables (its own setup(), no Alembic).
+    "agent": MigrationTarget("services.agent.settings:AgentSettings", "agent"),
+}
+
+
+async def migrate_service(service: str) -> None:
+    """Brings `service`'s schema to head, then closes every connection it opened."""
+    target = TARGETS[service]
+    settings = target.load_settings()
+    if service == "agent":
+        from services.agent.checkpoints import Checkpoints
+        from services.common.database import resolve_database_url
+
+        checkpoints = await Checkpoints.open(await resolve_database_url(settings), settings)  # type: ignore[arg-type]
+        await checkpoints.close()
+        return
+    from services.common.database import open_database
+
+    migrations = ROOT / "services" / service / "migrations"
+    database = await open_database(settings, schema=target.schema, migrations=Path(migrations))
+    await database.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.common.migrate_command", description=__doc__)
+    parser.add_argument("service", choices=sorted(TARGETS))
+    args = parser.parse_args(argv)
+    asyncio.run(migrate_service(args.service))
+    print(f"AGENTMESH_MIGRATED service={args.service} schema={TARGETS[args.service].schema}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
