@@ -15,9 +15,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from meshctl.mesh import Mesh, free_port
-from meshctl.processes import ChildProcess, StartError
+from meshctl.processes import ChildProcess
 from services.evals.settings import PACKAGE_DIR
-from tests.conftest import TEST_ENV
 from tests.support.users import MeshUser
 
 JUDGE_UNDER_TEST = "judge-under-test"
@@ -33,25 +32,6 @@ model: broken-judge
 ---
 Grade anything; this judge model is made to fail.
 """
-
-
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    """The session mesh of tests/conftest.py, except that an agent service that cannot
-    start yet (it is being written) leaves the rest running: only the golden gate needs
-    it, and that test skips without it. The gateway, started after the agent, is not
-    needed here."""
-    base = tmp_path_factory.mktemp("evals-mesh")
-    mesh = Mesh(data_dir=base / "data", log_dir=base / "logs", ephemeral_ports=True, extra_env=TEST_ENV)
-    try:
-        try:
-            mesh.start()
-        except StartError as exc:
-            if not str(exc).startswith("agent ") or "evals" not in mesh.processes:
-                raise
-        yield mesh
-    finally:
-        mesh.stop()
 
 
 def new_session_id() -> str:

@@ -13,21 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from meshctl.mesh import Mesh, free_port
 from meshctl.processes import ChildProcess
-from tests.conftest import TEST_ENV
 from tests.support.users import MeshUser
-
-
-@pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    """Only what memory needs (auth for tokens, the offline LLM, Postgres): the memory
-    tests neither wait for nor depend on the other services starting."""
-    base = tmp_path_factory.mktemp("memory-mesh")
-    mesh = Mesh(data_dir=base / "data", log_dir=base / "logs", ephemeral_ports=True, extra_env=TEST_ENV)
-    try:
-        mesh.start(only=["auth", "memory"])
-        yield mesh
-    finally:
-        mesh.stop()
 
 
 def start_replica(mesh: Mesh, instance: str, **env: str) -> ChildProcess:
