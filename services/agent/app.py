@@ -1,0 +1,102 @@
+"""Wiring of the agent service: pools, clients, the model chain and the compiled graph,
+all created once at start and shared by every request."""
+
+from __future__ import annotations
+
+from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from services.agent.checkpoints import Checkpoints
+from services.agent.conversations import Conversations
+from services.agent.graph import build_agent_graph
+from services.agent.langfuse_tracing import LangfuseTracing
+from services.agent.llm_chain import ModelChain
+from services.agent.long_term_memory import LongTermMemory
+from services.agent.pg_pool import open_pool
+from services.agent.run_lock import RunLocks
+from services.agent.server import AgentServicer
+from services.agent.session_access import SessionAccess
+from services.agent.settings import AgentSettings
+from services.agent.system_prompt import SystemPrompt
+from services.agent.tools.registry import build_tools
+from services.agent.trace_export import TraceExport
+from services.agent.turns import TurnRunner
+from services.common.database import resolve_database_url
+from services.common.server import Mount, ServiceApp
+
+
+class AgentApp(ServiceApp):
+    name = "agent"
+    settings: AgentSettings
+
+    def __init__(self, settings: AgentSettings) -> None:
+        super().__init__(settings)
+        self.checkpoints: Checkpoints | None = None
+        self.locks: RunLocks | None = None
+        self.sessions: SessionAccess | None = None
+        self.memory: LongTermMemory | None = None
+        self.traces: TraceExport | None = None
+        self.tracing: LangfuseTracing | None = None
+        self.turns: TurnRunner | None = None
+
+    async def start(self) -> list[Mount]:
+        s = self.settings
+        url = await resolve_database_url(s)
+        self.checkpoints = await Checkpoints.open(url, s)
+        lock_pool = await open_pool(
+            url, name="agent-run-locks", min_size=1, max_size=s.run_lock_pool_max_size, timeout_s=s.db_pool_timeout_s
+        )
+        self.locks = RunLocks(lock_pool)
+        self.sessions = SessionAccess(s.sessions_addr, s.sessions_timeout_s)
+        self.memory = LongTermMemory(s)
+        self.traces = TraceExport(s)
+        self.traces.start()
+        self.tracing = LangfuseTracing(s)
+        tools = build_tools(
+            web_search_enabled=s.web_search_enabled,
+            web_search_max_results=s.web_search_max_results,
+            web_search_timeout_s=s.web_search_timeout_s,
+        )
+        chain = ModelChain.from_settings(s, tools.openai_schemas())
+        graph = build_agent_graph(
+            chain=chain,
+            tools=tools,
+            prompt=SystemPrompt(s.agent_name),
+            max_context_tokens=s.max_context_tokens,
+            max_tool_rounds=s.max_tool_rounds,
+            checkpointer=self.checkpoints.saver,
+        )
+        self.turns = TurnRunner(
+            graph=graph,
+            chain=chain,
+            sessions=self.sessions,
+            locks=self.locks,
+            memory=self.memory,
+            traces=self.traces,
+            tracing=self.tracing,
+            max_message_chars=s.max_message_chars,
+            max_tool_rounds=s.max_tool_rounds,
+        )
+        conversations = Conversations(self.sessions, self.checkpoints, self.locks)
+        return [
+            Mount(
+                descriptor=agent_pb2.DESCRIPTOR.services_by_name["AgentService"],
+                add_to_server=agent_pb2_grpc.add_AgentServiceServicer_to_server,
+                servicer=AgentServicer(self.turns, conversations),
+            )
+        ]
+
+    async def stop(self) -> None:
+        drain_s = self.settings.background_drain_timeout_s
+        if self.turns is not None:
+            await self.turns.cancel_streams()
+        if self.memory is not None:
+            await self.memory.close(drain_s)
+        if self.traces is not None:
+            await self.traces.close(drain_s)
+        if self.tracing is not None:
+            await self.tracing.close()
+        if self.sessions is not None:
+            await self.sessions.close()
+        if self.locks is not None:
+            await self.locks.close()
+        if self.checkpoints is not None:
+            await self.checkpoints.close()

@@ -1,0 +1,84 @@
+"""Conversation state in Postgres: LangGraph's checkpointer in the `agent` schema.
+
+The checkpointer's tables are created by its own `setup()`, serialised across replicas
+by an advisory lock so two replicas starting together do not race on DDL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from langchain_core.messages import AnyMessage
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg import AsyncCursor
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from services.agent.pg_pool import ensure_schema, open_pool
+from services.agent.settings import AgentSettings
+from services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+SCHEMA = "agent"
+SETUP_LOCK = "SELECT pg_advisory_lock(hashtext('agent:checkpointer-setup'))"
+SETUP_UNLOCK = "SELECT pg_advisory_unlock(hashtext('agent:checkpointer-setup'))"
+
+
+class PooledPostgresSaver(AsyncPostgresSaver):
+    """The upstream saver runs every query under one process-wide asyncio.Lock, which a
+    single shared connection needs; on a pool each query has its own connection, so
+    the lock would only serialise unrelated sessions' turns."""
+
+    conn: AsyncConnectionPool
+
+    @asynccontextmanager
+    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
+        async with self.conn.connection() as conn:
+            if pipeline:
+                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+            else:
+                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                    yield cur
+
+
+class Checkpoints:
+    def __init__(self, pool: AsyncConnectionPool, saver: PooledPostgresSaver) -> None:
+        self._pool = pool
+        self.saver = saver
+
+    @classmethod
+    async def open(cls, url: str, settings: AgentSettings) -> Checkpoints:
+        await ensure_schema(url, SCHEMA)
+        pool = await open_pool(
+            url,
+            name="agent-checkpoints",
+            min_size=settings.checkpoint_pool_min_size,
+            max_size=settings.checkpoint_pool_max_size,
+            timeout_s=settings.db_pool_timeout_s,
+            search_path=SCHEMA,
+            row_factory=dict_row,
+        )
+        saver = PooledPostgresSaver(pool)  # type: ignore[arg-type]
+        async with pool.connection() as conn:
+            await conn.execute(SETUP_LOCK)
+            try:
+                await saver.setup()
+            finally:
+                await conn.execute(SETUP_UNLOCK)
+        log.info("checkpointer_ready", schema=SCHEMA)
+        return cls(pool, saver)
+
+    async def conversation(self, thread_id: str) -> list[AnyMessage]:
+        saved = await self.saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+        if saved is None:
+            return []
+        return list(saved.checkpoint["channel_values"].get("messages", []))
+
+    async def delete(self, thread_id: str) -> None:
+        await self.saver.adelete_thread(thread_id)
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -1,0 +1,56 @@
+"""Settings of the agent service (on top of the shared and the LLM ones)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.common.llm_settings import LLMSettings
+from services.common.settings import CommonSettings
+
+
+class AgentSettings(CommonSettings, LLMSettings):
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
+
+    sessions_addr: str = "127.0.0.1:50052"
+    memory_addr: str = "127.0.0.1:50054"
+    evals_addr: str = "127.0.0.1:50055"
+    sessions_timeout_s: float = Field(default=2.0, gt=0)
+
+    agent_name: str = "agentmesh Agent"
+    max_context_tokens: int = Field(default=8000, ge=256)
+    max_message_chars: int = Field(default=3000, ge=1)
+    # Tool rounds per turn; past it the model must answer without tools.
+    max_tool_rounds: int = Field(default=5, ge=0, le=25)
+
+    llm_max_attempts: int = Field(default=3, ge=1, le=10)
+    llm_backoff_base_s: float = Field(default=0.25, ge=0)
+    llm_backoff_max_s: float = Field(default=4.0, ge=0)
+    # A retry-after longer than this is not waited for: the next model is tried instead.
+    llm_retry_after_max_s: float = Field(default=10.0, ge=0)
+    llm_circuit_failure_threshold: int = Field(default=5, ge=1)
+    llm_circuit_cooldown_s: float = Field(default=30.0, gt=0)
+
+    memory_enabled: bool = True
+    memory_search_timeout_s: float = Field(default=0.25, gt=0)
+    memory_search_limit: int = Field(default=5, ge=1, le=100)
+    # mem0's default: top-k without a threshold; the limit bounds the prompt.
+    memory_min_score: float = Field(default=0.0, ge=0, le=1)
+    memory_add_timeout_s: float = Field(default=15.0, gt=0)
+    memory_max_pending_writes: int = Field(default=256, ge=1)
+
+    evals_enabled: bool = True
+    eval_queue_size: int = Field(default=1000, ge=1)
+    eval_timeout_s: float = Field(default=5.0, gt=0)
+
+    checkpoint_pool_min_size: int = Field(default=2, ge=1, le=200)
+    checkpoint_pool_max_size: int = Field(default=10, ge=1, le=200)
+    # Each running turn holds one of these connections for its advisory lock, so this
+    # also bounds the turns in flight per replica.
+    run_lock_pool_max_size: int = Field(default=32, ge=1, le=500)
+
+    web_search_enabled: bool = False
+    web_search_timeout_s: float = Field(default=5.0, gt=0)
+    web_search_max_results: int = Field(default=5, ge=1, le=20)
+
+    background_drain_timeout_s: float = Field(default=5.0, ge=0)

@@ -1,0 +1,68 @@
+"""Turn traces to the evals service, off the request path: a bounded queue and one
+worker. A full queue or an unreachable evals service drops the trace and counts it;
+a turn never waits for its trace."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+
+from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
+from services.agent import metrics
+from services.agent.settings import AgentSettings
+from services.common.clients import open_channel
+from services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class TraceExport:
+    def __init__(self, settings: AgentSettings) -> None:
+        self._enabled = settings.evals_enabled
+        self._channel = open_channel(settings.evals_addr)
+        self._stub = evals_pb2_grpc.EvalServiceStub(self._channel)
+        self._timeout_s = settings.eval_timeout_s
+        self._queue: asyncio.Queue[tuple[evals_pb2.Trace, Metadata]] = asyncio.Queue(settings.eval_queue_size)
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._enabled:
+            self._worker = asyncio.create_task(self._send_forever(), name="eval-trace-export")
+
+    def submit(self, trace: evals_pb2.Trace, metadata: Metadata) -> None:
+        if self._worker is None:
+            return
+        try:
+            self._queue.put_nowait((trace, metadata))
+        except asyncio.QueueFull:
+            metrics.eval_traces_total.labels(result="dropped").inc()
+            log.warning("eval_trace_dropped", reason="queue full", trace_id=trace.trace_id)
+
+    async def _send_forever(self) -> None:
+        while True:
+            trace, metadata = await self._queue.get()
+            try:
+                await self._stub.RecordTrace(
+                    evals_pb2.RecordTraceRequest(trace=trace), metadata=metadata, timeout=self._timeout_s
+                )
+                metrics.eval_traces_total.labels(result="sent").inc()
+            except grpc.aio.AioRpcError as exc:
+                metrics.eval_traces_total.labels(result="dropped").inc()
+                log.warning("eval_trace_dropped", reason=exc.code().name, trace_id=trace.trace_id)
+            finally:
+                self._queue.task_done()
+
+    async def close(self, drain_timeout_s: float) -> None:
+        if self._worker is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), drain_timeout_s)
+            if self._queue.qsize():
+                log.warning("eval_traces_abandoned", count=self._queue.qsize())
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        await self._channel.close(grace=None)

@@ -1,0 +1,40 @@
+"""Long-term memory across sessions, through the real memory service."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+import pytest
+
+from agentmesh.agent.v1 import agent_pb2_grpc
+from tests.agent.conftest import NewSession, collect, kinds, stream_request
+from tests.support.users import MeshUser
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("services.memory.__main__") is None,
+    reason="services/memory does not exist yet, so the mesh runs no memory service",
+)
+
+
+async def test_fact_from_one_session_is_used_in_a_new_session(
+    agent: agent_pb2_grpc.AgentServiceStub, user: MeshUser, new_session: NewSession
+) -> None:
+    first_session = await new_session(user)
+    told = await collect(agent.StreamChat(stream_request(first_session, "I love hiking"), metadata=user.metadata))
+    assert kinds(told)[-1] == "completed"
+
+    # The memory is written in the background after the turn; give it a few seconds.
+    events: list = []
+    for _ in range(40):
+        session_id = await new_session(user)
+        events = await collect(agent.StreamChat(stream_request(session_id, "what do I like?"), metadata=user.metadata))
+        if "memory" in kinds(events):
+            break
+        await asyncio.sleep(0.25)
+
+    memory = [e.memory for e in events if e.WhichOneof("event") == "memory"]
+    assert memory, "no memory event in a new session"
+    assert any("hiking" in fact.lower() for fact in memory[0].facts)
+    assert kinds(events).index("memory") < kinds(events).index("token")
+    assert "hiking" in events[-1].completed.message.content.lower()
