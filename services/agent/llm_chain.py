@@ -26,6 +26,7 @@ from services.agent.retry_policy import Backoff, EmptyModelStream, error_kind
 from services.agent.settings import AgentSettings
 from services.common.errors import Unavailable
 from services.common.logging import get_logger
+from services.common.tracing import llm_span
 
 log = get_logger(__name__)
 
@@ -183,25 +184,29 @@ class ModelChain:
         state: _Attempt,
         started: float,
     ) -> ModelAnswer:
-        merged: AIMessageChunk | None = None
-        # aclosing: a cancelled turn must close the HTTP stream now, so the server stops generating.
-        async with aclosing(runnable.astream(messages, config=config)) as chunks:
-            async for chunk in chunks:
-                if merged is None:
-                    metrics.llm_time_to_first_token_seconds.labels(model=model).observe(time.perf_counter() - started)
-                    merged = chunk
-                else:
-                    merged = merged + chunk
-                text = chunk.text
-                if text:
-                    state.sent_text = True
-                    on_text(str(text))
-        if merged is None:
-            raise EmptyModelStream(f"{model} sent an empty stream")
-        message = message_chunk_to_message(merged)
-        assert isinstance(message, AIMessage)
-        usage = message.usage_metadata or {"input_tokens": 0, "output_tokens": 0}
-        prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        with llm_span(model) as span:
+            merged: AIMessageChunk | None = None
+            # aclosing: a cancelled turn must close the HTTP stream now, so the server stops generating.
+            async with aclosing(runnable.astream(messages, config=config)) as chunks:
+                async for chunk in chunks:
+                    if merged is None:
+                        ttft = time.perf_counter() - started
+                        metrics.llm_time_to_first_token_seconds.labels(model=model).observe(ttft)
+                        merged = chunk
+                    else:
+                        merged = merged + chunk
+                    text = chunk.text
+                    if text:
+                        state.sent_text = True
+                        on_text(str(text))
+            if merged is None:
+                raise EmptyModelStream(f"{model} sent an empty stream")
+            message = message_chunk_to_message(merged)
+            assert isinstance(message, AIMessage)
+            usage = message.usage_metadata or {"input_tokens": 0, "output_tokens": 0}
+            prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+            span.set_attribute("gen_ai.usage.input_tokens", prompt)
+            span.set_attribute("gen_ai.usage.output_tokens", completion)
         metrics.llm_tokens_total.labels(model=model, kind="prompt").inc(prompt)
         metrics.llm_tokens_total.labels(model=model, kind="completion").inc(completion)
         return ModelAnswer(model, message, prompt, completion)
