@@ -1,0 +1,1 @@
+"""HTTP/JSON gateway to the agentmesh gRPC services, driven by the `google.api.http` annotations."""

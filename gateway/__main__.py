@@ -1,0 +1,46 @@
+"""`python -m gateway`: serve the HTTP/JSON gateway with uvicorn."""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import load_gateway_settings
+from services.common.logging import configure_logging
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Prints `gateway listening on <url>` once the socket is bound.
+
+    meshctl and the tests wait for that line (with GATEWAY_PORT=0 it is the only way to learn the
+    port), and it must come after the bind, not when the process starts.
+    """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for server in getattr(self, "servers", []):
+            for bound in server.sockets:
+                host, port = bound.getsockname()[:2]
+                print(f"gateway listening on http://{host}:{port}", flush=True)
+
+
+def main() -> None:
+    settings = load_gateway_settings()
+    configure_logging(service="gateway", level=settings.log_level, fmt=settings.effective_log_format)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_level=settings.log_level.lower(),
+        # X-Forwarded-For is honoured only from TRUSTED_PROXIES, by the gateway itself.
+        proxy_headers=False,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    _AnnouncingServer(config).run()
+
+
+if __name__ == "__main__":
+    main()

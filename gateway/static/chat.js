@@ -1,0 +1,408 @@
+// The agentmesh chat page. Plain browser JavaScript, no build step. Every piece of user or model
+// text goes into the page through textContent, never innerHTML, so markup in a message is shown
+// as the literal characters it is and can never run.
+"use strict";
+
+const store = window.sessionStorage;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  sessionId: store.getItem("agentmesh.session") || "",
+  streaming: null, // AbortController of the running turn
+  loads: 0, // increases with every history load; stale loads are dropped
+};
+
+function tokens() {
+  return { access: store.getItem("agentmesh.access") || "", refresh: store.getItem("agentmesh.refresh") || "" };
+}
+
+function saveTokens(pair) {
+  store.setItem("agentmesh.access", pair.access_token);
+  store.setItem("agentmesh.refresh", pair.refresh_token);
+}
+
+function clearAuth() {
+  for (const key of ["agentmesh.access", "agentmesh.refresh", "agentmesh.session", "agentmesh.email"]) {
+    store.removeItem(key);
+  }
+  state.sessionId = "";
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function parseError(response) {
+  try {
+    return new ApiError(response.status, await response.json());
+  } catch {
+    return new ApiError(response.status, null);
+  }
+}
+
+// One request with the bearer token; on 401 tries a single refresh and repeats it once.
+async function api(method, path, body, { retry = true, headers = {}, signal } = {}) {
+  const init = { method, headers: { Accept: "application/json", ...headers }, signal };
+  const access = tokens().access;
+  if (access) init.headers.Authorization = `Bearer ${access}`;
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  if (response.status === 401 && retry && (await refreshTokens())) {
+    return api(method, path, body, { retry: false, headers, signal });
+  }
+  return response;
+}
+
+async function apiJson(method, path, body) {
+  const response = await api(method, path, body);
+  if (!response.ok) throw await parseError(response);
+  return response.json();
+}
+
+async function refreshTokens() {
+  const refresh = tokens().refresh;
+  if (!refresh) return false;
+  const response = await fetch("/v1/auth/refresh", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ refresh_token: refresh }),
+  });
+  if (!response.ok) {
+    clearAuth();
+    showAuth();
+    return false;
+  }
+  saveTokens(await response.json());
+  return true;
+}
+
+function showError(id, error) {
+  $(id).textContent = error ? String(error.message || error) : "";
+}
+
+// ---- sign in ----
+
+async function authenticate(kind) {
+  showError("auth-error", null);
+  const email = $("email").value.trim();
+  const password = $("password").value;
+  if (!email || !password) {
+    showError("auth-error", "Enter an email and a password.");
+    return;
+  }
+  try {
+    const response = await fetch(`/v1/auth/${kind}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ email, password }),
+    });
+    if (!response.ok) throw await parseError(response);
+    const body = await response.json();
+    saveTokens(kind === "register" ? body.tokens : body);
+    store.setItem("agentmesh.email", email);
+    $("password").value = "";
+    await showApp();
+  } catch (error) {
+    showError("auth-error", error);
+  }
+}
+
+function showAuth() {
+  $("auth").hidden = false;
+  $("app").hidden = true;
+  $("logout").hidden = true;
+  $("whoami").textContent = "";
+}
+
+async function showApp() {
+  $("auth").hidden = true;
+  $("app").hidden = false;
+  $("logout").hidden = false;
+  $("whoami").textContent = store.getItem("agentmesh.email") || "";
+  await loadSessions();
+}
+
+async function logout() {
+  const refresh = tokens().refresh;
+  if (refresh) {
+    try {
+      await api("POST", "/v1/auth/logout", { refresh_token: refresh }, { retry: false });
+    } catch {
+      // Signing out locally matters more than telling the server.
+    }
+  }
+  clearAuth();
+  $("messages").replaceChildren();
+  showAuth();
+}
+
+// ---- sessions ----
+
+async function loadSessions() {
+  try {
+    const body = await apiJson("GET", "/v1/sessions?page_size=100");
+    renderSessions(body.sessions || []);
+    const known = (body.sessions || []).some((s) => s.session_id === state.sessionId);
+    if (known) {
+      await selectSession(state.sessionId);
+    } else {
+      state.sessionId = "";
+      renderConversation(null);
+    }
+  } catch (error) {
+    showError("chat-error", error);
+  }
+}
+
+function renderSessions(sessions) {
+  const list = $("session-list");
+  list.replaceChildren();
+  for (const session of sessions) {
+    const item = document.createElement("li");
+    item.textContent = session.name || "Untitled session";
+    item.dataset.sessionId = session.session_id;
+    item.dataset.name = session.name || "";
+    item.tabIndex = 0;
+    item.setAttribute("aria-current", String(session.session_id === state.sessionId));
+    item.addEventListener("click", () => selectSession(session.session_id));
+    item.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") selectSession(session.session_id);
+    });
+    list.append(item);
+  }
+}
+
+async function createSession() {
+  showError("chat-error", null);
+  try {
+    const body = await apiJson("POST", "/v1/sessions", { name: `Chat ${new Date().toLocaleString()}` });
+    state.sessionId = body.session.session_id;
+    store.setItem("agentmesh.session", state.sessionId);
+    await loadSessions();
+  } catch (error) {
+    showError("chat-error", error);
+  }
+}
+
+async function selectSession(sessionId) {
+  state.sessionId = sessionId;
+  const load = ++state.loads;
+  store.setItem("agentmesh.session", sessionId);
+  for (const item of $("session-list").children) {
+    item.setAttribute("aria-current", String(item.dataset.sessionId === sessionId));
+    if (item.dataset.sessionId === sessionId) $("session-name").value = item.dataset.name;
+  }
+  renderConversation(sessionId);
+  try {
+    const body = await apiJson("GET", `/v1/sessions/${encodeURIComponent(sessionId)}/messages`);
+    // A later selection (or a newer load of this one) owns the pane now.
+    if (load !== state.loads) return;
+    const list = $("messages");
+    list.replaceChildren();
+    for (const message of body.messages || []) list.append(messageElement(message.role, message.content));
+    list.scrollTop = list.scrollHeight;
+    // The composer appears only now, so a message sent at once is never wiped by the history load.
+    $("composer").hidden = false;
+  } catch (error) {
+    showError("chat-error", error);
+  }
+}
+
+function renderConversation(sessionId) {
+  const active = Boolean(sessionId);
+  $("session-bar").hidden = !active;
+  $("composer").hidden = true;
+  $("empty-state").hidden = active;
+  $("memory").hidden = true;
+  $("messages").replaceChildren();
+}
+
+async function renameSession() {
+  const name = $("session-name").value.trim();
+  if (!state.sessionId || !name) return;
+  try {
+    await apiJson("PATCH", `/v1/sessions/${encodeURIComponent(state.sessionId)}`, { name });
+    await loadSessions();
+  } catch (error) {
+    showError("chat-error", error);
+  }
+}
+
+async function deleteSession() {
+  if (!state.sessionId) return;
+  try {
+    const response = await api("DELETE", `/v1/sessions/${encodeURIComponent(state.sessionId)}`);
+    if (!response.ok) throw await parseError(response);
+    state.sessionId = "";
+    store.removeItem("agentmesh.session");
+    await loadSessions();
+  } catch (error) {
+    showError("chat-error", error);
+  }
+}
+
+// ---- messages ----
+
+function messageElement(role, text) {
+  const item = document.createElement("li");
+  item.className = `message ${role === "user" ? "user" : role === "tool" ? "tool" : "assistant"}`;
+  const label = document.createElement("span");
+  label.className = "role";
+  label.textContent = role;
+  const content = document.createElement("div");
+  content.className = "content";
+  content.textContent = text;
+  item.append(label, content);
+  return item;
+}
+
+function addMeta(item, text) {
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = text;
+  item.append(meta);
+}
+
+// Splits a Server-Sent Events byte stream into events; `onEvent(name, data)` per complete event.
+function sseParser(onEvent) {
+  let buffer = "";
+  return (chunk) => {
+    buffer += chunk;
+    let boundary;
+    while ((boundary = buffer.search(/\r?\n\r?\n/)) !== -1) {
+      const raw = buffer.slice(0, boundary);
+      buffer = buffer.slice(boundary).replace(/^\r?\n\r?\n/, "");
+      let name = "message";
+      const data = [];
+      for (const line of raw.split(/\r?\n/)) {
+        if (line.startsWith(":")) continue; // heartbeat comment
+        const colon = line.indexOf(":");
+        const field = colon === -1 ? line : line.slice(0, colon);
+        const value = colon === -1 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") name = value;
+        else if (field === "data") data.push(value);
+      }
+      if (data.length) onEvent(name, data.join("\n"));
+    }
+  };
+}
+
+function showMemory(facts) {
+  const list = $("memory-facts");
+  list.replaceChildren();
+  for (const fact of facts) {
+    const item = document.createElement("li");
+    item.textContent = fact;
+    list.append(item);
+  }
+  $("memory").hidden = facts.length === 0;
+}
+
+function applyChatEvent(event, turn) {
+  if (event.started) {
+    turn.status(`thinking (${event.started.model || "model"})`);
+  } else if (event.token) {
+    turn.answer.querySelector(".content").textContent += event.token.text || "";
+  } else if (event.tool_call) {
+    const call = event.tool_call;
+    turn.list.insertBefore(messageElement("tool", `${call.name}(${call.arguments_json || ""})`), turn.answer);
+  } else if (event.tool_result) {
+    const result = event.tool_result;
+    turn.list.insertBefore(messageElement("tool", `${result.name} -> ${result.content || ""}`), turn.answer);
+  } else if (event.memory) {
+    showMemory(event.memory.facts || []);
+  } else if (event.completed) {
+    const done = event.completed;
+    const content = turn.answer.querySelector(".content");
+    if (done.message && done.message.content && !content.textContent) content.textContent = done.message.content;
+    const usage = done.usage || {};
+    addMeta(turn.answer, `${done.model || ""} · ${usage.prompt_tokens || 0}+${usage.completion_tokens || 0} tokens · ${done.latency_ms || 0} ms`);
+    turn.answer.dataset.done = "true";
+  } else if (event.error) {
+    turn.fail(event.error.message || "the turn failed");
+  }
+}
+
+async function sendMessage(event) {
+  event.preventDefault();
+  const input = $("message-input");
+  const text = input.value;
+  if (!text.trim() || !state.sessionId || state.streaming) return;
+  showError("chat-error", null);
+  input.value = "";
+
+  const list = $("messages");
+  list.append(messageElement("user", text));
+  const answer = messageElement("assistant", "");
+  answer.dataset.done = "false";
+  list.append(answer);
+  const controller = new AbortController();
+  state.streaming = controller;
+  $("send").disabled = true;
+  $("stop").hidden = false;
+  const turn = {
+    list,
+    answer,
+    status: (text) => { $("status").textContent = text; },
+    fail: (message) => { showError("chat-error", message); answer.dataset.done = "error"; },
+  };
+  turn.status("sending");
+  try {
+    const response = await api(
+      "POST",
+      `/v1/sessions/${encodeURIComponent(state.sessionId)}:stream`,
+      { message: { role: "user", content: text } },
+      { headers: { Accept: "text/event-stream" }, signal: controller.signal },
+    );
+    if (!response.ok) throw await parseError(response);
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    const feed = sseParser((name, data) => {
+      const payload = JSON.parse(data);
+      if (name === "error") turn.fail(payload.message || "the stream failed");
+      else applyChatEvent(payload, turn);
+      list.scrollTop = list.scrollHeight;
+    });
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      feed(value);
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") turn.fail(error.message || String(error));
+  } finally {
+    state.streaming = null;
+    $("send").disabled = false;
+    $("stop").hidden = true;
+    turn.status("");
+  }
+}
+
+function stopStreaming() {
+  if (state.streaming) state.streaming.abort();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("auth-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    authenticate("login");
+  });
+  $("register").addEventListener("click", () => authenticate("register"));
+  $("logout").addEventListener("click", logout);
+  $("new-session").addEventListener("click", createSession);
+  $("rename-session").addEventListener("click", renameSession);
+  $("delete-session").addEventListener("click", deleteSession);
+  $("composer").addEventListener("submit", sendMessage);
+  $("stop").addEventListener("click", stopStreaming);
+  $("message-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) $("composer").requestSubmit();
+  });
+  if (tokens().access) showApp();
+  else showAuth();
+});
