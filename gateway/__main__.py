@@ -9,6 +9,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import load_gateway_settings
 from services.common.logging import configure_logging
+from services.common.tracing import configure_gateway_tracing, shutdown_tracing
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -29,6 +30,8 @@ class _AnnouncingServer(uvicorn.Server):
 def main() -> None:
     settings = load_gateway_settings()
     configure_logging(service="gateway", level=settings.log_level, fmt=settings.effective_log_format)
+    # Before create_app: only channels opened after this are instrumented.
+    configure_gateway_tracing()
     config = uvicorn.Config(
         create_app(settings),
         host=settings.gateway_host,
@@ -40,6 +43,7 @@ def main() -> None:
         timeout_graceful_shutdown=10,
     )
     _AnnouncingServer(config).run()
+    shutdown_tracing()
 
 
 if __name__ == "__main__":

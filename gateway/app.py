@@ -41,6 +41,7 @@ from gateway.upstreams import (
     parse_timeout,
 )
 from services.common.logging import get_logger
+from services.common.tracing import TraceContextMiddleware
 
 log = get_logger(__name__)
 
@@ -367,6 +368,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_exception_as_status},
         middleware=[
+            # Outermost: each request is a server span continuing the client's traceparent,
+            # and the gRPC calls it makes are its children.
+            Middleware(TraceContextMiddleware),
             Middleware(ObservabilityMiddleware, metrics=metrics),
             Middleware(
                 CORSMiddleware,

@@ -25,6 +25,11 @@ TEST_ENV = {
     "ADMIN_EMAILS": "admin@example.com",
     "LOG_LEVEL": "INFO",
     "SHUTDOWN_GRACE_S": "10",
+    # Every test client shares 127.0.0.1; tests of the limits start their own gateway.
+    **{
+        f"RATE_LIMIT_{route_class}": "100000 per minute"
+        for route_class in ("DEFAULT", "CHAT", "CHAT_STREAM", "MESSAGES", "LOGIN", "REGISTER")
+    },
 }
 
 

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 
 import grpc
+from opentelemetry import context as otel_context
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from services.agent import metrics
@@ -26,7 +27,9 @@ class TraceExport:
         self._channel = open_channel(settings.evals_addr)
         self._stub = evals_pb2_grpc.EvalServiceStub(self._channel)
         self._timeout_s = settings.eval_timeout_s
-        self._queue: asyncio.Queue[tuple[evals_pb2.Trace, Metadata]] = asyncio.Queue(settings.eval_queue_size)
+        self._queue: asyncio.Queue[tuple[evals_pb2.Trace, Metadata, otel_context.Context]] = asyncio.Queue(
+            settings.eval_queue_size
+        )
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -37,14 +40,17 @@ class TraceExport:
         if self._worker is None:
             return
         try:
-            self._queue.put_nowait((trace, metadata))
+            # The turn's trace context travels with the item, so the RecordTrace call made
+            # later by the worker is still a span of the turn's trace.
+            self._queue.put_nowait((trace, metadata, otel_context.get_current()))
         except asyncio.QueueFull:
             metrics.eval_traces_total.labels(result="dropped").inc()
             log.warning("eval_trace_dropped", reason="queue full", trace_id=trace.trace_id)
 
     async def _send_forever(self) -> None:
         while True:
-            trace, metadata = await self._queue.get()
+            trace, metadata, turn_context = await self._queue.get()
+            attached = otel_context.attach(turn_context)
             try:
                 await self._stub.RecordTrace(
                     evals_pb2.RecordTraceRequest(trace=trace), metadata=metadata, timeout=self._timeout_s
@@ -54,6 +60,7 @@ class TraceExport:
                 metrics.eval_traces_total.labels(result="dropped").inc()
                 log.warning("eval_trace_dropped", reason=exc.code().name, trace_id=trace.trace_id)
             finally:
+                otel_context.detach(attached)
                 self._queue.task_done()
 
     async def close(self, drain_timeout_s: float) -> None:
