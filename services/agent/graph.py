@@ -53,12 +53,14 @@ def start_turn(message: AnyMessage) -> dict[str, Overwrite]:
     return {"turn": Overwrite([message])}
 
 
-def _route(state: ConversationState) -> Literal["tools", "commit"]:
+# Nodes and routers are coroutines: LangGraph runs a plain function in a thread pool,
+# which costs a thread hop per step on every turn.
+async def _route(state: ConversationState) -> Literal["tools", "commit"]:
     last = state["turn"][-1]
     return "tools" if isinstance(last, AIMessage) and last.tool_calls else "commit"
 
 
-def _commit(state: ConversationState) -> dict[str, object]:
+async def _commit(state: ConversationState) -> dict[str, object]:
     return {"messages": state["turn"], "turn": Overwrite([])}
 
 
