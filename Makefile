@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: setup run test lint format proto proto-check proto-breaking pytest browser k8s-check images \
-        bench loadtest loadtest-stress soak eval eval-golden clean
+        bench loadtest loadtest-stress soak profile eval eval-golden clean
 
 setup: $(STAMP)
 
@@ -79,6 +79,37 @@ eval: setup
 # The golden dataset through a fresh mesh and the real agent; fails when quality regresses.
 eval-golden: setup
 	$(BIN)/python scripts/eval_golden.py
+
+LOADTEST_USERS ?= 20
+LOADTEST_SPAWN_RATE ?= 5
+LOADTEST_TIME ?= 60s
+LOADTEST_HOST ?=
+STRESS_USERS ?= 1500
+SOAK_MINUTES ?= 10
+PROFILE_SECONDS ?= 30
+BENCH_QUICK ?=
+
+# The mesh's own cost against an LLM of known latency; prints a table, writes bench/results/.
+bench: setup
+	BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench
+
+# Locust, headless and bounded, against `make run`'s gateway (or a mesh it starts); fails on missed SLOs.
+loadtest: setup
+	$(BIN)/python -m loadtest.run --users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_SPAWN_RATE) \
+		--time $(LOADTEST_TIME) $(if $(LOADTEST_HOST),--host $(LOADTEST_HOST))
+
+# The seed's stress test: STRESS_USERS concurrent users doing login -> create session -> chat.
+loadtest-stress: setup
+	$(BIN)/python -m loadtest.stress --users $(STRESS_USERS)
+
+# Steady load for SOAK_MINUTES; fails when memory, threads or connections keep growing.
+soak: setup
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m bench.soak
+
+# py-spy profiles of every process under a chat load and a GetMe load (bench/results/profile-*).
+profile: setup
+	PROFILE_SECONDS=$(PROFILE_SECONDS) $(BIN)/python -m bench.profile
+	PROFILE_SECONDS=$(PROFILE_SECONDS) PROFILE_WORKLOAD=getme PROFILE_CONCURRENCY=64 $(BIN)/python -m bench.profile
 
 clean:
 	rm -rf .data .pytest_cache .ruff_cache

@@ -1,0 +1,197 @@
+"""`make loadtest-stress`: the seed's stress test on this machine — 1,500 concurrent users each
+doing login -> create session -> chat through the gateway — with one asyncio client (httpx,
+one large connection pool) rather than Locust, so every user fits in one process.
+
+The users are registered first, 50 at a time, and that phase is not timed. The mesh started
+here (unless --host is given) runs with BCRYPT_ROUNDS=4: with the default cost 12 each login
+costs ~250 ms of CPU, and 1,500 of them would measure bcrypt on two cores (about three
+minutes of CPU), not the mesh. The offline LLM answers at 300 ms to first token and 50
+tokens/s, as the loadtest's, and gateway rate limits are raised (loadtest.run.LOADTEST_ENV).
+
+Prints and writes (bench/results/stress-latest.json) the success rate, latency percentiles
+of each step and of the whole flow, and throughput; exits 1 when the success rate is below
+STRESS_MIN_SUCCESS (default 1.0) or the chat p99 above STRESS_CHAT_P99_MS (default 3000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.results import RESULTS_DIR, cpu_model, git_commit
+from bench.stats import summary_ms
+from loadtest.run import LOADTEST_ENV
+from meshctl.mesh import Mesh
+
+PASSWORD = "Stress-Pa55word!"
+QUESTION = "Explain quantum computing briefly."
+
+
+@dataclass
+class FlowResult:
+    ok: bool
+    step: str = ""
+    error: str = ""
+    login_s: float = 0.0
+    session_s: float = 0.0
+    chat_s: float = 0.0
+    flow_s: float = 0.0
+
+
+@dataclass
+class StressReport:
+    users: int
+    results: list[FlowResult] = field(default_factory=list)
+    wall_s: float = 0.0
+    register_s: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        ok = [r for r in self.results if r.ok]
+        failures = Counter(f"{r.step}: {r.error}" for r in self.results if not r.ok)
+        return {
+            "users": self.users,
+            "completed_flows": len(self.results),
+            "succeeded": len(ok),
+            "success_rate": round(len(ok) / self.users, 4) if self.users else 0.0,
+            "failures": dict(failures.most_common(10)),
+            "wall_seconds": round(self.wall_s, 2),
+            "register_seconds_untimed": round(self.register_s, 2),
+            "flows_per_s": round(len(ok) / self.wall_s, 2) if self.wall_s else 0.0,
+            "login_ms": summary_ms([r.login_s for r in ok]),
+            "create_session_ms": summary_ms([r.session_s for r in ok]),
+            "chat_ms": summary_ms([r.chat_s for r in ok]),
+            "flow_ms": summary_ms([r.flow_s for r in ok]),
+        }
+
+
+async def register_all(client: httpx.AsyncClient, emails: list[str], concurrency: int = 50) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(email: str) -> None:
+        async with gate:
+            for attempt in range(3):
+                response = await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+                if response.status_code in (200, 409):
+                    return
+                await asyncio.sleep(0.5 * (attempt + 1))
+            response.raise_for_status()
+
+    await asyncio.gather(*(one(e) for e in emails))
+
+
+async def user_flow(client: httpx.AsyncClient, email: str, start: asyncio.Event) -> FlowResult:
+    await start.wait()
+    began = time.perf_counter()
+    step = "login"
+    try:
+        form = {"username": email, "password": PASSWORD, "grant_type": "password"}
+        response = await client.post("/v1/auth/login", data=form)
+        login_s = time.perf_counter() - began
+        if response.status_code != 200:
+            return FlowResult(False, step, f"HTTP {response.status_code}")
+        headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        step = "session"
+        mark = time.perf_counter()
+        response = await client.post("/v1/sessions", json={}, headers=headers)
+        session_s = time.perf_counter() - mark
+        if response.status_code != 200:
+            return FlowResult(False, step, f"HTTP {response.status_code}")
+        session_id = response.json()["session"]["session_id"]
+        step = "chat"
+        mark = time.perf_counter()
+        body = {"message": {"role": "user", "content": QUESTION}}
+        response = await client.post(f"/v1/sessions/{session_id}:chat", json=body, headers=headers)
+        ended = time.perf_counter()
+        if response.status_code != 200 or not response.json().get("messages"):
+            return FlowResult(False, step, f"HTTP {response.status_code}")
+        return FlowResult(True, "", "", login_s, session_s, ended - mark, ended - began)
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        return FlowResult(False, step, type(exc).__name__)
+
+
+async def stress(host: str, users: int, time_limit_s: float) -> StressReport:
+    limits = httpx.Limits(max_connections=users + 100, max_keepalive_connections=users + 100)
+    timeout = httpx.Timeout(time_limit_s, connect=30.0)
+    report = StressReport(users)
+    async with httpx.AsyncClient(base_url=host, limits=limits, timeout=timeout) as client:
+        emails = [f"stress-{uuid.uuid4().hex[:12]}@example.com" for _ in range(users)]
+        began = time.perf_counter()
+        await register_all(client, emails)
+        report.register_s = time.perf_counter() - began
+        print(f"stress: registered {users} users in {report.register_s:.1f}s (not timed)", flush=True)
+        start = asyncio.Event()
+        tasks = [asyncio.create_task(user_flow(client, email, start)) for email in emails]
+        await asyncio.sleep(0.5)  # every task is parked on the event: they start together
+        began = time.perf_counter()
+        start.set()
+        done, pending = await asyncio.wait(tasks, timeout=time_limit_s)
+        report.wall_s = time.perf_counter() - began
+        for task in pending:
+            task.cancel()
+        report.results = [t.result() for t in done]
+        report.results += [FlowResult(False, "timeout", f"not done within {time_limit_s:.0f}s") for _ in pending]
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.stress", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("STRESS_HOST", ""), help="gateway URL; empty: own mesh")
+    parser.add_argument("--users", type=int, default=int(os.environ.get("STRESS_USERS", "1500")))
+    parser.add_argument("--time-limit", type=float, default=float(os.environ.get("STRESS_TIME_LIMIT_S", "300")))
+    args = parser.parse_args()
+    min_success = float(os.environ.get("STRESS_MIN_SUCCESS", "1.0"))
+    p99_budget_ms = float(os.environ.get("STRESS_CHAT_P99_MS", "3000"))
+
+    mesh: Mesh | None = None
+    base: Path | None = None
+    host = args.host
+    if not host:
+        base = Path(tempfile.mkdtemp(prefix="agentmesh-stress-"))
+        env = {**LOADTEST_ENV, "LOG_LEVEL": os.environ.get("STRESS_LOG_LEVEL", "WARNING")}
+        mesh = Mesh(base / "data", base / "logs", ephemeral_ports=True, extra_env=env)
+        mesh.start()
+        host = mesh.gateway_url
+    try:
+        report = asyncio.run(stress(host, args.users, args.time_limit))
+    finally:
+        if mesh is not None:
+            mesh.stop()
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
+    result = {
+        **report.as_json(),
+        "llm": "offline, 300 ms to first token, 50 tokens/s",
+        "bcrypt_rounds": 4 if not args.host else "the target's",
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "commit": git_commit(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "stress-latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    chat_p99 = float(result["chat_ms"].get("p99", float("inf")))
+    missed = []
+    if result["success_rate"] < min_success:
+        missed.append(f"success rate {result['success_rate']:.2%} < {min_success:.2%}")
+    if chat_p99 > p99_budget_ms:
+        missed.append(f"chat p99 {chat_p99:.0f} ms > {p99_budget_ms:.0f} ms")
+    print("stress: " + ("; ".join(missed) if missed else "goals met"), flush=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
