@@ -3,6 +3,8 @@ all created once at start and shared by every request."""
 
 from __future__ import annotations
 
+import functools
+
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from services.agent.checkpoints import Checkpoints
 from services.agent.conversations import Conversations
@@ -10,7 +12,7 @@ from services.agent.graph import build_agent_graph
 from services.agent.langfuse_tracing import LangfuseTracing
 from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
-from services.agent.pg_pool import open_pool
+from services.agent.pg_pool import lock_connection
 from services.agent.run_lock import RunLocks
 from services.agent.server import AgentServicer
 from services.agent.session_access import SessionAccess
@@ -41,10 +43,9 @@ class AgentApp(ServiceApp):
         s = self.settings
         url = await resolve_database_url(s)
         self.checkpoints = await Checkpoints.open(url, s)
-        lock_pool = await open_pool(
-            url, name="agent-run-locks", min_size=1, max_size=s.run_lock_pool_max_size, timeout_s=s.db_pool_timeout_s
+        self.locks = RunLocks(
+            functools.partial(lock_connection, url), lanes=s.run_lock_connections, timeout_s=s.db_pool_timeout_s
         )
-        self.locks = RunLocks(lock_pool)
         self.sessions = SessionAccess(s.sessions_addr, s.sessions_timeout_s)
         self.memory = LongTermMemory(s)
         self.traces = TraceExport(s)

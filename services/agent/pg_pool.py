@@ -42,3 +42,9 @@ async def open_pool(
     )
     await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)
     return pool
+
+
+async def lock_connection(url: str) -> psycopg.AsyncConnection:
+    """A dedicated autocommit connection for advisory locks (never pooled: its locks
+    belong to the database session)."""
+    return await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)

@@ -45,9 +45,9 @@ class AgentSettings(CommonSettings, LLMSettings):
 
     checkpoint_pool_min_size: int = Field(default=2, ge=1, le=200)
     checkpoint_pool_max_size: int = Field(default=10, ge=1, le=200)
-    # Each running turn holds one of these connections for its advisory lock, so this
-    # also bounds the turns in flight per replica.
-    run_lock_pool_max_size: int = Field(default=32, ge=1, le=500)
+    # Long-lived connections that carry the per-session advisory locks (any number of
+    # locks per connection); more lanes only spread the lock round trips.
+    run_lock_connections: int = Field(default=2, ge=1, le=32)
 
     web_search_enabled: bool = False
     web_search_timeout_s: float = Field(default=5.0, gt=0)

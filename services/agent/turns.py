@@ -157,6 +157,19 @@ class TurnRunner:
                 result = await self._run_locked(session_id, content, facts, principal, emit, started)
         finally:
             recall.cancel()
+        # Sent only once the session's lock is released: a client that sends its next
+        # message as soon as it sees `completed` must not find the session busy.
+        emit(
+            agent_pb2.ChatEvent(
+                completed=agent_pb2.RunCompleted(
+                    message=agent_pb2.Message(role="assistant", content=result.answer),
+                    model=result.model,
+                    usage=result.usage,
+                    latency_ms=result.latency_ms,
+                )
+            )
+        )
+        log.info("turn_completed", run_id=result.run_id, model=result.model, latency_ms=result.latency_ms)
         self._hand_off(result, principal)
         return result
 
@@ -192,17 +205,6 @@ class TurnRunner:
             metrics.runs_in_flight.dec()
         result = self._result(run_id, session_id, content, facts, context, started)
         metrics.runs_total.labels(outcome="completed").inc()
-        emit(
-            agent_pb2.ChatEvent(
-                completed=agent_pb2.RunCompleted(
-                    message=agent_pb2.Message(role="assistant", content=result.answer),
-                    model=result.model,
-                    usage=result.usage,
-                    latency_ms=result.latency_ms,
-                )
-            )
-        )
-        log.info("turn_completed", run_id=run_id, model=result.model, latency_ms=result.latency_ms)
         return result
 
     def _run_config(self, run_id: str, session_id: str, user_id: str) -> dict[str, Any]:

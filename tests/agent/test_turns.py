@@ -106,3 +106,21 @@ async def test_clear_history_empties_the_conversation_and_the_next_turn_starts_f
     response = await agent.Chat(chat_request(session_id, "hello"), metadata=user.metadata)
     history = await agent.GetHistory(agent_pb2.GetHistoryRequest(session_id=session_id), metadata=user.metadata)
     assert [m.content for m in history.messages] == ["hello", response.messages[1].content]
+
+
+async def test_the_next_turn_may_start_as_soon_as_completed_arrives(
+    agent: agent_pb2_grpc.AgentServiceStub, user: MeshUser, new_session: NewSession
+) -> None:
+    """`completed` is sent after the session's run lock is released: a client that answers
+    it at once (as the chat page does) never finds its own session busy."""
+    session_id = await new_session(user)
+    for round_number in range(5):
+        async for event in agent.StreamChat(
+            stream_request(session_id, f"message {round_number}"), metadata=user.metadata
+        ):
+            if event.WhichOneof("event") == "completed":
+                reply = await agent.Chat(chat_request(session_id, f"follow-up {round_number}"), metadata=user.metadata)
+                assert reply.messages[1].content
+    history = await agent.GetHistory(agent_pb2.GetHistoryRequest(session_id=session_id), metadata=user.metadata)
+    assert len(history.messages) == 20
+    assert_alternating(list(history.messages))
