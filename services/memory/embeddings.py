@@ -56,9 +56,9 @@ class OpenAICompatibleEmbedder:
     async def _embed_batch(self, batch: Sequence[str]) -> list[Vector]:
         started = time.perf_counter()
         try:
-            response = await self._client.embeddings.create(
-                model=self._model, input=list(batch), dimensions=self.dim, encoding_format="float"
-            )
+            # No encoding_format: the SDK then asks for base64 and decodes it in one go, where
+            # "float" makes it build every number of every vector as a Python object.
+            response = await self._client.embeddings.create(model=self._model, input=list(batch), dimensions=self.dim)
         except openai.OpenAIError as exc:
             log.warning("embedding_failed", embedder=self._label, error=type(exc).__name__)
             raise Unavailable("the embedding service is unavailable", reason="EMBEDDINGS_UNAVAILABLE") from exc
