@@ -92,6 +92,7 @@ BENCH_QUICK ?=
 # The mesh's own cost against an LLM of known latency; prints a table, writes bench/results/.
 bench: setup
 	BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench
+	$(BIN)/python -m bench.evals_grading
 
 # Locust, headless and bounded, against `make run`'s gateway (or a mesh it starts); fails on missed SLOs.
 loadtest: setup
