@@ -58,6 +58,7 @@ class ModelFailed(Exception):
 @dataclass
 class _Attempt:
     sent_text: bool = False
+    first_output: bool = False
 
 
 class ModelChain:
@@ -189,13 +190,14 @@ class ModelChain:
             # aclosing: a cancelled turn must close the HTTP stream now, so the server stops generating.
             async with aclosing(runnable.astream(messages, config=config)) as chunks:
                 async for chunk in chunks:
-                    if merged is None:
+                    merged = chunk if merged is None else merged + chunk
+                    text = chunk.text
+                    # The first chunk is often only the role: time to first token is the
+                    # first text or tool-call fragment.
+                    if not state.first_output and (text or chunk.tool_call_chunks):
+                        state.first_output = True
                         ttft = time.perf_counter() - started
                         metrics.llm_time_to_first_token_seconds.labels(model=model).observe(ttft)
-                        merged = chunk
-                    else:
-                        merged = merged + chunk
-                    text = chunk.text
                     if text:
                         state.sent_text = True
                         on_text(str(text))
