@@ -41,6 +41,7 @@ def main() -> None:
         proxy_headers=False,
         access_log=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=int(settings.gateway_keepalive_timeout),
     )
     _AnnouncingServer(config).run()
     shutdown_tracing()

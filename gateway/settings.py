@@ -56,6 +56,9 @@ class GatewaySettings(BaseSettings):
     gateway_stream_timeout: float = Field(default=300.0, gt=0)
     gateway_max_timeout: float = Field(default=600.0, gt=0)
     gateway_sse_heartbeat: float = Field(default=15.0, gt=0)
+    # Longer than clients and load balancers keep idle connections (60 s is common), so the
+    # gateway is never the side that closes one as a request arrives on it (ReadError).
+    gateway_keepalive_timeout: float = Field(default=75.0, gt=0)
     gateway_max_body_bytes: int = Field(default=1_048_576, gt=0)
     gateway_emit_unpopulated: bool = True
     gateway_readiness_timeout: float = Field(default=2.0, gt=0)
