@@ -8,6 +8,7 @@ token and never count as traffic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -112,60 +113,45 @@ class _Call:
         await context.abort_with_status(rpc_status.to_status(internal_status()))
         raise AssertionError("unreachable")  # abort_with_status always raises
 
+    @contextlib.asynccontextmanager
+    async def _rpc(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """One RPC's frame: log context, caller, metrics, and the status an exception maps to."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            metadata = self._begin(context)
+            principal = await self._owner.authenticate(metadata, self._public)
+            token = set_principal(principal)
+            if principal is not None:
+                structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+            try:
+                yield
+            finally:
+                reset_principal(token)
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as exc:
+            code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
+            await self._fail(exc, context)
+        finally:
+            self._finish(code, started)
+
     def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                metadata = self._begin(context)
-                principal = await self._owner.authenticate(metadata, self._public)
-                token = set_principal(principal)
-                if principal is not None:
-                    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
-                try:
-                    return await behavior(request, context)
-                finally:
-                    reset_principal(token)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as exc:
-                code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
-                await self._fail(exc, context)
-            finally:
-                self._finish(code, started)
+            async with self._rpc(context):
+                return await behavior(request, context)
 
         return unary
 
     def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                metadata = self._begin(context)
-                principal = await self._owner.authenticate(metadata, self._public)
-                token = set_principal(principal)
-                if principal is not None:
-                    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
-                try:
-                    async for message in behavior(request, context):
-                        self._sent.inc()
-                        yield message
-                finally:
-                    reset_principal(token)
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as exc:
-                code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
-                await self._fail(exc, context)
-            finally:
-                self._finish(code, started)
+            async with self._rpc(context):
+                async for message in behavior(request, context):
+                    self._sent.inc()
+                    yield message
 
         return stream

@@ -3,13 +3,12 @@ time window."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from datetime import datetime
 
 from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.paging import decode_page_token, one_page
+from services.common.paging import page_size as bounded_page_size
 from services.common.principal import Principal
 from services.evals.metrics_catalog import MetricCatalog
 from services.evals.store import EvalStore, MetricSummary, ScoreRow
@@ -34,20 +33,6 @@ def window_seconds(window: str) -> int:
     return seconds
 
 
-def encode_page_token(row: ScoreRow) -> str:
-    cursor = json.dumps([row.graded_at.isoformat(), row.trace_id, row.metric]).encode()
-    return base64.urlsafe_b64encode(cursor).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[datetime, str, str]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        graded_at, trace_id, metric = json.loads(raw)
-        return datetime.fromisoformat(graded_at), str(trace_id), str(metric)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not valid", reason="PAGE_TOKEN_INVALID") from None
-
-
 class Scoreboard:
     def __init__(self, store: EvalStore, catalog: MetricCatalog) -> None:
         self._store = store
@@ -56,20 +41,16 @@ class Scoreboard:
     async def list(
         self, caller: Principal, *, metric: str, trace_id: str, session_id: str, page_size: int, page_token: str
     ) -> tuple[list[ScoreRow], str]:
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}", reason="PAGE_SIZE_INVALID")
-        size = page_size or DEFAULT_PAGE_SIZE
+        size = bounded_page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         owner = None if caller.is_admin else caller.user_id
         if owner is not None:
             await self._check_owner(owner, trace_id, session_id)
-        after = decode_page_token(page_token) if page_token else None
+        after = decode_page_token(page_token, datetime.fromisoformat, str, str) if page_token else None
         # One extra row tells whether another page exists without a COUNT.
         rows = await self._store.list_scores(
             metric=metric, trace_id=trace_id, session_id=session_id, owner=owner, limit=size + 1, after=after
         )
-        if len(rows) > size:
-            return rows[:size], encode_page_token(rows[size - 1])
-        return rows, ""
+        return one_page(rows, size, lambda row: (row.graded_at, row.trace_id, row.metric))
 
     async def _check_owner(self, user_id: str, trace_id: str, session_id: str) -> None:
         if trace_id:

@@ -3,9 +3,6 @@ paging. Storage is `store.py`, the ADD/UPDATE/DELETE/NOOP decision `resolution.p
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -13,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.paging import decode_page_token, one_page, page_size
 from services.memory.embeddings import Embedder, Vector
 from services.memory.extraction import FactExtractor
 from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact
@@ -80,20 +78,6 @@ def parse_memory_id(memory_id: str) -> uuid.UUID:
         return uuid.UUID(memory_id)
     except ValueError:
         raise InvalidArgument("memory_id must be a UUID", reason="MEMORY_ID_INVALID") from None
-
-
-def encode_page_token(row: MemoryRow) -> str:
-    cursor = json.dumps([row.created_at.isoformat(), row.id]).encode()
-    return base64.urlsafe_b64encode(cursor).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created_at, memory_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(memory_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not valid", reason="PAGE_TOKEN_INVALID") from None
 
 
 def unique_candidates(candidates: list[Candidate]) -> list[Candidate]:
@@ -182,15 +166,10 @@ class Memories:
         return await self._store.search(user_id, vector, limit=limit or self._default_search_limit, min_score=min_score)
 
     async def list(self, user_id: str, requested_size: int, page_token: str) -> tuple[list[MemoryRow], str]:
-        if not 0 <= requested_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}", reason="PAGE_SIZE_INVALID")
-        size = requested_size or DEFAULT_PAGE_SIZE
-        after = decode_page_token(page_token) if page_token else None
-        # One extra row tells whether another page exists without a COUNT.
+        size = page_size(requested_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = decode_page_token(page_token, datetime.fromisoformat, uuid.UUID) if page_token else None
         rows = await self._store.list(user_id, size + 1, after)
-        if len(rows) > size:
-            return rows[:size], encode_page_token(rows[size - 1])
-        return rows, ""
+        return one_page(rows, size, lambda row: (row.created_at, row.id))
 
     async def delete(self, user_id: str, memory_id: str) -> None:
         if not await self._store.delete(user_id, parse_memory_id(memory_id)):

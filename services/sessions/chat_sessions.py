@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import datetime
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.paging import decode_page_token, one_page, page_size
 from services.sessions.conversations import ConversationCleaner
 from services.sessions.store import SessionRow, SessionStore
 
@@ -35,26 +33,6 @@ def clean_name(name: str, *, required: bool) -> str:
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         raise InvalidArgument("name must not contain control characters", reason="NAME_INVALID")
     return name
-
-
-def encode_page_token(row: SessionRow) -> str:
-    cursor = json.dumps([row.created_at.isoformat(), row.id]).encode()
-    return base64.urlsafe_b64encode(cursor).decode().rstrip("=")
-
-
-def decode_page_token(token: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created_at, session_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(session_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not valid", reason="PAGE_TOKEN_INVALID") from None
-
-
-def page_size(requested: int) -> int:
-    if requested < 0 or requested > MAX_PAGE_SIZE:
-        raise InvalidArgument(f"page_size must be between 0 and {MAX_PAGE_SIZE}", reason="PAGE_SIZE_INVALID")
-    return requested or DEFAULT_PAGE_SIZE
 
 
 class ChatSessions:
@@ -85,10 +63,7 @@ class ChatSessions:
             raise NotFound("session not found", reason="SESSION_NOT_FOUND")
 
     async def list(self, user_id: str, requested_size: int, page_token: str) -> tuple[list[SessionRow], str]:
-        size = page_size(requested_size)
-        after = decode_page_token(page_token) if page_token else None
-        # One extra row tells whether another page exists without a COUNT.
+        size = page_size(requested_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = decode_page_token(page_token, datetime.fromisoformat, uuid.UUID) if page_token else None
         rows = await self._store.list(user_id, size + 1, after)
-        if len(rows) > size:
-            return rows[:size], encode_page_token(rows[size - 1])
-        return rows, ""
+        return one_page(rows, size, lambda row: (row.created_at, row.id))
