@@ -93,6 +93,7 @@ BENCH_QUICK ?=
 bench: setup
 	BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench
 	$(BIN)/python -m bench.evals_grading
+	$(BIN)/python -m bench.auth_throughput
 
 # Locust, headless and bounded, against `make run`'s gateway (or a mesh it starts); fails on missed SLOs.
 loadtest: setup
