@@ -23,7 +23,7 @@ import httpx
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
-from meshctl.mesh import Mesh, free_port
+from meshctl.mesh import Mesh
 
 TRACES = int(os.environ.get("EVALS_BENCH_TRACES", "100"))
 LEVELS = (1, 8, 32)
@@ -66,8 +66,6 @@ async def grade_level(mesh: Mesh, token: str, concurrency: int) -> dict[str, flo
     child = mesh.start_service(
         "evals",
         instance=f"-c{concurrency}",
-        GRPC_PORT=str(free_port()),
-        METRICS_PORT=str(free_port()),
         JUDGE_CONCURRENCY=str(concurrency),
         DB_POOL_SIZE="20",
         DB_MAX_OVERFLOW="20",

@@ -94,9 +94,12 @@ class Mesh:
         return {**self.env, "GRPC_PORT": str(grpc_port), "METRICS_PORT": str(metrics_port), **overrides}
 
     def start_service(self, name: str, *, instance: str = "", **overrides: str) -> ChildProcess:
-        """Starts a service; `instance` starts another replica (pass GRPC_PORT/METRICS_PORT)."""
+        """Starts a service; `instance` names another replica, which listens on free ports
+        unless GRPC_PORT / METRICS_PORT are given (a restart test reuses them)."""
         module = dict((n, m) for n, m, *_ in SERVICES)[name]
         key = f"{name}{instance}"
+        if instance:
+            overrides = {"GRPC_PORT": str(free_port()), "METRICS_PORT": str(free_port()), **overrides}
         env = self.service_env(name, **overrides)
         child = ChildProcess(key, python_module(module), env, self.log_dir / f"{key}.log").start()
         self.processes[key] = child

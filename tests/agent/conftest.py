@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from meshctl.mesh import Mesh, free_port
+from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
 from tests.support.users import MeshUser
 
@@ -68,8 +68,7 @@ async def start_agent(mesh: Mesh) -> AsyncIterator[StartAgent]:
     started: list[ChildProcess] = []
 
     async def start(instance: str, **overrides: str) -> ChildProcess:
-        ports = {"GRPC_PORT": str(free_port()), "METRICS_PORT": str(free_port())}
-        child = await asyncio.to_thread(mesh.start_service, "agent", instance=instance, **ports, **overrides)
+        child = await asyncio.to_thread(mesh.start_service, "agent", instance=instance, **overrides)
         started.append(child)
         return child
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
-from meshctl.mesh import Mesh, free_port
+from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
 from tests.agent.conftest import (
     NewSession,
@@ -38,8 +38,6 @@ def isolated_agent(mesh: Mesh) -> Iterator[ChildProcess]:
     child = mesh.start_service(
         "agent",
         instance="-faults",
-        GRPC_PORT=str(free_port()),
-        METRICS_PORT=str(free_port()),
         LLM_MODELS=f"{PRIMARY},{FALLBACK}",
         MEMORY_ENABLED="false",
     )

@@ -79,9 +79,7 @@ async def test_metrics_show_per_method_counters(mesh: Mesh, auth_stub, user: Mes
 
 async def test_sigterm_during_a_call_lets_it_finish(mesh: Mesh) -> None:
     # A high bcrypt cost makes Register take about a second: long enough to SIGTERM mid-call.
-    slow = mesh.start_service(
-        "auth", instance="-drain", GRPC_PORT=str(free_port()), METRICS_PORT=str(free_port()), BCRYPT_ROUNDS="14"
-    )
+    slow = mesh.start_service("auth", instance="-drain", BCRYPT_ROUNDS="14")
     try:
         async with grpc.aio.insecure_channel(slow.addr) as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
@@ -161,7 +159,7 @@ async def test_rotated_keys_keep_verifying_old_tokens(mesh: Mesh, auth_stub, use
     new_kid = rotate.stdout.split("new signing key ", 1)[1].split(";", 1)[0]
     # The running auth service picks the new key up on an unknown kid or its periodic
     # reload; a fresh instance loads it at start.
-    fresh = mesh.start_service("auth", instance="-rotated", GRPC_PORT=str(free_port()), METRICS_PORT=str(free_port()))
+    fresh = mesh.start_service("auth", instance="-rotated")
     try:
         async with grpc.aio.insecure_channel(fresh.addr) as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)

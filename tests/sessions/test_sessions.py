@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from meshctl.mesh import Mesh, free_port
+from meshctl.mesh import Mesh
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser
 
@@ -141,10 +141,7 @@ async def test_calls_without_a_token_are_unauthenticated(sessions) -> None:
 
 async def test_delete_fails_whole_when_the_conversation_cannot_be_cleared(mesh: Mesh, user: MeshUser) -> None:
     """With the agent unreachable the session must stay: no orphaned conversation."""
-    port = free_port()
-    instance = mesh.start_service(
-        "sessions", instance="-no-agent", GRPC_PORT=str(port), METRICS_PORT=str(free_port()), AGENT_ADDR="127.0.0.1:1"
-    )
+    instance = mesh.start_service("sessions", instance="-no-agent", AGENT_ADDR="127.0.0.1:1")
     try:
         async with grpc.aio.insecure_channel(instance.addr) as channel:
             stub = sessions_pb2_grpc.SessionServiceStub(channel)
