@@ -11,10 +11,9 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
-from meshctl.mesh import Mesh, free_port
+from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
 from services.evals.settings import PACKAGE_DIR
 from tests.support.users import MeshUser
@@ -77,8 +76,6 @@ def judge_instance(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iter
     child = mesh.start_service(
         "evals",
         instance="-judge",
-        GRPC_PORT=str(free_port()),
-        METRICS_PORT=str(free_port()),
         JUDGE_MODEL=JUDGE_UNDER_TEST,
         JUDGE_CONCURRENCY="2",
         JUDGE_BACKOFF_S="0.01",
@@ -121,16 +118,6 @@ async def run_evaluation(
             progress.append(event.progress)
     assert report is not None, "the stream must end with a report"
     return progress, report
-
-
-def error_reason(error: grpc.aio.AioRpcError) -> str:
-    """The `google.rpc.ErrorInfo` reason the service attached to a failed call."""
-    details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
-    assert details is not None, "the error carries no google.rpc.Status details"
-    status = status_pb2.Status.FromString(details)
-    info = error_details_pb2.ErrorInfo()
-    assert status.details and status.details[0].Unpack(info)
-    return info.reason
 
 
 def metric_report(report: evals_pb2.EvaluationReport, name: str) -> evals_pb2.MetricReport:

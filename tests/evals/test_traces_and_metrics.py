@@ -6,7 +6,8 @@ import grpc
 import pytest
 
 from agentmesh.evals.v1 import evals_pb2
-from tests.evals.conftest import error_reason, new_session_id, record
+from tests.evals.conftest import new_session_id, record
+from tests.support.grpc_errors import error_reason
 from tests.support.users import MeshUser
 
 

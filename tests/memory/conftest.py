@@ -8,18 +8,15 @@ from collections.abc import AsyncIterator, Iterator
 import grpc
 import httpx
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
-from meshctl.mesh import Mesh, free_port
+from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
 from tests.support.users import MeshUser
 
 
 def start_replica(mesh: Mesh, instance: str, **env: str) -> ChildProcess:
-    return mesh.start_service(
-        "memory", instance=instance, GRPC_PORT=str(free_port()), METRICS_PORT=str(free_port()), **env
-    )
+    return mesh.start_service("memory", instance=instance, **env)
 
 
 @pytest.fixture
@@ -39,18 +36,6 @@ def second_replica(mesh: Mesh) -> Iterator[ChildProcess]:
 async def replica_stub(second_replica: ChildProcess) -> AsyncIterator[memory_pb2_grpc.MemoryServiceStub]:
     async with grpc.aio.insecure_channel(second_replica.addr) as channel:
         yield memory_pb2_grpc.MemoryServiceStub(channel)
-
-
-def error_reason(error: grpc.aio.AioRpcError) -> str:
-    """The `google.rpc.ErrorInfo.reason` the service attached to a failed call."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return ""
 
 
 def inject_llm_fault(mesh: Mesh, **fault: object) -> None:

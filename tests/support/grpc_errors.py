@@ -17,16 +17,20 @@ class RpcFailure:
     reason: str
 
 
+def error_reason(exc: grpc.aio.AioRpcError) -> str:
+    """The `google.rpc.ErrorInfo` reason the service attached to a failed call ("" if none)."""
+    status = rpc_status.from_call(exc)
+    for detail in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return ""
+
+
 async def rpc_failure(call: Awaitable[object]) -> RpcFailure:
     """Awaits a call that must fail and returns how it failed."""
     try:
         await call
     except grpc.aio.AioRpcError as exc:
-        reason = ""
-        status = rpc_status.from_call(exc)
-        for detail in status.details if status else []:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                reason = info.reason
-        return RpcFailure(exc.code(), exc.details() or "", reason)
+        return RpcFailure(exc.code(), exc.details() or "", error_reason(exc))
     raise AssertionError("the call succeeded but was expected to fail")
