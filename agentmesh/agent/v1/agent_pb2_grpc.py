@@ -27,8 +27,12 @@ if _version_not_supported:
 
 class AgentServiceStub:
     """AgentService runs LangGraph agent turns on a session: the model answers, calls
-    tools, reads and writes the user's long-term memory. One turn runs at a time per
-    session; a second concurrent turn on the same session answers ABORTED.
+    tools, reads and writes the user's long-term memory. Every turn is a run
+    (`sessions/{session_id}/runs/{run_id}`) that outlives the call that started it: its
+    events are kept with a sequence number, any client can follow it from any replica
+    and resume after the last event it saw. One run executes at a time per session; a
+    new message while one runs is refused, queued or replaces it, as the caller's
+    `multitask_strategy` says.
     """
 
     def __init__(self, channel):
@@ -47,6 +51,31 @@ class AgentServiceStub:
                 request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.StreamChatRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ChatEvent.FromString,
                 _registered_method=True)
+        self.CreateRun = channel.unary_unary(
+                '/agentmesh.agent.v1.AgentService/CreateRun',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CreateRunRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CreateRunResponse.FromString,
+                _registered_method=True)
+        self.GetRun = channel.unary_unary(
+                '/agentmesh.agent.v1.AgentService/GetRun',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetRunResponse.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/agentmesh.agent.v1.AgentService/ListRuns',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.StreamRun = channel.unary_stream(
+                '/agentmesh.agent.v1.AgentService/StreamRun',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.StreamRunRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ChatEvent.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/agentmesh.agent.v1.AgentService/CancelRun',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
         self.GetHistory = channel.unary_unary(
                 '/agentmesh.agent.v1.AgentService/GetHistory',
                 request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetHistoryRequest.SerializeToString,
@@ -61,12 +90,16 @@ class AgentServiceStub:
 
 class AgentServiceServicer:
     """AgentService runs LangGraph agent turns on a session: the model answers, calls
-    tools, reads and writes the user's long-term memory. One turn runs at a time per
-    session; a second concurrent turn on the same session answers ABORTED.
+    tools, reads and writes the user's long-term memory. Every turn is a run
+    (`sessions/{session_id}/runs/{run_id}`) that outlives the call that started it: its
+    events are kept with a sequence number, any client can follow it from any replica
+    and resume after the last event it saw. One run executes at a time per session; a
+    new message while one runs is refused, queued or replaces it, as the caller's
+    `multitask_strategy` says.
     """
 
     def Chat(self, request, context):
-        """Runs one turn and returns it whole.
+        """Runs one turn and returns it whole (a run created and waited on in one call).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -74,9 +107,51 @@ class AgentServiceServicer:
 
     def StreamChat(self, request, context):
         """Runs one turn and streams its events as they happen: started, token deltas, tool
-        calls and results, memory used, then completed (or error). Cancelling the call
-        stops the model.
+        calls and results, memory used, then completed (or error). The run is created and
+        followed in one call; with `on_disconnect: ON_DISCONNECT_CONTINUE` (the default) a
+        client that goes away does not stop it, and `StreamRun` resumes it.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateRun(self, request, context):
+        """Starts a run in the background and returns it at once (status PENDING or RUNNING).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRun(self, request, context):
+        """Returns one run of the session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """Lists the session's runs, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRun(self, request, context):
+        """Replays the run's events after `after_seq`, then follows it live until it ends
+        (with `completed` or `error`). Over SSE each event carries `id: <seq>`, and a
+        `Last-Event-ID` header stands for `after_seq`, so browsers resume by themselves.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Stops a pending or running run from any connection: INTERRUPT keeps what it
+        produced so far in the history (marked interrupted), ROLLBACK leaves no trace of it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +184,31 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.StreamChatRequest.FromString,
                     response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ChatEvent.SerializeToString,
             ),
+            'CreateRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRun,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CreateRunRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CreateRunResponse.SerializeToString,
+            ),
+            'GetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRun,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetRunRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetRunResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunsRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'StreamRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRun,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.StreamRunRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ChatEvent.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunResponse.SerializeToString,
+            ),
             'GetHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHistory,
                     request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetHistoryRequest.FromString,
@@ -129,8 +229,12 @@ def add_AgentServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AgentService:
     """AgentService runs LangGraph agent turns on a session: the model answers, calls
-    tools, reads and writes the user's long-term memory. One turn runs at a time per
-    session; a second concurrent turn on the same session answers ABORTED.
+    tools, reads and writes the user's long-term memory. Every turn is a run
+    (`sessions/{session_id}/runs/{run_id}`) that outlives the call that started it: its
+    events are kept with a sequence number, any client can follow it from any replica
+    and resume after the last event it saw. One run executes at a time per session; a
+    new message while one runs is refused, queued or replaces it, as the caller's
+    `multitask_strategy` says.
     """
 
     @staticmethod
@@ -177,6 +281,141 @@ class AgentService:
             '/agentmesh.agent.v1.AgentService/StreamChat',
             agentmesh_dot_agent_dot_v1_dot_agent__pb2.StreamChatRequest.SerializeToString,
             agentmesh_dot_agent_dot_v1_dot_agent__pb2.ChatEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/CreateRun',
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.CreateRunRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.CreateRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/GetRun',
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetRunRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/ListRuns',
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunsRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/StreamRun',
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.StreamRunRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.ChatEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/CancelRun',
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
