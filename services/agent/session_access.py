@@ -6,7 +6,8 @@ import grpc
 
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from services.common.clients import forward_metadata, open_channel
-from services.common.errors import InvalidArgument, error_from_rpc
+from services.common.errors import error_from_rpc
+from services.common.ids import parse_id
 
 SERVICE = "agentmesh.sessions.v1.SessionService"
 
@@ -19,8 +20,8 @@ class SessionAccess:
 
     async def require_own(self, session_id: str) -> None:
         """Raises NotFound for a missing session or another user's (they look the same)."""
-        if not session_id:
-            raise InvalidArgument("session_id is required", reason="SESSION_ID_REQUIRED")
+        # The canonical spelling only: threads and run locks are keyed on the raw string.
+        parse_id(session_id, "session_id")
         try:
             await self._stub.GetSession(
                 sessions_pb2.GetSessionRequest(session_id=session_id),

@@ -7,10 +7,10 @@ from datetime import UTC
 
 from agentmesh.evals.v1 import evals_pb2
 from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.ids import parse_id
 from services.common.principal import Principal
 from services.evals.store import EvalStore, ToolCallRecord, TraceRecord
 
-MAX_TRACE_ID_CHARS = 128
 MAX_TEXT_CHARS = 100_000
 MAX_SHORT_FIELD_CHARS = 256
 MAX_TOOL_CALLS = 100
@@ -35,8 +35,9 @@ def _tool_call(call: evals_pb2.TraceToolCall) -> ToolCallRecord:
 def trace_record(trace: evals_pb2.Trace, caller: Principal) -> TraceRecord:
     """The trace to store; a non-admin records only their own turns (or anonymous ones,
     which are then attributed to them)."""
-    if not 1 <= len(trace.trace_id) <= MAX_TRACE_ID_CHARS:
-        raise InvalidArgument(f"trace_id must be 1-{MAX_TRACE_ID_CHARS} characters", reason="TRACE_ID_INVALID")
+    # The agent records its run id (a canonical UUID); one spelling per trace, as for every id.
+    parse_id(trace.trace_id, "trace_id")
+    parse_id(trace.session_id, "session_id", required=False)
     _check_length("input", trace.input, MAX_TEXT_CHARS)
     _check_length("output", trace.output, MAX_TEXT_CHARS)
     for name in ("session_id", "user_id", "model"):

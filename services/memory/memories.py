@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.ids import parse_id, parse_uuid
 from services.common.paging import decode_page_token, one_page, page_size
 from services.memory.embeddings import Embedder, Vector
 from services.memory.extraction import FactExtractor
@@ -64,20 +65,11 @@ def validate_add(request: AddRequest) -> None:
 
 
 def parse_optional_session_id(session_id: str) -> None:
-    if session_id:
-        try:
-            uuid.UUID(session_id)
-        except ValueError:
-            raise InvalidArgument("session_id must be a UUID", reason="SESSION_ID_INVALID") from None
+    parse_id(session_id, "session_id", required=False)
 
 
 def parse_memory_id(memory_id: str) -> uuid.UUID:
-    if not memory_id:
-        raise InvalidArgument("memory_id is required", reason="MEMORY_ID_REQUIRED")
-    try:
-        return uuid.UUID(memory_id)
-    except ValueError:
-        raise InvalidArgument("memory_id must be a UUID", reason="MEMORY_ID_INVALID") from None
+    return parse_uuid(memory_id, "memory_id")
 
 
 def unique_candidates(candidates: list[Candidate]) -> list[Candidate]:

@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime
 
 from services.common.errors import InvalidArgument, NotFound
+from services.common.ids import parse_uuid
 from services.common.paging import decode_page_token, one_page, page_size
 from services.sessions.conversations import ConversationCleaner
 from services.sessions.store import SessionRow, SessionStore
@@ -16,12 +17,8 @@ MAX_PAGE_SIZE = 100
 
 
 def parse_session_id(session_id: str) -> uuid.UUID:
-    if not session_id:
-        raise InvalidArgument("session_id is required", reason="SESSION_ID_REQUIRED")
-    try:
-        return uuid.UUID(session_id)
-    except ValueError:
-        raise InvalidArgument("session_id must be a UUID", reason="SESSION_ID_INVALID") from None
+    # Only the canonical spelling: the agent keys threads and locks on the raw string.
+    return parse_uuid(session_id, "session_id")
 
 
 def clean_name(name: str, *, required: bool) -> str:

@@ -100,7 +100,7 @@ async def record(
     input: str = CLEAN_INPUT,
     trace_id: str | None = None,
 ) -> str:
-    trace_id = trace_id or f"trace-{uuid.uuid4().hex}"
+    trace_id = trace_id or str(uuid.uuid4())
     trace = evals_pb2.Trace(trace_id=trace_id, session_id=session_id, input=input, output=output, model="offline-small")
     response = await stub.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=who.metadata)
     assert response.created

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 
@@ -31,10 +33,10 @@ async def test_record_trace_is_idempotent_on_trace_id(evals, user: MeshUser) -> 
 @pytest.mark.parametrize(
     ("trace", "reason"),
     [
-        (evals_pb2.Trace(trace_id="", input="q", output="a"), "TRACE_ID_INVALID"),
+        (evals_pb2.Trace(trace_id="", input="q", output="a"), "TRACE_ID_REQUIRED"),
         (evals_pb2.Trace(trace_id="x" * 129, input="q", output="a"), "TRACE_ID_INVALID"),
-        (evals_pb2.Trace(trace_id="too-long-output", input="q", output="a" * 100_001), "TRACE_FIELD_TOO_LONG"),
-        (evals_pb2.Trace(trace_id="too-long-input", input="q" * 100_001, output="a"), "TRACE_FIELD_TOO_LONG"),
+        (evals_pb2.Trace(trace_id=str(uuid.uuid4()), input="q", output="a" * 100_001), "TRACE_FIELD_TOO_LONG"),
+        (evals_pb2.Trace(trace_id=str(uuid.uuid4()), input="q" * 100_001, output="a"), "TRACE_FIELD_TOO_LONG"),
     ],
 )
 async def test_record_trace_rejects_bad_input(evals, user: MeshUser, trace: evals_pb2.Trace, reason: str) -> None:
@@ -45,7 +47,7 @@ async def test_record_trace_rejects_bad_input(evals, user: MeshUser, trace: eval
 
 
 async def test_non_admin_records_only_their_own_traces(evals, user: MeshUser, other_user: MeshUser) -> None:
-    theirs = evals_pb2.Trace(trace_id="someone-else", user_id=other_user.user_id, input="q", output="a")
+    theirs = evals_pb2.Trace(trace_id=str(uuid.uuid4()), user_id=other_user.user_id, input="q", output="a")
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=theirs), metadata=user.metadata)
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
