@@ -59,6 +59,8 @@ async def open_database(settings: CommonSettings, *, schema: str, migrations: Pa
         pool_timeout=settings.db_pool_timeout_s,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Statement errors would otherwise carry the bound values (user text) into the logs.
+        hide_parameters=True,
         connect_args={"server_settings": {"search_path": f"{schema},public", "application_name": schema}},
     )
     database = Database(url=url, schema=schema, engine=engine, sessions=async_sessionmaker(engine))

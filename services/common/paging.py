@@ -7,10 +7,9 @@ One extra row is fetched to know whether another page exists, so no COUNT is nee
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from services.common.errors import InvalidArgument
@@ -29,14 +28,37 @@ def encode_page_token(*sort_key: object) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
+# Our tokens are a few short strings; anything much longer is not one of ours.
+MAX_PAGE_TOKEN_CHARS = 1024
+
+
 def decode_page_token(token: str, *parsers: Callable[[Any], Any]) -> tuple[Any, ...]:
-    """The sort key in `token`, each part read by its parser; INVALID_ARGUMENT when it is not ours."""
+    """The sort key in `token`, each part read by its parser; INVALID_ARGUMENT when it is not ours.
+
+    Any string a client sends ends here, so every failure (bad base64, JSON of another shape, a
+    parser refusing the value in whatever way it does) is the same INVALID_ARGUMENT, and the
+    values that reach SQL are ones the encoder could have written: strings without NUL, and
+    datetimes with their offset (the rows' times are timezone-aware).
+    """
     try:
+        if not isinstance(token, str) or len(token) > MAX_PAGE_TOKEN_CHARS:
+            raise ValueError("not a token")
         values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if not isinstance(values, list) or len(values) != len(parsers):
             raise ValueError("wrong shape")
-        return tuple(parse(value) for parse, value in zip(parsers, values, strict=True))
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        for value in values:
+            if not isinstance(value, str) or "\x00" in value:
+                raise ValueError("wrong values")
+            value.encode()  # refuses lone surrogates ("\\ud800" in the JSON), as SQL drivers do
+        parsed = tuple(parse(value) for parse, value in zip(parsers, values, strict=True))
+        for value in parsed:
+            if isinstance(value, datetime):
+                if value.utcoffset() is None:
+                    raise ValueError("a time without its offset")
+                value.astimezone(UTC)  # drivers convert to UTC; year 1 at +14:00 overflows there
+        return parsed
+    except Exception:
+        # Deliberately broad: uuid.UUID raises AttributeError on some inputs, json RecursionError.
         raise InvalidArgument("page_token is not valid", reason="PAGE_TOKEN_INVALID") from None
 
 
