@@ -4,7 +4,9 @@ kill a process start their own extra instance with `mesh.start_service(...)`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +24,6 @@ from tests.support.users import MeshUser, register_user
 TEST_ENV = {
     "APP_ENV": "test",
     "BCRYPT_ROUNDS": "4",
-    "ADMIN_EMAILS": "admin@example.com",
     "LOG_LEVEL": "INFO",
     "SHUTDOWN_GRACE_S": "10",
     # Every test client shares 127.0.0.1; tests of the limits start their own gateway.
@@ -73,15 +74,41 @@ async def other_user(auth_stub: auth_pb2_grpc.AuthServiceStub) -> MeshUser:
     return await register_user(auth_stub)
 
 
+ADMIN_EMAIL = "admin@example.com"
+# Databases (one per mesh) where ADMIN_EMAIL has been made admin already.
+_admins_granted: set[str] = set()
+
+
+async def run_auth_command(mesh: Mesh, *args: str) -> tuple[int, str, str]:
+    """Runs `python -m services.auth <args>` against the mesh's database."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.auth",
+        *args,
+        env=mesh.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 @pytest.fixture
-async def admin(auth_stub: auth_pb2_grpc.AuthServiceStub) -> MeshUser:
-    """The admin (ADMIN_EMAILS); registered on first use, logged in afterwards."""
-    email = "admin@example.com"
+async def admin(mesh: Mesh, auth_stub: auth_pb2_grpc.AuthServiceStub) -> MeshUser:
+    """An admin: registered like anyone (registration grants no role), made admin once
+    with the operator command `grant-role`, then logged in."""
+    email = ADMIN_EMAIL
     try:
-        return await register_user(auth_stub, email=email)
+        await register_user(auth_stub, email=email)
     except grpc.aio.AioRpcError as exc:
         if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
             raise
+    if mesh.env["DATABASE_URL"] not in _admins_granted:
+        code, _out, err = await run_auth_command(mesh, "grant-role", "--email", email, "--role", "admin")
+        assert code == 0, err
+        _admins_granted.add(mesh.env["DATABASE_URL"])
     login = await auth_stub.Login(auth_pb2.LoginRequest(email=email, password=MeshUser.PASSWORD))
     me = await auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=[("authorization", f"Bearer {login.access_token}")])
     return MeshUser(me.user.id, email, login.access_token, login.refresh_token)

@@ -1,12 +1,18 @@
-"""`python -m services.auth` serves; `python -m services.auth rotate-keys` rotates the signing key."""
+"""`python -m services.auth` serves; `rotate-keys` rotates the signing key;
+`grant-role --email E --role R` and `revoke-role --email E --role R` change a user's
+roles (audited as the operator; the user's current access tokens stop working)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import sys
 
 from services.auth.app import AuthApp
+from services.auth.roles import KNOWN_ROLES, Roles
 from services.auth.settings import AuthSettings
+from services.common.errors import DomainError
 from services.common.server import run
 from services.common.settings import load_settings
 
@@ -18,13 +24,39 @@ async def rotate_keys(app: AuthApp) -> None:
     await app.stop()
 
 
+async def change_role(app: AuthApp, command: str, email: str, role: str) -> int:
+    store = await app.open_store()
+    roles = Roles(store, app.open_revocation_log(store))
+    actor = f"operator:{getpass.getuser()}"
+    try:
+        if command == "grant-role":
+            user = await roles.grant(email, role, actor=actor)
+        else:
+            user = await roles.revoke(email, role, actor=actor)
+    except DomainError as exc:
+        print(f"{command}: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        await app.stop()
+    print(f"{user.email} ({user.id}) now has the roles: {', '.join(user.roles)}")
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services.auth", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["serve", "rotate-keys"], default="serve")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the auth service (the default)")
+    commands.add_parser("rotate-keys", help="create a new signing key and retire the active one")
+    for name, verb in (("grant-role", "grant"), ("revoke-role", "revoke")):
+        sub = commands.add_parser(name, help=f"{verb} a role to or from the account with this email")
+        sub.add_argument("--email", required=True)
+        sub.add_argument("--role", required=True, choices=KNOWN_ROLES)
     args = parser.parse_args()
     app = AuthApp(load_settings(AuthSettings))
     if args.command == "rotate-keys":
         asyncio.run(rotate_keys(app))
+    elif args.command in ("grant-role", "revoke-role"):
+        sys.exit(asyncio.run(change_role(app, args.command, args.email, args.role)))
     else:
         run(app)
 

@@ -9,15 +9,20 @@ from pathlib import Path
 import jwt
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
-from services.auth.accounts import Accounts
+from services.auth.accounts import Accounts, SuccessorSeal
 from services.auth.keys import KeyCipher, KeyRing
 from services.auth.passwords import PasswordHasher
-from services.auth.server import PUBLIC_METHODS, AuthServicer
+from services.auth.revocations import RevocationLog
+from services.auth.roles import Roles
+from services.auth.server import PUBLIC_METHODS, SERVICE_METHODS, AuthServicer
+from services.auth.service_tokens import ServiceTokens
 from services.auth.settings import AuthSettings
 from services.auth.store import AuthStore
+from services.auth.throttle import LoginThrottle
 from services.auth.tokens import AccessTokenIssuer
 from services.common.database import Database, open_database
 from services.common.logging import get_logger
+from services.common.revocations import RevocationSet
 from services.common.server import Mount, ServiceApp
 from services.common.tokens import AccessTokenVerifier
 
@@ -51,10 +56,26 @@ class AuthApp(ServiceApp):
         self.database: Database | None = None
         self.keys: KeyRing | None = None
         self._reloader: asyncio.Task[None] | None = None
+        # This replica's revoked tokens: its own verifier reads them, its watchers get them.
+        self.revocations = RevocationSet()
+        self.revocation_log: RevocationLog | None = None
+
+    async def open_store(self) -> AuthStore:
+        if self.database is None:
+            self.database = await open_database(self.settings, schema="auth", migrations=MIGRATIONS)
+        return AuthStore(self.database.engine)
+
+    def open_revocation_log(self, store: AuthStore) -> RevocationLog:
+        s = self.settings
+        self.revocation_log = RevocationLog(
+            store, self.revocations, access_ttl_s=s.access_token_ttl_s, poll_s=s.revocation_poll_s
+        )
+        return self.revocation_log
 
     async def open_key_ring(self) -> KeyRing:
         s = self.settings
-        self.database = await open_database(s, schema="auth", migrations=MIGRATIONS)
+        await self.open_store()
+        assert self.database is not None
         self.keys = KeyRing(
             AuthStore(self.database.engine),
             KeyCipher(s.signing_key_secret.get_secret_value()),
@@ -69,21 +90,31 @@ class AuthApp(ServiceApp):
         keys = await self.open_key_ring()
         await keys.ensure_active_key()
         assert self.database is not None
+        store = AuthStore(self.database.engine)
         issuer = AccessTokenIssuer(keys, issuer=s.jwt_issuer, audience=s.jwt_audience, ttl_s=s.access_token_ttl_s)
+        revocations = self.open_revocation_log(store)
+        await revocations.start()
+        secret = s.signing_key_secret.get_secret_value()
         accounts = Accounts(
-            AuthStore(self.database.engine),
+            store,
             PasswordHasher(s.bcrypt_rounds),
             issuer,
-            admin_emails=s.admin_emails,
+            revocations,
+            LoginThrottle(store, max_failures=s.login_max_failures, window_s=s.login_failure_window_s),
+            SuccessorSeal(KeyCipher(secret, purpose=b"agentmesh-refresh-successors")),
             refresh_ttl_s=s.refresh_token_ttl_s,
+            refresh_absolute_ttl_s=s.refresh_absolute_ttl_s,
+            refresh_reuse_grace_s=s.refresh_reuse_grace_s,
         )
+        servicer = AuthServicer(accounts, keys, Roles(store, revocations), ServiceTokens(s, issuer), revocations)
         self._reloader = asyncio.create_task(self._reload_keys_periodically())
         return [
             Mount(
                 descriptor=auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
                 add_to_server=auth_pb2_grpc.add_AuthServiceServicer_to_server,
-                servicer=AuthServicer(accounts, keys),
+                servicer=servicer,
                 public_methods=PUBLIC_METHODS,
+                service_methods=SERVICE_METHODS,
             )
         ]
 
@@ -106,9 +137,16 @@ class AuthApp(ServiceApp):
             issuer=s.jwt_issuer,
             audience=s.jwt_audience,
             algorithm=s.jwt_algorithm,
+            revocations=self.revocations,
         )
 
+    async def before_drain(self) -> None:
+        if self.revocation_log is not None:
+            self.revocation_log.end_watches()
+
     async def stop(self) -> None:
+        if self.revocation_log is not None:
+            await self.revocation_log.stop()
         if self._reloader is not None:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

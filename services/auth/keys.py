@@ -41,8 +41,10 @@ class SigningKey:
 
 
 class KeyCipher:
-    def __init__(self, secret: str) -> None:
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"agentmesh-signing-keys", info=b"aes-gcm")
+    def __init__(self, secret: str, *, purpose: bytes = b"agentmesh-signing-keys") -> None:
+        # One key per purpose (the HKDF salt), so sealed signing keys and sealed refresh
+        # token pairs never share a key.
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=purpose, info=b"aes-gcm")
         self._aead = AESGCM(hkdf.derive(secret.encode()))
 
     def seal(self, plaintext: bytes, kid: str) -> bytes:

@@ -10,12 +10,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.auth.accounts import Accounts
 from services.auth.keys import KeyRing
+from services.auth.revocations import RevocationLog, WatcherLagging
+from services.auth.roles import KNOWN_ROLES, Roles
+from services.auth.service_tokens import ServiceTokens
 from services.auth.store import UserRow
 from services.auth.tokens import IssuedTokens
-from services.common.errors import InvalidArgument
-from services.common.principal import current_principal
+from services.common.errors import InvalidArgument, Unavailable
+from services.common.principal import current_principal, require_admin
 
-PUBLIC_METHODS = frozenset({"Register", "Login", "Refresh", "GetJwks"})
+# Logout needs only the refresh token; IssueServiceToken authenticates with the credential.
+PUBLIC_METHODS = frozenset({"Register", "Login", "Refresh", "Logout", "GetJwks", "IssueServiceToken"})
+# Callable with a service token only; end users get PERMISSION_DENIED.
+SERVICE_METHODS = frozenset({"WatchRevocations"})
+# RFC 7517 members every key has, then those RFC 8037 (OKP) and RFC 7518 (RSA) define.
+JWK_MEMBERS = {"OKP": ("crv", "x"), "RSA": ("n", "e")}
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -35,13 +43,36 @@ def token_fields(tokens: IssuedTokens) -> dict:
     }
 
 
+def jwk_message(jwk: dict[str, str]) -> auth_pb2.JsonWebKey:
+    """Only the members the key type defines are set (the others stay absent in JSON)."""
+    members = JWK_MEMBERS.get(jwk["kty"], ())
+    return auth_pb2.JsonWebKey(
+        kty=jwk["kty"],
+        kid=jwk["kid"],
+        alg=jwk["alg"],
+        use=jwk["use"],
+        **{name: jwk[name] for name in members},
+    )
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: Accounts, keys: KeyRing) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        keys: KeyRing,
+        roles: Roles,
+        service_tokens: ServiceTokens,
+        revocations: RevocationLog,
+    ) -> None:
         self._accounts = accounts
         self._keys = keys
+        self._roles = roles
+        self._service_tokens = service_tokens
+        self._revocations = revocations
 
-    def _user(self, user: UserRow) -> auth_pb2.User:
-        roles = self._accounts.roles_for(user.email)
+    @staticmethod
+    def _user(user: UserRow, roles: list[str] | None = None) -> auth_pb2.User:
+        roles = list(user.roles) if roles is None else roles
         return auth_pb2.User(id=user.id, email=user.email, roles=roles, created_at=timestamp(user.created_at))
 
     async def Register(self, request: auth_pb2.RegisterRequest, context: grpc.aio.ServicerContext):
@@ -59,12 +90,39 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.RefreshResponse(**token_fields(tokens))
 
     async def Logout(self, request: auth_pb2.LogoutRequest, context: grpc.aio.ServicerContext):
-        await self._accounts.logout(current_principal().user_id, request.refresh_token)
+        await self._accounts.logout(request.refresh_token)
         return auth_pb2.LogoutResponse()
 
+    async def LogoutAll(self, request: auth_pb2.LogoutAllRequest, context: grpc.aio.ServicerContext):
+        count = await self._accounts.end_all_sessions(current_principal().user_id, "logout_all")
+        return auth_pb2.LogoutAllResponse(count=count)
+
+    async def SetUserRoles(self, request: auth_pb2.SetUserRolesRequest, context: grpc.aio.ServicerContext):
+        admin = require_admin()
+        user = await self._roles.set_roles(request.user_id, list(request.roles), actor=f"user:{admin.user_id}")
+        return auth_pb2.SetUserRolesResponse(user=self._user(user))
+
     async def GetMe(self, request: auth_pb2.GetMeRequest, context: grpc.aio.ServicerContext):
-        user = await self._accounts.me(current_principal().user_id)
-        return auth_pb2.GetMeResponse(user=self._user(user))
+        principal = current_principal()
+        user = await self._accounts.me(principal.user_id)
+        # The token's roles are current: a role change revokes the tokens issued before it.
+        roles = [role for role in KNOWN_ROLES if role in principal.roles]
+        return auth_pb2.GetMeResponse(user=self._user(user, roles))
 
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: grpc.aio.ServicerContext):
-        return auth_pb2.GetJwksResponse(keys=[auth_pb2.JsonWebKey(**jwk) for jwk in self._keys.public_jwks()])
+        return auth_pb2.GetJwksResponse(keys=[jwk_message(jwk) for jwk in self._keys.public_jwks()])
+
+    async def IssueServiceToken(self, request: auth_pb2.IssueServiceTokenRequest, context: grpc.aio.ServicerContext):
+        token, expires_at = self._service_tokens.issue(request.service_name, request.credential)
+        return auth_pb2.IssueServiceTokenResponse(
+            access_token=token, expires_in=self._service_tokens.ttl_s, expires_at=timestamp(expires_at)
+        )
+
+    async def WatchRevocations(self, request: auth_pb2.WatchRevocationsRequest, context: grpc.aio.ServicerContext):
+        try:
+            async for batch, complete in self._revocations.watch():
+                yield auth_pb2.WatchRevocationsResponse(
+                    revocations=[r.to_message() for r in batch], snapshot_complete=complete
+                )
+        except WatcherLagging:
+            raise Unavailable("the revocation stream restarted; reconnect", reason="REVOCATION_STREAM_RESET") from None

@@ -15,10 +15,48 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.common.errors import AlreadyExists
 
 INSERT_USER = text(
-    "INSERT INTO users (id, email, password_hash) VALUES (:id, :email, :password_hash) RETURNING id, email, created_at"
+    "INSERT INTO users (id, email, password_hash) VALUES (:id, :email, :password_hash)"
+    " RETURNING id, email, password_hash, created_at, roles"
 )
-USER_BY_EMAIL = text("SELECT id, email, password_hash, created_at FROM users WHERE email = :email")
-USER_BY_ID = text("SELECT id, email, password_hash, created_at FROM users WHERE id = :id")
+USER_BY_EMAIL = text("SELECT id, email, password_hash, created_at, roles FROM users WHERE email = :email")
+USER_BY_ID = text("SELECT id, email, password_hash, created_at, roles FROM users WHERE id = :id")
+USER_FOR_ROLE_CHANGE = text("SELECT id, email, password_hash, created_at, roles FROM users WHERE id = :id FOR UPDATE")
+SET_USER_ROLES = text(
+    "UPDATE users SET roles = :roles WHERE id = :id RETURNING id, email, password_hash, created_at, roles"
+)
+INSERT_ROLE_CHANGE = text(
+    "INSERT INTO role_changes (user_id, actor, old_roles, new_roles) VALUES (:user_id, :actor, :old, :new)"
+)
+ROLE_CHANGES_OF_USER = text(
+    "SELECT actor, changed_at, old_roles, new_roles FROM role_changes WHERE user_id = :user_id ORDER BY id"
+)
+
+INSERT_REVOCATION = text(
+    "INSERT INTO token_revocations (kind, subject, not_before, expires_at)"
+    " VALUES (:kind, :subject, :not_before, clock_timestamp() + CAST(:keep AS interval))"
+    " RETURNING id, kind, subject, not_before, created_at, expires_at"
+)
+LIVE_REVOCATIONS = text(
+    "SELECT id, kind, subject, not_before, created_at, expires_at FROM token_revocations"
+    " WHERE expires_at > now() ORDER BY created_at"
+)
+# Rows are selected by creation time with an overlap (see RevocationLog): ids and
+# creation times are assigned before commit, so they do not arrive in commit order.
+REVOCATIONS_SINCE = text(
+    "SELECT id, kind, subject, not_before, created_at, expires_at FROM token_revocations"
+    " WHERE created_at > :since AND expires_at > now() ORDER BY created_at"
+)
+DELETE_EXPIRED_REVOCATIONS = text("DELETE FROM token_revocations WHERE expires_at < now() - interval '1 hour'")
+
+LOGIN_FAILURES_IN_WINDOW = text(
+    "SELECT failed_at, now() AS now FROM login_failures"
+    " WHERE account_key = :key AND failed_at > now() - CAST(:window AS interval) ORDER BY failed_at"
+)
+INSERT_LOGIN_FAILURE = text("INSERT INTO login_failures (account_key) VALUES (:key)")
+FORGET_OLD_LOGIN_FAILURES = text(
+    "DELETE FROM login_failures WHERE account_key = :key AND failed_at <= now() - CAST(:window AS interval)"
+)
+CLEAR_LOGIN_FAILURES = text("DELETE FROM login_failures WHERE account_key = :key")
 
 SIGNING_KEY_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('auth:signing-keys'))")
 ACTIVE_SIGNING_KEY = text(
@@ -37,7 +75,9 @@ PUBLISHABLE_SIGNING_KEYS = text(
     " ORDER BY created_at DESC"
 )
 
-INSERT_FAMILY = text("INSERT INTO refresh_families (id, user_id) VALUES (:id, :user_id)")
+INSERT_FAMILY = text(
+    "INSERT INTO refresh_families (id, user_id, absolute_expires_at) VALUES (:id, :user_id, :absolute_expires_at)"
+)
 INSERT_REFRESH_TOKEN = text(
     "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at)"
     " VALUES (:token_hash, :family_id, :user_id, :expires_at)"
@@ -47,14 +87,28 @@ INSERT_REFRESH_TOKEN = text(
 SPEND_REFRESH_TOKEN = text(
     "UPDATE refresh_tokens t SET used_at = now() FROM refresh_families f"
     " WHERE t.token_hash = :token_hash AND t.used_at IS NULL AND f.id = t.family_id"
-    " RETURNING t.family_id, t.user_id, t.expires_at, f.revoked_at"
+    " RETURNING t.family_id, t.user_id, t.expires_at, f.revoked_at, f.absolute_expires_at"
+)
+# The predecessor's sealed copy of this token is useless once this token is spent.
+FORGET_SEALED_SUCCESSOR = text("UPDATE refresh_tokens SET sealed_successor = NULL WHERE successor_hash = :token_hash")
+SET_SUCCESSOR = text(
+    "UPDATE refresh_tokens SET successor_hash = :successor_hash, sealed_successor = :sealed"
+    " WHERE token_hash = :token_hash"
 )
 REFRESH_TOKEN_BY_HASH = text(
-    "SELECT t.family_id, t.user_id, t.used_at, f.revoked_at FROM refresh_tokens t"
-    " JOIN refresh_families f ON f.id = t.family_id WHERE t.token_hash = :token_hash"
+    "SELECT t.family_id, t.user_id, t.used_at, f.revoked_at, t.sealed_successor, s.used_at AS successor_used_at,"
+    " now() - t.used_at AS spent_ago"
+    " FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id"
+    " LEFT JOIN refresh_tokens s ON s.token_hash = t.successor_hash WHERE t.token_hash = :token_hash"
 )
 REVOKE_FAMILY = text(
     "UPDATE refresh_families SET revoked_at = now(), revoked_reason = :reason WHERE id = :id AND revoked_at IS NULL"
+    " RETURNING id"
+)
+REVOKE_FAMILIES_OF_USER = text(
+    "UPDATE refresh_families SET revoked_at = now(), revoked_reason = :reason"
+    " WHERE user_id = :user_id AND revoked_at IS NULL"
+    " AND (absolute_expires_at IS NULL OR absolute_expires_at > now()) RETURNING id"
 )
 
 
@@ -64,6 +118,33 @@ class UserRow:
     email: str
     password_hash: str
     created_at: datetime
+    roles: tuple[str, ...] = ("user",)
+
+
+def _user(row) -> UserRow:
+    return UserRow(str(row.id), row.email, row.password_hash, row.created_at, tuple(row.roles))
+
+
+@dataclass(frozen=True)
+class RoleChange:
+    actor: str
+    changed_at: datetime
+    old_roles: list[str]
+    new_roles: list[str]
+
+
+@dataclass(frozen=True)
+class RevocationRow:
+    id: int
+    kind: str
+    subject: str
+    not_before: datetime | None
+    created_at: datetime
+    expires_at: datetime
+
+
+def _revocation(row) -> RevocationRow:
+    return RevocationRow(row.id, row.kind, str(row.subject), row.not_before, row.created_at, row.expires_at)
 
 
 @dataclass(frozen=True)
@@ -82,6 +163,7 @@ class SpentRefreshToken:
     user_id: str
     expires_at: datetime
     family_revoked: bool
+    absolute_expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -90,6 +172,9 @@ class KnownRefreshToken:
     user_id: str
     used: bool
     family_revoked: bool
+    sealed_successor: bytes | None = None
+    successor_used: bool = False
+    spent_ago_s: float | None = None
 
 
 class AuthStore:
@@ -123,17 +208,72 @@ class AuthStore:
                 row = (await conn.execute(INSERT_USER, params)).one()
         except IntegrityError:
             raise AlreadyExists("an account with this email already exists", reason="EMAIL_TAKEN") from None
-        return UserRow(str(row.id), row.email, password_hash, row.created_at)
+        return _user(row)
 
     async def user_by_email(self, email: str) -> UserRow | None:
         async with self._connection() as conn:
             row = (await conn.execute(USER_BY_EMAIL, {"email": email})).first()
-        return UserRow(str(row.id), row.email, row.password_hash, row.created_at) if row else None
+        return _user(row) if row else None
 
     async def user_by_id(self, user_id: str) -> UserRow | None:
         async with self._connection() as conn:
             row = (await conn.execute(USER_BY_ID, {"id": uuid.UUID(user_id)})).first()
-        return UserRow(str(row.id), row.email, row.password_hash, row.created_at) if row else None
+        return _user(row) if row else None
+
+    async def user_for_role_change(self, user_id: str) -> UserRow | None:
+        """The user, row-locked until the transaction ends (two role changes serialise)."""
+        async with self._connection() as conn:
+            row = (await conn.execute(USER_FOR_ROLE_CHANGE, {"id": uuid.UUID(user_id)})).first()
+        return _user(row) if row else None
+
+    async def set_user_roles(self, user: UserRow, roles: list[str], actor: str) -> UserRow:
+        async with self._connection() as conn:
+            row = (await conn.execute(SET_USER_ROLES, {"id": uuid.UUID(user.id), "roles": roles})).one()
+            params = {"user_id": uuid.UUID(user.id), "actor": actor, "old": list(user.roles), "new": roles}
+            await conn.execute(INSERT_ROLE_CHANGE, params)
+        return _user(row)
+
+    async def role_changes(self, user_id: str) -> list[RoleChange]:
+        async with self._connection() as conn:
+            rows = (await conn.execute(ROLE_CHANGES_OF_USER, {"user_id": uuid.UUID(user_id)})).all()
+        return [RoleChange(r.actor, r.changed_at, list(r.old_roles), list(r.new_roles)) for r in rows]
+
+    async def insert_revocation(
+        self, kind: str, subject: str, keep: timedelta, not_before: datetime | None = None
+    ) -> RevocationRow:
+        params = {"kind": kind, "subject": uuid.UUID(subject), "not_before": not_before, "keep": keep}
+        async with self._connection() as conn:
+            return _revocation((await conn.execute(INSERT_REVOCATION, params)).one())
+
+    async def live_revocations(self) -> list[RevocationRow]:
+        async with self._connection() as conn:
+            return [_revocation(row) for row in (await conn.execute(LIVE_REVOCATIONS)).all()]
+
+    async def revocations_since(self, since: datetime) -> list[RevocationRow]:
+        async with self._connection() as conn:
+            return [_revocation(row) for row in (await conn.execute(REVOCATIONS_SINCE, {"since": since})).all()]
+
+    async def delete_expired_revocations(self) -> None:
+        async with self._connection() as conn:
+            await conn.execute(DELETE_EXPIRED_REVOCATIONS)
+
+    async def login_failures(self, key: bytes, window: timedelta) -> tuple[list[datetime], datetime]:
+        """Failure times inside the window, oldest first, and the database's now."""
+        async with self._connection() as conn:
+            rows = (await conn.execute(LOGIN_FAILURES_IN_WINDOW, {"key": key, "window": window})).all()
+            if not rows:
+                now = (await conn.execute(text("SELECT now()"))).scalar_one()
+                return [], now
+        return [row.failed_at for row in rows], rows[0].now
+
+    async def record_login_failure(self, key: bytes, window: timedelta) -> None:
+        async with self._connection() as conn:
+            await conn.execute(FORGET_OLD_LOGIN_FAILURES, {"key": key, "window": window})
+            await conn.execute(INSERT_LOGIN_FAILURE, {"key": key})
+
+    async def clear_login_failures(self, key: bytes) -> None:
+        async with self._connection() as conn:
+            await conn.execute(CLEAR_LOGIN_FAILURES, {"key": key})
 
     async def active_signing_key(self, algorithm: str) -> SigningKeyRow | None:
         async with self._connection() as conn:
@@ -153,10 +293,11 @@ class AuthStore:
             rows = (await conn.execute(PUBLISHABLE_SIGNING_KEYS, {"keep": token_ttl + timedelta(minutes=1)})).all()
         return [SigningKeyRow(*row) for row in rows]
 
-    async def create_family(self, user_id: str) -> str:
+    async def create_family(self, user_id: str, absolute_expires_at: datetime) -> str:
         family_id = uuid.uuid4()
+        params = {"id": family_id, "user_id": uuid.UUID(user_id), "absolute_expires_at": absolute_expires_at}
         async with self._connection() as conn:
-            await conn.execute(INSERT_FAMILY, {"id": family_id, "user_id": uuid.UUID(user_id)})
+            await conn.execute(INSERT_FAMILY, params)
         return str(family_id)
 
     async def insert_refresh_token(self, token_hash: bytes, family_id: str, user_id: str, expires_at: datetime) -> None:
@@ -174,9 +315,18 @@ class AuthStore:
     async def spend_refresh_token(self, token_hash: bytes) -> SpentRefreshToken | None:
         async with self._connection() as conn:
             row = (await conn.execute(SPEND_REFRESH_TOKEN, {"token_hash": token_hash})).first()
+            if row is not None:
+                await conn.execute(FORGET_SEALED_SUCCESSOR, {"token_hash": token_hash})
         if row is None:
             return None
-        return SpentRefreshToken(str(row.family_id), str(row.user_id), row.expires_at, row.revoked_at is not None)
+        return SpentRefreshToken(
+            str(row.family_id), str(row.user_id), row.expires_at, row.revoked_at is not None, row.absolute_expires_at
+        )
+
+    async def set_successor(self, token_hash: bytes, successor_hash: bytes, sealed: bytes) -> None:
+        params = {"token_hash": token_hash, "successor_hash": successor_hash, "sealed": sealed}
+        async with self._connection() as conn:
+            await conn.execute(SET_SUCCESSOR, params)
 
     async def find_refresh_token(self, token_hash: bytes) -> KnownRefreshToken | None:
         async with self._connection() as conn:
@@ -184,8 +334,24 @@ class AuthStore:
         if row is None:
             return None
         used, revoked = row.used_at is not None, row.revoked_at is not None
-        return KnownRefreshToken(str(row.family_id), str(row.user_id), used, revoked)
+        return KnownRefreshToken(
+            str(row.family_id),
+            str(row.user_id),
+            used,
+            revoked,
+            sealed_successor=row.sealed_successor,
+            successor_used=row.successor_used_at is not None,
+            spent_ago_s=row.spent_ago.total_seconds() if row.spent_ago is not None else None,
+        )
 
-    async def revoke_family(self, family_id: str, reason: str) -> None:
+    async def revoke_family(self, family_id: str, reason: str) -> bool:
+        """Whether this call revoked it (False: unknown or already revoked)."""
         async with self._connection() as conn:
-            await conn.execute(REVOKE_FAMILY, {"id": uuid.UUID(family_id), "reason": reason})
+            row = (await conn.execute(REVOKE_FAMILY, {"id": uuid.UUID(family_id), "reason": reason})).first()
+        return row is not None
+
+    async def revoke_families_of_user(self, user_id: str, reason: str) -> list[str]:
+        params = {"user_id": uuid.UUID(user_id), "reason": reason}
+        async with self._connection() as conn:
+            rows = (await conn.execute(REVOKE_FAMILIES_OF_USER, params)).all()
+        return [str(row.id) for row in rows]

@@ -13,6 +13,7 @@ import jwt
 from services.auth.keys import KeyRing
 
 REFRESH_TOKEN_BYTES = 32
+SERVICE_ROLE = "service"
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,36 @@ class AccessTokenIssuer:
     def ttl_s(self) -> int:
         return self._ttl_s
 
-    def issue(self, *, user_id: str, email: str, roles: list[str], now: datetime | None = None) -> tuple[str, datetime]:
+    def issue(
+        self, *, user_id: str, email: str, roles: list[str], family_id: str, now: datetime | None = None
+    ) -> tuple[str, datetime]:
         now = now or datetime.now(UTC)
         expires_at = now + timedelta(seconds=self._ttl_s)
+        claims = {
+            "sub": user_id,
+            "email": email,
+            "roles": roles,
+            # The refresh family: Logout and reuse detection revoke its access tokens too.
+            "fid": family_id,
+        }
+        return self._sign(claims, now, expires_at), expires_at.replace(microsecond=0)
+
+    def issue_service(self, *, service: str, ttl_s: int, now: datetime | None = None) -> tuple[str, datetime]:
+        now = now or datetime.now(UTC)
+        expires_at = now + timedelta(seconds=ttl_s)
+        claims = {"sub": f"service:{service}", "svc": service, "roles": [SERVICE_ROLE]}
+        return self._sign(claims, now, expires_at), expires_at.replace(microsecond=0)
+
+    def _sign(self, claims: dict, now: datetime, expires_at: datetime) -> str:
         key = self._keys.signing_key()
         claims = {
             "iss": self._issuer,
             "aud": self._audience,
-            "sub": user_id,
-            "email": email,
-            "roles": roles,
-            "iat": int(now.timestamp()),
+            **claims,
+            # Milliseconds (RFC 7519 allows a fractional NumericDate): a revocation "not
+            # before" a time must not also refuse the token issued right after it.
+            "iat": round(now.timestamp(), 3),
             "exp": int(expires_at.timestamp()),
             "jti": uuid.uuid4().hex,
         }
-        token = jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
-        return token, expires_at.replace(microsecond=0)
+        return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})

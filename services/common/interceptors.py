@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,20 +20,29 @@ import structlog
 from grpc_status import rpc_status
 
 from services.common import metrics
-from services.common.errors import DomainError, Unauthenticated, internal_status
+from services.common.errors import DomainError, PermissionDenied, Unauthenticated, internal_status
 from services.common.logging import get_logger
 from services.common.principal import Principal, reset_principal, set_principal
+from services.common.request_checks import tolerant_deserializer, validate_request
 from services.common.tokens import AccessTokenVerifier
 
 log = get_logger(__name__)
 
 BEARER = "bearer "
+# Honoured only when the token is a service token (services.common.service_identity).
+ON_BEHALF_OF = "x-on-behalf-of"
 
 
 class RuntimeInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, verifier: AccessTokenVerifier, public_methods: frozenset[str]) -> None:
+    def __init__(
+        self,
+        verifier: AccessTokenVerifier,
+        public_methods: frozenset[str],
+        service_methods: frozenset[str] = frozenset(),
+    ) -> None:
         self._verifier = verifier
         self._public_methods = public_methods
+        self.service_methods = service_methods
 
     async def intercept_service(
         self,
@@ -49,14 +59,14 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self, method, service, name, public, "unary")
             return grpc.unary_unary_rpc_method_handler(
                 call.wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=tolerant_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             call = _Call(self, method, service, name, public, "server_stream")
             return grpc.unary_stream_rpc_method_handler(
                 call.wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=tolerant_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler  # client/bidi streaming: none in our contracts
@@ -67,7 +77,11 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
             return None
         if not header.lower().startswith(BEARER):
             raise Unauthenticated("a bearer access token is required", reason="TOKEN_MISSING")
-        return await self._verifier.verify(header[len(BEARER) :].strip())
+        principal = await self._verifier.verify(header[len(BEARER) :].strip())
+        on_behalf_of = metadata.get(ON_BEHALF_OF)
+        if on_behalf_of and principal.is_service:
+            principal = dataclasses.replace(principal, user_id=on_behalf_of, roles=frozenset({"user"}))
+        return principal
 
 
 class _Call:
@@ -78,6 +92,7 @@ class _Call:
         self._kind = kind
         self._method = method
         self._public = public
+        self._service_only = method in owner.service_methods
         self._labels = {"grpc_service": service, "grpc_method": name}
         # Metric children resolved once per method: label lookups are measurable per call.
         self._started = metrics.grpc_server_started_total.labels(grpc_type=kind, **self._labels)
@@ -121,6 +136,8 @@ class _Call:
         try:
             metadata = self._begin(context)
             principal = await self._owner.authenticate(metadata, self._public)
+            if self._service_only and (principal is None or not principal.is_service):
+                raise PermissionDenied("this call is reserved for services", reason="SERVICE_ONLY")
             token = set_principal(principal)
             if principal is not None:
                 structlog.contextvars.bind_contextvars(user_id=principal.user_id)
@@ -143,6 +160,8 @@ class _Call:
     def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._rpc(context):
+                # After authentication: an anonymous caller learns nothing about field rules.
+                validate_request(request)
                 return await behavior(request, context)
 
         return unary
@@ -150,6 +169,7 @@ class _Call:
     def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._rpc(context):
+                validate_request(request)
                 async for message in behavior(request, context):
                     self._sent.inc()
                     yield message

@@ -25,6 +25,8 @@ from services.common.clients import open_channel
 from services.common.interceptors import RuntimeInterceptor
 from services.common.logging import configure_logging, get_logger
 from services.common.metrics import start_metrics_server
+from services.common.revocations import RevocationFeed, RevocationSet
+from services.common.service_identity import ServiceIdentity
 from services.common.settings import CommonSettings
 from services.common.tokens import AccessTokenVerifier, JwksKeySource
 from services.common.tracing import configure_tracing, shutdown_tracing
@@ -40,10 +42,16 @@ class Mount:
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
     public_methods: frozenset[str] = field(default_factory=frozenset)
+    # Methods only services may call (a service token); end users get PERMISSION_DENIED.
+    service_methods: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def full_public_methods(self) -> set[str]:
         return {f"/{self.descriptor.full_name}/{name}" for name in self.public_methods}
+
+    @property
+    def full_service_methods(self) -> set[str]:
+        return {f"/{self.descriptor.full_name}/{name}" for name in self.service_methods}
 
 
 class ServiceApp(abc.ABC):
@@ -54,31 +62,47 @@ class ServiceApp(abc.ABC):
     def __init__(self, settings: CommonSettings) -> None:
         self.settings = settings
         self._jwks_channel: grpc.aio.Channel | None = None
+        self._revocation_feed: RevocationFeed | None = None
 
     @abc.abstractmethod
     async def start(self) -> list[Mount]:
         """Opens pools and clients; returns the services to mount."""
+
+    async def drain(self, grace_s: float) -> None:  # noqa: B027 (a hook: most services have nothing to drain)
+        """Called at SIGTERM while the server drains (health NOT_SERVING, no new RPCs): work
+        that outlives RPCs (background runs) ends here, within `grace_s`."""
 
     @abc.abstractmethod
     async def stop(self) -> None:
         """Closes what start() opened; called after the server drained."""
 
     def token_verifier(self) -> AccessTokenVerifier:
-        """Verifies access tokens with the auth service's JWKS (the auth service overrides)."""
+        """Verifies access tokens with the auth service's JWKS and refuses the revoked ones
+        it learns from the auth service's revocation feed (the auth service overrides)."""
         self._jwks_channel = open_channel(self.settings.auth_addr)
         keys = JwksKeySource(
             self._jwks_channel,
             ttl_s=self.settings.jwks_cache_ttl_s,
             refetch_min_interval_s=self.settings.jwks_refetch_min_interval_s,
         )
+        revocations = RevocationSet()
+        identity = ServiceIdentity.from_settings(self.settings, self.name, self._jwks_channel)
+        self._revocation_feed = RevocationFeed(self._jwks_channel, identity, revocations)
+        self._revocation_feed.start()
         return AccessTokenVerifier(
             keys,
             issuer=self.settings.jwt_issuer,
             audience=self.settings.jwt_audience,
             algorithm=self.settings.jwt_algorithm,
+            revocations=revocations,
         )
 
+    async def before_drain(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Called when shutdown starts, before in-flight RPCs drain: end endless streams here."""
+
     async def close_verifier(self) -> None:
+        if self._revocation_feed is not None:
+            await self._revocation_feed.close()
         if self._jwks_channel is not None:
             await self._jwks_channel.close()
 
@@ -100,6 +124,27 @@ class RunningServer:
         await self.server.stop(grace_s)
 
 
+def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
+    """Limits every server sets (settings.py says why each has its value)."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    return [
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(settings.grpc_keepalive_min_ping_interval_s)),
+        ("grpc.http2.max_ping_strikes", settings.grpc_max_ping_strikes),
+        ("grpc.keepalive_time_ms", ms(settings.grpc_keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(settings.grpc_keepalive_timeout_s)),
+        ("grpc.max_connection_age_ms", ms(settings.grpc_max_connection_age_s)),
+        ("grpc.max_connection_age_grace_ms", ms(settings.grpc_max_connection_age_grace_s)),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
 async def create_server(
     settings: CommonSettings,
     mounts: Iterable[Mount],
@@ -110,24 +155,20 @@ async def create_server(
 ) -> RunningServer:
     mounts = list(mounts)
     public = frozenset(method for mount in mounts for method in mount.full_public_methods)
+    service_only = frozenset(method for mount in mounts for method in mount.full_service_methods)
     server = grpc.aio.server(
-        interceptors=[*extra_interceptors, RuntimeInterceptor(verifier, public)],
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ("grpc.so_reuseport", 0),
-        ],
+        interceptors=[*extra_interceptors, RuntimeInterceptor(verifier, public, service_only)],
+        options=server_options(settings),
     )
     for mount in mounts:
         mount.add_to_server(mount.servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [mount.descriptor.full_name for mount in mounts]
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    if settings.reflection_enabled:
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        )
     bind_port = settings.grpc_port if port is None else port
     bound = server.add_insecure_port(f"{settings.grpc_host}:{bind_port}")
     if bound == 0:
@@ -160,7 +201,8 @@ async def serve(app: ServiceApp) -> None:
     )
     await stop.wait()
     log.info("draining", grace_s=settings.shutdown_grace_s)
-    await running.drain(settings.shutdown_grace_s)
+    await app.before_drain()
+    await asyncio.gather(running.drain(settings.shutdown_grace_s), app.drain(settings.shutdown_grace_s))
     await app.stop()
     await app.close_verifier()
     shutdown_tracing()

@@ -17,6 +17,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ROOT = Path(__file__).resolve().parents[2]
 
 AppEnv = Literal["development", "test", "staging", "production"]
+# OTEL_TRACES_SAMPLER values the OpenTelemetry SDK knows.
+TracesSampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
 
 
 def env_files(app_env: str) -> tuple[Path, ...]:
@@ -40,13 +49,42 @@ class CommonSettings(BaseSettings):
     # Kubernetes sends SIGTERM after the preStop hook; the drain must end before
     # terminationGracePeriodSeconds minus preStop, or in-flight streams are killed.
     shutdown_grace_s: float = Field(default=20.0, gt=0, le=300)
+    # Largest gRPC message a service sends (history pages, memory lists, trace exports).
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # The largest request a service receives is what the gateway lets in, transcoded: the
+    # gateway refuses HTTP bodies above GATEWAY_MAX_BODY_BYTES (the same variable, read here
+    # too), and a JSON body's protobuf encoding is no larger than the JSON plus a few bytes
+    # of tag and length per field, which GRPC_MESSAGE_OVERHEAD_BYTES covers. Anything larger
+    # is refused with RESOURCE_EXHAUSTED before any handler runs.
+    gateway_max_body_bytes: int = Field(default=1_048_576, gt=0)
+    grpc_message_overhead_bytes: int = Field(default=64 * 1024, ge=0)
+    # HTTP/2 streams one client connection may have open at once. The gateway multiplexes
+    # every user over one channel per upstream; calls past the limit wait in the client.
+    grpc_max_concurrent_streams: int = Field(default=1000, ge=1)
+    # Keepalive enforcement: a client pinging more often than this without data gets
+    # strikes, and after GRPC_MAX_PING_STRIKES a GOAWAY (our clients ping every 30 s).
+    grpc_keepalive_min_ping_interval_s: float = Field(default=10.0, gt=0)
+    grpc_max_ping_strikes: int = Field(default=2, ge=0)
+    # The server pings idle connections this often, and drops them if no ack comes back.
+    grpc_keepalive_time_s: float = Field(default=60.0, gt=0)
+    grpc_keepalive_timeout_s: float = Field(default=20.0, gt=0)
+    # Connections are closed (GOAWAY) after this age, so long-lived client channels
+    # reconnect and spread over replicas as they scale; streams in flight get the grace,
+    # which must outlast the longest stream (the gateway's 300 s stream timeout).
+    grpc_max_connection_age_s: float = Field(default=300.0, gt=0)
+    grpc_max_connection_age_grace_s: float = Field(default=900.0, gt=0)
+    # Server reflection (grpcurl, Postman): on by default outside production, off in
+    # production unless GRPC_REFLECTION=true.
+    grpc_reflection: bool | None = None
 
     database_url: SecretStr | None = None
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=10, ge=0, le=200)
     db_pool_timeout_s: float = Field(default=10.0, gt=0)
     db_migrate_on_start: bool = True
+    # A database that is still starting (or a DNS name not yet resolvable) is retried with
+    # backoff for this long before start-up fails; keep it inside the startup probe window.
+    db_connect_timeout_s: float = Field(default=30.0, gt=0)
     data_dir: Path = ROOT / ".data"
 
     auth_addr: str = "127.0.0.1:50051"
@@ -57,9 +95,19 @@ class CommonSettings(BaseSettings):
     # An unknown kid triggers a refetch, at most this often, so forged kids cannot
     # turn every request into a call to the auth service.
     jwks_refetch_min_interval_s: float = Field(default=2.0, ge=0)
+    # This service's secret for IssueServiceToken (empty: the public development
+    # credential, refused in staging and production; see services/common/service_identity.py).
+    service_credential: SecretStr = SecretStr("")
 
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = ""
+    # The OpenTelemetry SDK's sampler variables (read by services/common/tracing.py; listed
+    # here so a bad value stops the start instead of falling back to sampling everything).
+    otel_traces_sampler: TracesSampler = "parentbased_always_on"
+    otel_traces_sampler_arg: float | None = Field(default=None, ge=0, le=1)
+    # How outgoing channels balance (read by services/common/clients.py, listed here so a bad
+    # value stops the start): round_robin spreads calls over every pod a headless Service names.
+    grpc_lb_policy: Literal["round_robin", "pick_first"] = "round_robin"
     langfuse_public_key: SecretStr | None = None
     langfuse_secret_key: SecretStr | None = None
     langfuse_host: str = "https://cloud.langfuse.com"
@@ -67,6 +115,14 @@ class CommonSettings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def max_receive_message_bytes(self) -> int:
+        return self.gateway_max_body_bytes + self.grpc_message_overhead_bytes
+
+    @property
+    def reflection_enabled(self) -> bool:
+        return self.grpc_reflection if self.grpc_reflection is not None else not self.is_production
 
     @property
     def effective_log_format(self) -> str:

@@ -4,6 +4,11 @@ Every service verifies the auth service's EdDSA/RS256 JWTs itself, with the publ
 from GetJwks cached in process: no network hop per request and no shared secret. The
 verifier pins the algorithm (so `alg: none` and HS256-with-the-public-key forgeries
 fail), requires exp/iat/sub/jti, checks iss and aud, and honours nbf.
+
+Revoked tokens (logout, reuse detection, role change, account deletion) are refused
+against an in-process `RevocationSet` fed by the auth service (services.common.revocations),
+on every call, cached tokens included. A token with a `svc` claim is a service token
+(IssueServiceToken); user tokens carry `fid`, their refresh token family.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.common.errors import Unauthenticated
 from services.common.logging import get_logger
 from services.common.principal import Principal
+from services.common.revocations import RevocationSet
 
 log = get_logger(__name__)
 
@@ -27,6 +33,11 @@ REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud"]
 # Verified tokens are remembered (until they expire) so a client's repeated calls
 # cost a dictionary lookup, not a signature check. Bounded to cap memory.
 VERIFIED_CACHE_SIZE = 10_000
+# Right after start-up the first calls wait this long at most for the revocation set,
+# so a restarted service does not accept a revoked token in its first milliseconds;
+# if auth is down they go on without it (the rest must keep working).
+REVOCATION_SYNC_WAIT_S = 2.0
+SERVICE_ROLE = "service"
 
 
 class KeySource(Protocol):
@@ -52,25 +63,48 @@ def jwk_from_message(key: auth_pb2.JsonWebKey) -> jwt.PyJWK:
 
 
 class AccessTokenVerifier:
-    def __init__(self, keys: KeySource, *, issuer: str, audience: str, algorithm: str) -> None:
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        audience: str,
+        algorithm: str,
+        revocations: RevocationSet | None = None,
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self._algorithm = algorithm
         self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._revocations = revocations
+        self._sync_deadline = time.monotonic() + REVOCATION_SYNC_WAIT_S
 
     async def verify(self, token: str) -> Principal:
         cached = self._verified.get(token)
         if cached is not None:
-            if cached.expires_at > time.time():
-                return cached
-            self._verified.pop(token, None)
-            raise Unauthenticated("the access token has expired", reason="TOKEN_EXPIRED")
-        principal = await self._verify_uncached(token)
-        self._verified[token] = principal
-        if len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
+            if cached.expires_at <= time.time():
+                self._verified.pop(token, None)
+                raise Unauthenticated("the access token has expired", reason="TOKEN_EXPIRED")
+            principal = cached
+        else:
+            principal = await self._verify_uncached(token)
+            self._verified[token] = principal
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        await self._check_revocation(principal)
         return principal
+
+    async def _check_revocation(self, principal: Principal) -> None:
+        revocations = self._revocations
+        if revocations is None or principal.is_service:
+            return
+        if not revocations.synced:
+            remaining = self._sync_deadline - time.monotonic()
+            if remaining > 0:
+                await revocations.wait_synced(remaining)
+        if revocations.refuses(principal):
+            raise Unauthenticated("the access token has been revoked", reason="TOKEN_REVOKED")
 
     async def _verify_uncached(self, token: str) -> Principal:
         try:
@@ -101,6 +135,14 @@ class AccessTokenVerifier:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthenticated("the access token is invalid", reason="TOKEN_INVALID")
+        service = claims.get("svc", "")
+        family = claims.get("fid", "")
+        if not isinstance(service, str) or not isinstance(family, str):
+            raise Unauthenticated("the access token is invalid", reason="TOKEN_INVALID")
+        # A service token is recognised by both marks, so a user token can never pass
+        # as one (auth never puts `svc` or the `service` role in a user token).
+        if bool(service) != (SERVICE_ROLE in roles):
+            raise Unauthenticated("the access token is invalid", reason="TOKEN_INVALID")
         return Principal(
             user_id=str(claims["sub"]),
             email=str(claims.get("email", "")),
@@ -108,6 +150,9 @@ class AccessTokenVerifier:
             token=token,
             token_id=str(claims["jti"]),
             expires_at=float(claims["exp"]),
+            family_id=family,
+            issued_at=float(claims["iat"]),
+            service=service,
         )
 
 

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61gentmesh/auth/v1/auth.proto\x12\x11\x61gentmesh.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x13\n\x05roles\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc8\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x0fRegisterRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x10RegisterResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\x12,\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.agentmesh.auth.v1.TokenPair\"[\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x12\n\ngrant_type\x18\x04 \x01(\t\"\xcc\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0eRefreshRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xce\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\rLogoutRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x10\n\x0eLogoutResponse\"\x0e\n\x0cGetMeRequest\"6\n\rGetMeResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\"\x10\n\x0eGetJwksRequest\">\n\x0fGetJwksResponse\x12+\n\x04keys\x18\x01 \x03(\x0b\x32\x1d.agentmesh.auth.v1.JsonWebKey\"n\n\nJsonWebKey\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x0b\n\x03use\x18\x04 \x01(\t\x12\x0b\n\x03\x63rv\x18\x05 \x01(\t\x12\t\n\x01x\x18\x06 \x01(\t\x12\t\n\x01n\x18\x07 \x01(\t\x12\t\n\x01\x65\x18\x08 \x01(\t2\xac\x05\n\x0b\x41uthService\x12q\n\x08Register\x12\".agentmesh.auth.v1.RegisterRequest\x1a#.agentmesh.auth.v1.RegisterResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/auth/register:\x01*\x12\x65\n\x05Login\x12\x1f.agentmesh.auth.v1.LoginRequest\x1a .agentmesh.auth.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12m\n\x07Refresh\x12!.agentmesh.auth.v1.RefreshRequest\x1a\".agentmesh.auth.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12i\n\x06Logout\x12 .agentmesh.auth.v1.LogoutRequest\x1a!.agentmesh.auth.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12\x65\n\x05GetMe\x12\x1f.agentmesh.auth.v1.GetMeRequest\x1a .agentmesh.auth.v1.GetMeResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x0b/v1/auth/meb\x04user\x12\x81\x01\n\x07GetJwks\x12!.agentmesh.auth.v1.GetJwksRequest\x1a\".agentmesh.auth.v1.GetJwksResponse\"/\x82\xd3\xe4\x93\x02)\x12\r/v1/auth/jwksZ\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61gentmesh/auth/v1/auth.proto\x12\x11\x61gentmesh.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x13\n\x05roles\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc8\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x0fRegisterRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x10RegisterResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\x12,\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.agentmesh.auth.v1.TokenPair\"[\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x12\n\ngrant_type\x18\x04 \x01(\t\"\xcc\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0eRefreshRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xce\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\rLogoutRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x10\n\x0eLogoutResponse\"\x12\n\x10LogoutAllRequest\"\"\n\x11LogoutAllResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\";\n\x13SetUserRolesRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05roles\x18\x02 \x03(\t\"=\n\x14SetUserRolesResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\"P\n\x18IssueServiceTokenRequest\x12\x1a\n\x0cservice_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncredential\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"u\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\nexpires_in\x18\x02 \x01(\x05\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17WatchRevocationsRequest\"\x9f\x01\n\nRevocation\x12\x13\n\tfamily_id\x18\x01 \x01(\tH\x00\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12.\n\nnot_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06target\"i\n\x18WatchRevocationsResponse\x12\x32\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1d.agentmesh.auth.v1.Revocation\x12\x19\n\x11snapshot_complete\x18\x02 \x01(\x08\"\x0e\n\x0cGetMeRequest\"6\n\rGetMeResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\"\x10\n\x0eGetJwksRequest\">\n\x0fGetJwksResponse\x12+\n\x04keys\x18\x01 \x03(\x0b\x32\x1d.agentmesh.auth.v1.JsonWebKey\"\x9c\x01\n\nJsonWebKey\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x0b\n\x03use\x18\x04 \x01(\t\x12\x10\n\x03\x63rv\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01x\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x01n\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x0e\n\x01\x65\x18\x08 \x01(\tH\x03\x88\x01\x01\x42\x06\n\x04_crvB\x04\n\x02_xB\x04\n\x02_nB\x04\n\x02_e2\x93\t\n\x0b\x41uthService\x12q\n\x08Register\x12\".agentmesh.auth.v1.RegisterRequest\x1a#.agentmesh.auth.v1.RegisterResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/auth/register:\x01*\x12\x65\n\x05Login\x12\x1f.agentmesh.auth.v1.LoginRequest\x1a .agentmesh.auth.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12m\n\x07Refresh\x12!.agentmesh.auth.v1.RefreshRequest\x1a\".agentmesh.auth.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12i\n\x06Logout\x12 .agentmesh.auth.v1.LogoutRequest\x1a!.agentmesh.auth.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12u\n\tLogoutAll\x12#.agentmesh.auth.v1.LogoutAllRequest\x1a$.agentmesh.auth.v1.LogoutAllResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth:logoutAll:\x01*\x12\x8e\x01\n\x0cSetUserRoles\x12&.agentmesh.auth.v1.SetUserRolesRequest\x1a\'.agentmesh.auth.v1.SetUserRolesResponse\"-\x82\xd3\xe4\x93\x02\'\"\x1c/v1/users/{user_id}:setRoles:\x01*b\x04user\x12n\n\x11IssueServiceToken\x12+.agentmesh.auth.v1.IssueServiceTokenRequest\x1a,.agentmesh.auth.v1.IssueServiceTokenResponse\x12m\n\x10WatchRevocations\x12*.agentmesh.auth.v1.WatchRevocationsRequest\x1a+.agentmesh.auth.v1.WatchRevocationsResponse0\x01\x12\x65\n\x05GetMe\x12\x1f.agentmesh.auth.v1.GetMeRequest\x1a .agentmesh.auth.v1.GetMeResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x0b/v1/auth/meb\x04user\x12\x81\x01\n\x07GetJwks\x12!.agentmesh.auth.v1.GetJwksRequest\x1a\".agentmesh.auth.v1.GetJwksResponse\"/\x82\xd3\xe4\x93\x02)\x12\r/v1/auth/jwksZ\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,6 +50,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REFRESHREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\342A\001\002'
   _globals['_LOGOUTREQUEST'].fields_by_name['refresh_token']._loaded_options = None
   _globals['_LOGOUTREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\342A\001\002'
+  _globals['_SETUSERROLESREQUEST'].fields_by_name['user_id']._loaded_options = None
+  _globals['_SETUSERROLESREQUEST'].fields_by_name['user_id']._serialized_options = b'\342A\001\002'
+  _globals['_ISSUESERVICETOKENREQUEST'].fields_by_name['service_name']._loaded_options = None
+  _globals['_ISSUESERVICETOKENREQUEST'].fields_by_name['service_name']._serialized_options = b'\342A\001\002'
+  _globals['_ISSUESERVICETOKENREQUEST'].fields_by_name['credential']._loaded_options = None
+  _globals['_ISSUESERVICETOKENREQUEST'].fields_by_name['credential']._serialized_options = b'\342A\001\002'
   _globals['_AUTHSERVICE'].methods_by_name['Register']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Register']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/auth/register:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Login']._loaded_options = None
@@ -58,6 +64,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['Refresh']._serialized_options = b'\202\323\344\223\002\025\"\020/v1/auth/refresh:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/auth/logout:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['LogoutAll']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['LogoutAll']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/auth:logoutAll:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['SetUserRoles']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['SetUserRoles']._serialized_options = b'\202\323\344\223\002\'\"\034/v1/users/{user_id}:setRoles:\001*b\004user'
   _globals['_AUTHSERVICE'].methods_by_name['GetMe']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetMe']._serialized_options = b'\202\323\344\223\002\023\022\013/v1/auth/meb\004user'
   _globals['_AUTHSERVICE'].methods_by_name['GetJwks']._loaded_options = None
@@ -82,16 +92,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGOUTREQUEST']._serialized_end=1235
   _globals['_LOGOUTRESPONSE']._serialized_start=1237
   _globals['_LOGOUTRESPONSE']._serialized_end=1253
-  _globals['_GETMEREQUEST']._serialized_start=1255
-  _globals['_GETMEREQUEST']._serialized_end=1269
-  _globals['_GETMERESPONSE']._serialized_start=1271
-  _globals['_GETMERESPONSE']._serialized_end=1325
-  _globals['_GETJWKSREQUEST']._serialized_start=1327
-  _globals['_GETJWKSREQUEST']._serialized_end=1343
-  _globals['_GETJWKSRESPONSE']._serialized_start=1345
-  _globals['_GETJWKSRESPONSE']._serialized_end=1407
-  _globals['_JSONWEBKEY']._serialized_start=1409
-  _globals['_JSONWEBKEY']._serialized_end=1519
-  _globals['_AUTHSERVICE']._serialized_start=1522
-  _globals['_AUTHSERVICE']._serialized_end=2206
+  _globals['_LOGOUTALLREQUEST']._serialized_start=1255
+  _globals['_LOGOUTALLREQUEST']._serialized_end=1273
+  _globals['_LOGOUTALLRESPONSE']._serialized_start=1275
+  _globals['_LOGOUTALLRESPONSE']._serialized_end=1309
+  _globals['_SETUSERROLESREQUEST']._serialized_start=1311
+  _globals['_SETUSERROLESREQUEST']._serialized_end=1370
+  _globals['_SETUSERROLESRESPONSE']._serialized_start=1372
+  _globals['_SETUSERROLESRESPONSE']._serialized_end=1433
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=1435
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=1515
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=1517
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=1634
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=1636
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=1661
+  _globals['_REVOCATION']._serialized_start=1664
+  _globals['_REVOCATION']._serialized_end=1823
+  _globals['_WATCHREVOCATIONSRESPONSE']._serialized_start=1825
+  _globals['_WATCHREVOCATIONSRESPONSE']._serialized_end=1930
+  _globals['_GETMEREQUEST']._serialized_start=1932
+  _globals['_GETMEREQUEST']._serialized_end=1946
+  _globals['_GETMERESPONSE']._serialized_start=1948
+  _globals['_GETMERESPONSE']._serialized_end=2002
+  _globals['_GETJWKSREQUEST']._serialized_start=2004
+  _globals['_GETJWKSREQUEST']._serialized_end=2020
+  _globals['_GETJWKSRESPONSE']._serialized_start=2022
+  _globals['_GETJWKSRESPONSE']._serialized_end=2084
+  _globals['_JSONWEBKEY']._serialized_start=2087
+  _globals['_JSONWEBKEY']._serialized_end=2243
+  _globals['_AUTHSERVICE']._serialized_start=2246
+  _globals['_AUTHSERVICE']._serialized_end=3417
 # @@protoc_insertion_point(module_scope)

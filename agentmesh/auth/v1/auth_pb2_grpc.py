@@ -57,6 +57,26 @@ class AuthServiceStub:
                 request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutResponse.FromString,
                 _registered_method=True)
+        self.LogoutAll = channel.unary_unary(
+                '/agentmesh.auth.v1.AuthService/LogoutAll',
+                request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutAllRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutAllResponse.FromString,
+                _registered_method=True)
+        self.SetUserRoles = channel.unary_unary(
+                '/agentmesh.auth.v1.AuthService/SetUserRoles',
+                request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.SetUserRolesRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.SetUserRolesResponse.FromString,
+                _registered_method=True)
+        self.IssueServiceToken = channel.unary_unary(
+                '/agentmesh.auth.v1.AuthService/IssueServiceToken',
+                request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
+                _registered_method=True)
+        self.WatchRevocations = channel.unary_stream(
+                '/agentmesh.auth.v1.AuthService/WatchRevocations',
+                request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsResponse.FromString,
+                _registered_method=True)
         self.GetMe = channel.unary_unary(
                 '/agentmesh.auth.v1.AuthService/GetMe',
                 request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.GetMeRequest.SerializeToString,
@@ -102,7 +122,43 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Logout(self, request, context):
-        """Revokes the refresh token's whole family (signs the device out).
+        """Revokes the refresh token's whole family (signs the device out). Needs only the
+        refresh token, so a client whose access token has expired can still sign out; the
+        family's access tokens are refused by every service within seconds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LogoutAll(self, request, context):
+        """Ends every refresh token family of the caller (signs out every device) and makes
+        every access token issued to the caller so far refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetUserRoles(self, request, context):
+        """Replaces a user's roles (admin only). `user` is always kept. The change is
+        audited, and the user's earlier access tokens stop working (the next refresh
+        carries the new roles).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueServiceToken(self, request, context):
+        """Exchanges a service's credential for a short-lived service token, signed with
+        the same keys as access tokens. Service-to-service only: no HTTP route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRevocations(self, request, context):
+        """Streams the revoked token families and per-user "not before" times that are still
+        relevant (first the current set, then each new one), so every service can refuse
+        revoked access tokens while verifying locally. Services only: no HTTP route.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +200,26 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.Logout,
                     request_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutRequest.FromString,
                     response_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutResponse.SerializeToString,
+            ),
+            'LogoutAll': grpc.unary_unary_rpc_method_handler(
+                    servicer.LogoutAll,
+                    request_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutAllRequest.FromString,
+                    response_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutAllResponse.SerializeToString,
+            ),
+            'SetUserRoles': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserRoles,
+                    request_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.SetUserRolesRequest.FromString,
+                    response_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.SetUserRolesResponse.SerializeToString,
+            ),
+            'IssueServiceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueServiceToken,
+                    request_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.FromString,
+                    response_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.SerializeToString,
+            ),
+            'WatchRevocations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRevocations,
+                    request_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsRequest.FromString,
+                    response_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsResponse.SerializeToString,
             ),
             'GetMe': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMe,
@@ -267,6 +343,114 @@ class AuthService:
             '/agentmesh.auth.v1.AuthService/Logout',
             agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
             agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LogoutAll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.auth.v1.AuthService/LogoutAll',
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutAllRequest.SerializeToString,
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.LogoutAllResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserRoles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.auth.v1.AuthService/SetUserRoles',
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.SetUserRolesRequest.SerializeToString,
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.SetUserRolesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueServiceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.auth.v1.AuthService/IssueServiceToken',
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentmesh.auth.v1.AuthService/WatchRevocations',
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsRequest.SerializeToString,
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
