@@ -187,7 +187,7 @@ class MemoryStore:
         """A transaction holding the user's advisory lock: everything in it commits or
         nothing does, and no other writer of this user's memories runs meanwhile."""
         async with self._engine.begin() as conn:
-            await conn.execute(LOCK_USER, {"key": "memory:{user_id}"})
+            await conn.execute(LOCK_USER, {"key": f"memory:{user_id}"})
             yield UserMemories(conn, self, uuid.UUID(user_id))
 
     async def search(
