@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "agentmesh"
@@ -105,5 +106,33 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> DomainError:
     }
     kind = passthrough.get(exc.code())
     if kind is not None:
-        return kind(exc.details() or what)
+        # The upstream's reason is the contract clients branch on (SESSION_NOT_FOUND, not
+        # the code's generic NOT_FOUND): it survives the hop, with its metadata.
+        info = upstream_error_info(exc)
+        if info is None:
+            return kind(exc.details() or what)
+        return kind(exc.details() or what, reason=info.reason or None, metadata=dict(info.metadata))
     return Unavailable(f"{what} is unavailable")
+
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def upstream_error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The `google.rpc.ErrorInfo` in a failed call's `grpc-status-details-bin` trailer, if
+    it is there, parses, and agrees with the call's status code (else it is not ours)."""
+    for key, value in exc.trailing_metadata() or ():
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status()
+        try:
+            status.ParseFromString(value)
+        except DecodeError:
+            return None
+        if status.code != exc.code().value[0]:
+            return None
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+                return info
+    return None
