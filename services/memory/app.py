@@ -73,6 +73,7 @@ class MemoryApp(ServiceApp):
             resolver,
             dedup_threshold=s.dedup_threshold,
             default_search_limit=s.search_default_limit,
+            max_memories_per_user=s.max_memories_per_user,
         )
         return [
             Mount(

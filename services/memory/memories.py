@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.common.ids import parse_id, parse_uuid
 from services.common.paging import decode_page_token, one_page, page_size
 from services.memory.embeddings import Embedder, Vector
@@ -17,7 +17,7 @@ from services.memory.extraction import FactExtractor
 from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact
 from services.memory.metrics import memory_events_total
 from services.memory.resolution import Outcome, Resolver, cosine
-from services.memory.store import MemoryRow, MemoryStore, ScoredMemory
+from services.memory.store import MemoryQuotaExceeded, MemoryRow, MemoryStore, ScoredMemory
 
 MAX_MESSAGES = 50
 MAX_FACTS = 50
@@ -93,6 +93,7 @@ class Memories:
         *,
         dedup_threshold: float,
         default_search_limit: int,
+        max_memories_per_user: int = 10_000,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -100,6 +101,7 @@ class Memories:
         self._resolver = resolver
         self._dedup_threshold = dedup_threshold
         self._default_search_limit = default_search_limit
+        self._max_memories = max_memories_per_user
 
     async def add(self, user_id: str, request: AddRequest) -> list[Outcome]:
         validate_add(request)
@@ -114,11 +116,20 @@ class Memories:
         kept = await self._without_context_facts(list(zip(candidates, vectors, strict=True)), request.context_facts)
         if not kept:
             return []
-        async with self._store.locked_user(user_id) as memories:
-            outcomes = [
-                await self._resolver.resolve(memories, candidate, vector, request.session_id)
-                for candidate, vector in kept
-            ]
+        try:
+            async with self._store.locked_user(user_id, max_memories=self._max_memories) as memories:
+                outcomes = [
+                    await self._resolver.resolve(memories, candidate, vector, request.session_id)
+                    for candidate, vector in kept
+                ]
+        except MemoryQuotaExceeded as full:
+            # All or nothing: the call is one transaction, so a call that would cross the
+            # quota stores none of its facts (updates, deletes and repeats included).
+            raise ResourceExhausted(
+                f"at most {full.limit} memories per user; delete some (or update existing ones) to add more",
+                reason="MEMORY_QUOTA_EXCEEDED",
+                metadata={"quota": "MAX_MEMORIES_PER_USER", "limit": str(full.limit)},
+            ) from None
         for outcome in outcomes:
             memory_events_total.labels(action=outcome.action).inc()
         return outcomes

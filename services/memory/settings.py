@@ -42,6 +42,10 @@ class MemorySettings(CommonSettings, LLMSettings):
     hnsw_iterative_scan: Literal["relaxed_order", "strict_order", "off"] = "relaxed_order"
     hnsw_max_scan_tuples: int = Field(default=20_000, ge=1)
     search_default_limit: int = Field(default=10, ge=1, le=100)
+    # Memories one user may hold (counted in Postgres under the user's lock, so across
+    # replicas). An AddMemories call that would add past it stores nothing and answers
+    # RESOURCE_EXHAUSTED / MEMORY_QUOTA_EXCEEDED; updates of existing facts still work.
+    max_memories_per_user: int = Field(default=10_000, ge=1)
 
     @property
     def effective_extraction_model(self) -> str:

@@ -57,6 +57,7 @@ DELETE = text(
     " RETURNING id, user_id, text, session_id, created_at, updated_at"
 )
 DELETE_ALL = text("DELETE FROM memories WHERE user_id = :user_id")
+COUNT_USER = text("SELECT count(*) FROM memories WHERE user_id = :user_id")
 LIST_FIRST_PAGE = text(
     "SELECT id, user_id, text, session_id, created_at, updated_at FROM memories WHERE user_id = :user_id"
     " ORDER BY created_at DESC, id DESC LIMIT :limit"
@@ -124,13 +125,35 @@ def register_vector_codec(engine: AsyncEngine) -> None:
         dbapi_connection.run_async(register_vector)
 
 
+class MemoryQuotaExceeded(Exception):
+    """An insert would take the user past `max_memories`; the transaction is rolled back."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} memories per user")
+        self.limit = limit
+
+
 class UserMemories:
     """One user's memories inside a transaction that holds the user's lock."""
 
-    def __init__(self, conn: AsyncConnection, store: MemoryStore, user_id: uuid.UUID) -> None:
+    def __init__(
+        self, conn: AsyncConnection, store: MemoryStore, user_id: uuid.UUID, max_memories: int | None = None
+    ) -> None:
         self._conn = conn
         self._store = store
         self.user_id = user_id
+        self._max_memories = max_memories
+        # Counted once, at the first insert, then kept up to date: exact, because every
+        # writer of this user holds the same lock.
+        self._count: int | None = None
+
+    async def _check_quota(self) -> None:
+        if self._max_memories is None:
+            return
+        if self._count is None:
+            self._count = int((await self._conn.execute(COUNT_USER, {"user_id": self.user_id})).scalar_one())
+        if self._count >= self._max_memories:
+            raise MemoryQuotaExceeded(self._max_memories)
 
     async def find_normalised(self, normalized: str) -> MemoryRow | None:
         params = {"user_id": self.user_id, "normalized": normalized}
@@ -141,7 +164,9 @@ class UserMemories:
         return await self._store.search_on(self._conn, str(self.user_id), embedding, limit=limit, min_score=0.0)
 
     async def insert(self, text_: str, embedding: Sequence[float], session_id: str) -> MemoryRow | None:
-        """The new row, or None when an equal fact already exists."""
+        """The new row, or None when an equal fact already exists; MemoryQuotaExceeded when
+        the user already has their maximum."""
+        await self._check_quota()
         params = {
             "id": uuid.uuid4(),
             "user_id": self.user_id,
@@ -151,6 +176,8 @@ class UserMemories:
             "session_id": _session(session_id),
         }
         row = (await self._conn.execute(INSERT, params)).first()
+        if row is not None and self._count is not None:
+            self._count += 1
         return _row(row) if row else None
 
     async def update(self, memory_id: str, text_: str, embedding: Sequence[float], session_id: str) -> MemoryRow | None:
@@ -167,6 +194,8 @@ class UserMemories:
 
     async def delete(self, memory_id: str) -> MemoryRow | None:
         row = (await self._conn.execute(DELETE, {"id": uuid.UUID(memory_id), "user_id": self.user_id})).first()
+        if row is not None and self._count is not None:
+            self._count -= 1
         return _row(row) if row else None
 
     async def delete_all(self) -> int:
@@ -183,12 +212,12 @@ class MemoryStore:
             return int((await conn.execute(EMBEDDING_DIM)).scalar_one())
 
     @asynccontextmanager
-    async def locked_user(self, user_id: str) -> AsyncIterator[UserMemories]:
+    async def locked_user(self, user_id: str, *, max_memories: int | None = None) -> AsyncIterator[UserMemories]:
         """A transaction holding the user's advisory lock: everything in it commits or
         nothing does, and no other writer of this user's memories runs meanwhile."""
         async with self._engine.begin() as conn:
             await conn.execute(LOCK_USER, {"key": f"memory:{user_id}"})
-            yield UserMemories(conn, self, uuid.UUID(user_id))
+            yield UserMemories(conn, self, uuid.UUID(user_id), max_memories)
 
     async def search(
         self, user_id: str, embedding: Sequence[float], *, limit: int, min_score: float = 0.0

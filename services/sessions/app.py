@@ -33,7 +33,9 @@ class SessionsApp(ServiceApp):
             if s.delete_conversation_state
             else NoConversationCleaner()
         )
-        sessions = ChatSessions(SessionStore(self.database.engine), self.conversations)
+        sessions = ChatSessions(
+            SessionStore(self.database.engine), self.conversations, max_sessions_per_user=s.max_sessions_per_user
+        )
         return [
             Mount(
                 descriptor=sessions_pb2.DESCRIPTOR.services_by_name["SessionService"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.common.ids import parse_uuid
 from services.common.paging import decode_page_token, one_page, page_size
 from services.sessions.conversations import ConversationCleaner
@@ -33,12 +33,20 @@ def clean_name(name: str, *, required: bool) -> str:
 
 
 class ChatSessions:
-    def __init__(self, store: SessionStore, conversations: ConversationCleaner) -> None:
+    def __init__(self, store: SessionStore, conversations: ConversationCleaner, *, max_sessions_per_user: int) -> None:
         self._store = store
         self._conversations = conversations
+        self._max_sessions = max_sessions_per_user
 
     async def create(self, user_id: str, name: str) -> SessionRow:
-        return await self._store.create(user_id, clean_name(name, required=False))
+        row = await self._store.create(user_id, clean_name(name, required=False), max_sessions=self._max_sessions)
+        if row is None:
+            raise ResourceExhausted(
+                f"at most {self._max_sessions} sessions per user; delete some to create more",
+                reason="SESSION_QUOTA_EXCEEDED",
+                metadata={"quota": "MAX_SESSIONS_PER_USER", "limit": str(self._max_sessions)},
+            )
+        return row
 
     async def get(self, user_id: str, session_id: str) -> SessionRow:
         row = await self._store.get(user_id, parse_session_id(session_id))

@@ -15,3 +15,6 @@ class SessionsSettings(CommonSettings):
     # this off for a deployment that runs no agent service.
     delete_conversation_state: bool = True
     agent_call_timeout_s: float = Field(default=5.0, gt=0)
+    # Sessions one user may hold at once (all replicas: counted in Postgres under the
+    # owner's lock); CreateSession past it is RESOURCE_EXHAUSTED / SESSION_QUOTA_EXCEEDED.
+    max_sessions_per_user: int = Field(default=1000, ge=1)

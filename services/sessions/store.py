@@ -13,8 +13,10 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+# One clock reading for both times: a new session was never renamed.
 INSERT_SESSION = text(
-    "INSERT INTO sessions (id, user_id, name) VALUES (:id, :user_id, :name)"
+    "INSERT INTO sessions (id, user_id, name, created_at, updated_at)"
+    " SELECT :id, :user_id, :name, t.now, t.now FROM (SELECT clock_timestamp() AS now) AS t"
     " RETURNING id, user_id, name, created_at, updated_at"
 )
 GET_SESSION = text(
@@ -24,6 +26,10 @@ RENAME_SESSION = text(
     "UPDATE sessions SET name = :name, updated_at = clock_timestamp() WHERE id = :id AND user_id = :user_id"
     " RETURNING id, user_id, name, created_at, updated_at"
 )
+# Creation takes the owner's lock, so the count below is exact across replicas: two
+# creates racing at the quota's edge cannot both pass.
+LOCK_OWNER = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+COUNT_SESSIONS = text("SELECT count(*) FROM sessions WHERE user_id = :user_id")
 DELETE_SESSION = text("DELETE FROM sessions WHERE id = :id AND user_id = :user_id")
 LIST_FIRST_PAGE = text(
     "SELECT id, user_id, name, created_at, updated_at FROM sessions WHERE user_id = :user_id"
@@ -52,9 +58,14 @@ class SessionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create(self, user_id: str, name: str) -> SessionRow:
-        params = {"id": uuid.uuid4(), "user_id": uuid.UUID(user_id), "name": name}
+    async def create(self, user_id: str, name: str, *, max_sessions: int) -> SessionRow | None:
+        """The new session, or None when the owner already has `max_sessions`."""
+        owner = uuid.UUID(user_id)
+        params = {"id": uuid.uuid4(), "user_id": owner, "name": name}
         async with self._engine.begin() as conn:
+            await conn.execute(LOCK_OWNER, {"key": f"sessions:{user_id}"})
+            if (await conn.execute(COUNT_SESSIONS, {"user_id": owner})).scalar_one() >= max_sessions:
+                return None
             return _row((await conn.execute(INSERT_SESSION, params)).one())
 
     async def get(self, user_id: str, session_id: uuid.UUID) -> SessionRow | None:
