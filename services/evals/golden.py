@@ -24,6 +24,7 @@ from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+from services.common.service_identity import ServiceIdentity
 from services.common.settings import load_settings
 from services.evals.cli import EXIT_OK, EXIT_THRESHOLD_CROSSED, evaluate
 from services.evals.login import CommandError, admin_token, bearer
@@ -100,6 +101,7 @@ class GoldenRun:
         self._settings = settings
         self._admin = admin
         self._timeout = settings.evals_call_timeout_s
+        self._user_id = ""  # set by register_user
 
     async def register_user(self) -> str:
         # A throwaway user keeps the golden traces apart from anyone's real sessions.
@@ -109,6 +111,7 @@ class GoldenRun:
             response = await auth_pb2_grpc.AuthServiceStub(channel).Register(
                 auth_pb2.RegisterRequest(email=email, password=password), timeout=self._timeout
             )
+        self._user_id = response.user.id
         return response.tokens.access_token
 
     async def chat(self, user: str, case: GoldenCase) -> tuple[str, str]:
@@ -118,6 +121,7 @@ class GoldenRun:
             grpc.aio.insecure_channel(s.sessions_addr) as sessions_channel,
             grpc.aio.insecure_channel(s.agent_addr) as agent_channel,
             grpc.aio.insecure_channel(s.evals_addr) as evals_channel,
+            grpc.aio.insecure_channel(s.auth_addr) as auth_channel,
         ):
             session = await sessions_pb2_grpc.SessionServiceStub(sessions_channel).CreateSession(
                 sessions_pb2.CreateSessionRequest(name=f"golden {case.id}"[:100]),
@@ -134,8 +138,9 @@ class GoldenRun:
             )
             answer = next((m.content for m in reversed(reply.messages) if m.role == "assistant"), "")
             trace = evals_pb2.Trace(
-                trace_id=reply.run_id or uuid.uuid4().hex,
+                trace_id=reply.run_id or str(uuid.uuid4()),
                 session_id=session_id,
+                user_id=self._user_id,
                 input=case.prompt,
                 output=answer,
                 model=reply.model,
@@ -147,8 +152,10 @@ class GoldenRun:
                     evals_pb2.TraceToolCall(name=c.name, arguments_json=c.arguments_json) for c in reply.tool_calls
                 ],
             )
+            # RecordTrace is service-only: recorded as the evals service, naming the user.
+            identity = ServiceIdentity.from_settings(s, "evals", auth_channel)
             await evals_pb2_grpc.EvalServiceStub(evals_channel).RecordTrace(
-                evals_pb2.RecordTraceRequest(trace=trace), metadata=bearer(user), timeout=self._timeout
+                evals_pb2.RecordTraceRequest(trace=trace), metadata=await identity.metadata(), timeout=self._timeout
             )
         return session_id, answer
 

@@ -1,4 +1,9 @@
-"""Recording traces: validation, and who may record a trace for whom."""
+"""Recording traces: validation, and who may record a trace for whom.
+
+RecordTrace is service-only (the interceptor refuses end users with PERMISSION_DENIED):
+a user could otherwise post traces under another user's session, turning that user's
+score listing into 403s and skewing the global summaries. The recording service (the
+agent) names the user the turn belongs to in `user_id`."""
 
 from __future__ import annotations
 
@@ -6,9 +11,9 @@ import json
 from datetime import UTC
 
 from agentmesh.evals.v1 import evals_pb2
-from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.errors import InvalidArgument
 from services.common.ids import parse_id
-from services.common.principal import Principal
+from services.common.principal import Principal, require_service
 from services.evals.store import EvalStore, ToolCallRecord, TraceRecord
 
 MAX_TEXT_CHARS = 100_000
@@ -33,8 +38,10 @@ def _tool_call(call: evals_pb2.TraceToolCall) -> ToolCallRecord:
 
 
 def trace_record(trace: evals_pb2.Trace, caller: Principal) -> TraceRecord:
-    """The trace to store; a non-admin records only their own turns (or anonymous ones,
-    which are then attributed to them)."""
+    """The trace to store, recorded by a service for the user the trace names (or for
+    the user the service acts on behalf of)."""
+    if not caller.is_service:
+        require_service()
     # The agent records its run id (a canonical UUID); one spelling per trace, as for every id.
     parse_id(trace.trace_id, "trace_id")
     parse_id(trace.session_id, "session_id", required=False)
@@ -46,11 +53,9 @@ def trace_record(trace: evals_pb2.Trace, caller: Principal) -> TraceRecord:
         raise InvalidArgument(f"at most {MAX_TOOL_CALLS} tool calls", reason="TOO_MANY_TOOL_CALLS")
     if trace.latency_ms < 0 or trace.usage.prompt_tokens < 0 or trace.usage.completion_tokens < 0:
         raise InvalidArgument("latency and token counts must not be negative", reason="TRACE_FIELD_INVALID")
-    user_id = trace.user_id
-    if not caller.is_admin:
-        if user_id and user_id != caller.user_id:
-            raise PermissionDenied("only admins record traces of other users", reason="TRACE_OWNER_MISMATCH")
-        user_id = caller.user_id
+    on_behalf_of = "" if caller.user_id.startswith("service:") else caller.user_id
+    # The trace must say whose turn it was (USER_ID_REQUIRED otherwise).
+    user_id = parse_id(trace.user_id or on_behalf_of, "user_id")
     return TraceRecord(
         trace_id=trace.trace_id,
         session_id=trace.session_id,

@@ -12,10 +12,12 @@ import grpc
 import httpx
 import pytest
 
+from agentmesh.auth.v1 import auth_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
 from services.evals.settings import PACKAGE_DIR
+from tests.support.services import service_metadata
 from tests.support.users import MeshUser
 
 JUDGE_UNDER_TEST = "judge-under-test"
@@ -35,6 +37,18 @@ Grade anything; this judge model is made to fail.
 
 def new_session_id() -> str:
     return str(uuid.uuid4())
+
+
+class AgentCaller:
+    """RecordTrace is service-only: the tests record traces the way the agent does, with
+    its service token, naming the user. The fixtures that know the mesh set the address."""
+
+    auth_addr = ""
+
+    @classmethod
+    async def metadata(cls) -> tuple[tuple[str, str], ...]:
+        async with grpc.aio.insecure_channel(cls.auth_addr) as channel:
+            return await service_metadata(auth_pb2_grpc.AuthServiceStub(channel), "agent")
 
 
 class OfflineControls:
@@ -61,6 +75,7 @@ def offline(mesh: Mesh) -> OfflineControls:
 
 @pytest.fixture
 async def evals(mesh: Mesh) -> AsyncIterator[evals_pb2_grpc.EvalServiceStub]:
+    AgentCaller.auth_addr = mesh.addr("auth")
     async with grpc.aio.insecure_channel(mesh.addr("evals")) as channel:
         yield evals_pb2_grpc.EvalServiceStub(channel)
 
@@ -69,6 +84,7 @@ async def evals(mesh: Mesh) -> AsyncIterator[evals_pb2_grpc.EvalServiceStub]:
 def judge_instance(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildProcess]:
     """A second evals replica (same database) judging with its own model name, so faults
     injected on it touch no other process, and with one extra metric whose judge fails."""
+    AgentCaller.auth_addr = mesh.addr("auth")
     metrics_dir: Path = tmp_path_factory.mktemp("metrics")
     for path in (PACKAGE_DIR / "metrics").glob("*.md"):
         shutil.copy(path, metrics_dir / path.name)
@@ -101,8 +117,10 @@ async def record(
     trace_id: str | None = None,
 ) -> str:
     trace_id = trace_id or str(uuid.uuid4())
-    trace = evals_pb2.Trace(trace_id=trace_id, session_id=session_id, input=input, output=output, model="offline-small")
-    response = await stub.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=who.metadata)
+    trace = evals_pb2.Trace(
+        trace_id=trace_id, session_id=session_id, user_id=who.user_id, input=input, output=output, model="offline-small"
+    )
+    response = await stub.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=await AgentCaller.metadata())
     assert response.created
     return trace_id
 

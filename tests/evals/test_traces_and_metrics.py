@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from agentmesh.evals.v1 import evals_pb2
-from tests.evals.conftest import new_session_id, record
+from tests.evals.conftest import AgentCaller, new_session_id, record
 from tests.support.grpc_errors import error_reason
 from tests.support.users import MeshUser
 
@@ -25,8 +25,8 @@ async def test_list_metrics_describes_every_markdown_file(evals, user: MeshUser)
 
 async def test_record_trace_is_idempotent_on_trace_id(evals, user: MeshUser) -> None:
     trace_id = await record(evals, user, session_id=new_session_id())
-    again = evals_pb2.Trace(trace_id=trace_id, input="changed", output="changed")
-    response = await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=again), metadata=user.metadata)
+    again = evals_pb2.Trace(trace_id=trace_id, user_id=user.user_id, input="changed", output="changed")
+    response = await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=again), metadata=await AgentCaller.metadata())
     assert response.created is False
 
 
@@ -41,16 +41,29 @@ async def test_record_trace_is_idempotent_on_trace_id(evals, user: MeshUser) -> 
 )
 async def test_record_trace_rejects_bad_input(evals, user: MeshUser, trace: evals_pb2.Trace, reason: str) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=user.metadata)
+        trace.user_id = user.user_id
+        await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=await AgentCaller.metadata())
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(error.value) == reason
 
 
-async def test_non_admin_records_only_their_own_traces(evals, user: MeshUser, other_user: MeshUser) -> None:
-    theirs = evals_pb2.Trace(trace_id=str(uuid.uuid4()), user_id=other_user.user_id, input="q", output="a")
+async def test_users_cannot_record_traces_not_even_their_own(
+    evals, user: MeshUser, other_user: MeshUser, admin: MeshUser
+) -> None:
+    # Before: any user could post traces (under anyone's session id); now only services.
+    for caller, owner in ((user, other_user), (user, user), (admin, user)):
+        trace = evals_pb2.Trace(trace_id=str(uuid.uuid4()), user_id=owner.user_id, input="q", output="a")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=caller.metadata)
+        assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_reason(error.value) == "SERVICE_ONLY"
+
+
+async def test_a_service_trace_must_name_its_user(evals) -> None:
+    trace = evals_pb2.Trace(trace_id=str(uuid.uuid4()), input="q", output="a")
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=theirs), metadata=user.metadata)
-    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=await AgentCaller.metadata())
+    assert error_reason(error.value) == "USER_ID_REQUIRED"
 
 
 async def test_record_trace_needs_a_token(evals) -> None:
