@@ -124,9 +124,18 @@ def _any_to_json(detail: any_pb2.Any) -> dict[str, object]:
     return {"@type": detail.type_url, **body}
 
 
+class StatusResponse(Response):
+    """A google.rpc.Status JSON response that keeps the Status, for callers that answer in
+    another format (the OAuth2 token endpoint)."""
+
+    def __init__(self, status: status_pb2.Status, content: str, status_code: int, headers: Mapping[str, str]):
+        super().__init__(content, status_code=status_code, media_type="application/json", headers=dict(headers))
+        self.rpc_status = status
+
+
 def status_response(
     status: status_pb2.Status, *, http_status: int | None = None, headers: Mapping[str, str] | None = None
-) -> Response:
+) -> StatusResponse:
     code = code_of(status)
     response_headers = dict(headers or {})
     if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -137,15 +146,15 @@ def status_response(
             detail.Unpack(retry)
             seconds = max(1, retry.retry_delay.seconds + (1 if retry.retry_delay.nanos else 0))
             response_headers.setdefault("Retry-After", str(seconds))
-    return Response(
+    return StatusResponse(
+        status,
         json.dumps(status_to_json(status), separators=(",", ":")),
-        status_code=http_status if http_status is not None else http_status_for(code),
-        media_type="application/json",
-        headers=response_headers,
+        http_status if http_status is not None else http_status_for(code),
+        response_headers,
     )
 
 
-def error_response(error: GatewayError) -> Response:
+def error_response(error: GatewayError) -> StatusResponse:
     return status_response(error.to_status(), http_status=error.http_status, headers=error.headers)
 
 

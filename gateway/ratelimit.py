@@ -16,6 +16,7 @@ from services.common.logging import get_logger
 log = get_logger(__name__)
 
 DEFAULT_CLASS = "default"
+READ_CLASS = "read"
 
 
 def async_storage_uri(url: str) -> str:
@@ -67,8 +68,15 @@ class RateLimiter:
         self._storage = storage_from_string(uri, **options)
         self._strategy = FixedWindowRateLimiter(self._storage)  # type: ignore[arg-type]
 
-    def class_for(self, rpc_full_name: str) -> str:
-        return self._class_by_rpc.get(rpc_full_name, DEFAULT_CLASS)
+    def class_for(self, rpc_full_name: str, http_method: str = "") -> str:
+        """The RPC's own class; else `read` for GET (cheap, polled by pages and scripts, so
+        counted per minute), else `default`."""
+        named = self._class_by_rpc.get(rpc_full_name)
+        if named is not None:
+            return named
+        if http_method in ("GET", "HEAD") and READ_CLASS in self._limits:
+            return READ_CLASS
+        return DEFAULT_CLASS
 
     async def hit(self, route_class: str, caller: str) -> RateLimitDecision | None:
         items = self._limits.get(route_class) or self._limits.get(DEFAULT_CLASS) or []

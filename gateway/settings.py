@@ -62,12 +62,26 @@ class GatewaySettings(BaseSettings):
     gateway_max_body_bytes: int = Field(default=1_048_576, gt=0)
     gateway_emit_unpopulated: bool = True
     gateway_readiness_timeout: float = Field(default=2.0, gt=0)
+    # How often upstream health (gateway_upstream_up, /upstreamz) is checked in the background.
+    gateway_upstream_check_interval_s: float = Field(default=5.0, gt=0)
+    # /metrics and /upstreamz: their own port, off the public one; loopback unless opened up
+    # (0.0.0.0 in a pod, so Prometheus can scrape it). Port 0 picks a free port.
+    gateway_metrics_host: str = "127.0.0.1"
+    gateway_metrics_port: int = Field(default=9100, ge=0, le=65535)
 
     allowed_origins: Annotated[list[str], NoDecode] = [
         "http://localhost:8080",
         "http://127.0.0.1:8080",
     ]
     trusted_proxies: Annotated[list[str], NoDecode] = []
+    # Declares that an ingress or load balancer sits in front: with APP_ENV=production the
+    # gateway then refuses to start without TRUSTED_PROXIES, or every client would share the
+    # proxy's address (one rate-limit bucket, one address in the logs).
+    gateway_behind_proxy: bool = False
+    # uvicorn's graceful shutdown after SIGTERM: open requests and SSE streams get this long.
+    # The manifests set it to GATEWAY_STREAM_TIMEOUT and size terminationGracePeriodSeconds
+    # from it (scripts/k8s_check.py checks that they fit).
+    gateway_shutdown_grace_s: float = Field(default=10.0, gt=0, le=900)
 
     # Token verification for rate-limit keys; the same variables (and defaults) the services read.
     jwt_issuer: str = "agentmesh-auth"
@@ -79,7 +93,10 @@ class GatewaySettings(BaseSettings):
     rate_limit_enabled: bool = True
     rate_limit_storage_url: str = "memory://"
     rate_limit_key_prefix: str = "agentmesh-gateway"
-    rate_limit_default: str = "1000 per day,200 per hour"
+    # Per user when the token verifies, else per client address. Reads (GET) are polled by pages
+    # and scripts, so they get a per-minute budget instead of sharing the writes' hourly one.
+    rate_limit_default: str = "60 per minute,1000 per hour"
+    rate_limit_read: str = "300 per minute"
     rate_limit_chat: str = "100 per minute"
     rate_limit_chat_stream: str = "100 per minute"
     rate_limit_messages: str = "200 per minute"
@@ -112,6 +129,10 @@ class GatewaySettings(BaseSettings):
             and self.rate_limit_storage_url.startswith("memory")
         ):
             raise ValueError("RATE_LIMIT_STORAGE_URL must be shared storage (redis://...) with APP_ENV=production")
+        if self.app_env == "production" and self.gateway_behind_proxy and not self.trusted_proxies:
+            raise ValueError(
+                "TRUSTED_PROXIES must name the proxy's networks with GATEWAY_BEHIND_PROXY=true and APP_ENV=production"
+            )
         return self
 
     @property
@@ -127,6 +148,7 @@ class GatewaySettings(BaseSettings):
     def rate_limits(self) -> dict[str, str]:
         return {
             "default": self.rate_limit_default,
+            "read": self.rate_limit_read,
             "chat": self.rate_limit_chat,
             "chat_stream": self.rate_limit_chat_stream,
             "messages": self.rate_limit_messages,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -13,6 +12,7 @@ from google.protobuf.message import Message
 
 from gateway.descriptors import HttpBinding
 from gateway.errors import GatewayError, invalid_argument
+from gateway.jsonbody import check_shape, describe_message, load_json
 
 FieldDescriptor = descriptor.FieldDescriptor
 
@@ -92,7 +92,7 @@ def build_request(
                     http_status=415,
                 )
 
-    query = parse_qsl(query_string, keep_blank_values=True, errors="strict") if query_string else []
+    query = parse_query(query_string)
     if query and binding.body == "*":
         raise invalid_argument(
             "query parameters are not accepted here: the whole request comes from the body",
@@ -110,26 +110,48 @@ def build_request(
 
 
 def _merge_json_body(message: Message, body_field: str, body: bytes) -> None:
-    try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid_argument(f"request body is not valid JSON: {exc}", reason="MALFORMED_JSON") from exc
+    value = load_json(body)
     if body_field == "*":
         if not isinstance(value, dict):
-            raise invalid_argument("request body must be a JSON object", reason="MALFORMED_JSON")
+            raise invalid_argument(
+                f"request body must be {describe_message(message.DESCRIPTOR)}, not {type(value).__name__}",
+                reason="MALFORMED_JSON",
+            )
+        check_shape(value, message.DESCRIPTOR)
         _parse_dict(value, message)
         return
     wrapped: Any = value
     for name in reversed(body_field.split(".")):
         wrapped = {name: wrapped}
+    check_shape(wrapped, message.DESCRIPTOR)
     _parse_dict(wrapped, message)
+
+
+# More parameters than any request message has fields; a flood is refused, not parsed.
+MAX_PARAMETERS = 200
+
+
+def parse_query(query_string: str) -> list[tuple[str, str]]:
+    """`a=1&b=%C3%A9` -> pairs; 400 when the percent-decoded bytes are not UTF-8."""
+    if not query_string:
+        return []
+    try:
+        return parse_qsl(query_string, keep_blank_values=True, errors="strict", max_num_fields=MAX_PARAMETERS)
+    except UnicodeDecodeError:
+        raise invalid_argument(
+            "a query parameter is not valid UTF-8 once percent-decoded", reason="MALFORMED_QUERY"
+        ) from None
+    except ValueError:
+        raise invalid_argument(f"more than {MAX_PARAMETERS} query parameters", reason="MALFORMED_QUERY") from None
 
 
 def _parse_urlencoded(body: bytes) -> list[tuple[str, str]]:
     try:
-        return parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
+        return parse_qsl(body.decode(), keep_blank_values=True, errors="strict", max_num_fields=MAX_PARAMETERS)
     except UnicodeDecodeError as exc:
         raise invalid_argument("form body is not UTF-8", reason="MALFORMED_FORM") from exc
+    except ValueError:
+        raise invalid_argument(f"more than {MAX_PARAMETERS} form fields", reason="MALFORMED_FORM") from None
 
 
 def _merge_params(
@@ -216,13 +238,23 @@ def _scalar(field: FieldDescriptor, text: str, key: str) -> Any:
                 return False
             raise ValueError(text)
         if kind in _INT_TYPES:
+            # int() also reads other scripts' digits and thousands of them; JSON numbers do neither.
+            if not text.strip().lstrip("-").isascii() or len(text) > 24:
+                raise ValueError(text)
             return int(text)
         if kind in _FLOAT_TYPES:
+            if len(text) > 64:
+                raise ValueError(text)
             return float(text)
     except ValueError as exc:
         raise invalid_argument(f"{key!r}: invalid value {text!r}") from exc
-    if kind == FieldDescriptor.TYPE_ENUM and text.lstrip("-").isdigit():
-        return int(text)
+    if kind == FieldDescriptor.TYPE_ENUM:
+        if text.lstrip("-").isascii() and text.lstrip("-").isdigit() and len(text) < 12:
+            return int(text)
+        enum = target.enum_type
+        short = [v.name for v in enum.values if v.name.endswith("_" + text)]
+        if text not in enum.values_by_name and len(short) == 1:
+            return short[0]
     return text
 
 

@@ -14,9 +14,11 @@ from grpc.aio import Channel
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.descriptors import HttpBinding
+from services.common.clients import lb_policy_options
 
-# Forwarded as-is; everything else from HTTP stays at the gateway.
-FORWARDED_HEADERS = ("authorization", "traceparent", "tracestate", "x-request-id")
+# Forwarded as-is; everything else from HTTP stays at the gateway. The caller's credential is not
+# in this list: it is exactly one `Authorization` header, passed to outgoing_metadata on its own.
+FORWARDED_HEADERS = ("traceparent", "tracestate")
 METADATA_PREFIX = "grpc-metadata-"
 
 _GRPC_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
@@ -57,7 +59,8 @@ class UpstreamPool:
             raise NoUpstream(service_full_name)
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            # GRPC_LB_POLICY (round_robin): a `dns:///` headless-Service address spreads over every pod.
+            channel = grpc.aio.insecure_channel(address, options=[*_CHANNEL_OPTIONS, *lb_policy_options()])
             self._channels[address] = channel
         return channel
 
@@ -155,6 +158,20 @@ def request_id(headers: Mapping[str, str]) -> str:
     return uuid.uuid4().hex
 
 
+# Keys the gateway alone sets: a client spelling them as grpc-metadata-* would choose its own
+# credential (the services would read a different one than the rate limiter), its own address
+# or request id, or act on behalf of another user.
+_GATEWAY_OWNED_METADATA = {
+    "x-request-id",
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+    "x-on-behalf-of",
+    "traceparent",
+    "tracestate",
+}
+
+
 def _forwardable(key: str, value: str) -> bool:
     # gRPC rejects non-ASCII text metadata at call time; drop it here rather than fail the request.
     if not key or key in _RESERVED_METADATA or key.startswith(("grpc-", ":")) or key.endswith("-bin"):
@@ -162,18 +179,30 @@ def _forwardable(key: str, value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
+def _client_metadata_key(key: str) -> bool:
+    """A grpc-metadata-* key a client may set: none that is, or looks like, a credential."""
+    return key not in _GATEWAY_OWNED_METADATA and "authorization" not in key and "token" not in key
+
+
 def outgoing_metadata(
-    headers: Sequence[tuple[str, str]], request_id_value: str, forwarded_for: str | None
+    headers: Sequence[tuple[str, str]],
+    request_id_value: str,
+    forwarded_for: str | None,
+    credential: str | None = None,
 ) -> list[tuple[str, str]]:
+    """The gRPC metadata for one call: the one credential, trace context, request id, client
+    address, and any `Grpc-Metadata-*` headers that are not the gateway's to set."""
     metadata: list[tuple[str, str]] = []
+    if credential and _forwardable("authorization", credential):
+        metadata.append(("authorization", credential))
     for name, value in headers:
         lower = name.lower()
-        if lower in FORWARDED_HEADERS and lower != "x-request-id":
+        if lower in FORWARDED_HEADERS:
             if _forwardable(lower, value):
                 metadata.append((lower, value))
         elif lower.startswith(METADATA_PREFIX):
             key = lower[len(METADATA_PREFIX) :]
-            if _forwardable(key, value):
+            if _client_metadata_key(key) and _forwardable(key, value):
                 metadata.append((key, value))
     metadata.append(("x-request-id", request_id_value))
     if forwarded_for:

@@ -4,7 +4,7 @@ exit 1 when an SLO in loadtest/slo.yaml is missed (checked by the locustfile on 
 
 The mesh started here (ephemeral ports, temporary data) runs with LOADTEST_ENV: the offline
 LLM at 300 ms to first token and 50 tokens/s (OFFLINE_LLM_TTFT_MS, OFFLINE_LLM_TOKENS_PER_S),
-gateway rate limits raised (RATE_LIMIT_DEFAULT, _CHAT, _CHAT_STREAM, _MESSAGES, _LOGIN,
+gateway rate limits raised (RATE_LIMIT_DEFAULT, _READ, _CHAT, _CHAT_STREAM, _MESSAGES, _LOGIN,
 _REGISTER) so the load is not throttled, and BCRYPT_ROUNDS=4 so registering the users on the
 fly does not dominate two cores. Against `make run` the mesh's own settings apply.
 """
@@ -32,6 +32,7 @@ LOADTEST_ENV = {
     "OFFLINE_LLM_TTFT_MS": "300",
     "OFFLINE_LLM_TOKENS_PER_S": "50",
     "RATE_LIMIT_DEFAULT": HIGH_LIMIT,
+    "RATE_LIMIT_READ": HIGH_LIMIT,
     "RATE_LIMIT_CHAT": HIGH_LIMIT,
     "RATE_LIMIT_CHAT_STREAM": HIGH_LIMIT,
     "RATE_LIMIT_MESSAGES": HIGH_LIMIT,

@@ -29,7 +29,7 @@ TEST_ENV = {
     # Every test client shares 127.0.0.1; tests of the limits start their own gateway.
     **{
         f"RATE_LIMIT_{route_class}": "100000 per minute"
-        for route_class in ("DEFAULT", "CHAT", "CHAT_STREAM", "MESSAGES", "LOGIN", "REGISTER")
+        for route_class in ("DEFAULT", "READ", "CHAT", "CHAT_STREAM", "MESSAGES", "LOGIN", "REGISTER")
     },
 }
 

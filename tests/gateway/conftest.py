@@ -32,6 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -139,6 +140,14 @@ class StandinAgent(agent_pb2_grpc.AgentServiceServicer):
         return agent_pb2.GetHistoryResponse(messages=[agent_pb2.Message(role="user", content="hi")])
 
 
+class StandinAuth(auth_pb2_grpc.AuthServiceServicer):
+    """Only the signing keys: what the gateway needs to be ready."""
+
+    async def GetJwks(self, request, context):
+        key = auth_pb2.JsonWebKey(kty="OKP", crv="Ed25519", kid="standin", alg="EdDSA", use="sig", x="AAAA")
+        return auth_pb2.GetJwksResponse(keys=[key])
+
+
 @dataclass
 class Standin:
     address: str
@@ -152,6 +161,7 @@ async def standin() -> AsyncIterator[Standin]:
     server = grpc.aio.server()
     sessions_pb2_grpc.add_SessionServiceServicer_to_server(StandinSessions(recorder), server)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(StandinAgent(recorder), server)
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(StandinAuth(), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("agentmesh.sessions.v1.SessionService", "agentmesh.agent.v1.AgentService"):
@@ -174,19 +184,26 @@ def standin_settings(address: str, **overrides: object) -> GatewaySettings:
         "evals_addr": f"127.0.0.1:{free_port()}",
         "rate_limit_enabled": False,
         "gateway_sse_heartbeat": 0.2,
+        # Several in-process gateways run at once; each takes a free metrics port.
+        "gateway_metrics_port": 0,
         "_env_file": None,
     }
     values.update(overrides)
     return GatewaySettings(**values)  # type: ignore[arg-type]
 
 
+class GatewayUrl(str):
+    """The public base URL, which also knows the gateway's metrics port."""
+
+    metrics_url: str
+
+
 @contextlib.asynccontextmanager
-async def serve_in_process(settings: GatewaySettings) -> AsyncIterator[str]:
+async def serve_in_process(settings: GatewaySettings) -> AsyncIterator[GatewayUrl]:
     """The gateway app on a real loopback socket (uvicorn in this event loop); yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False
-    )
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10
@@ -196,15 +213,17 @@ async def serve_in_process(settings: GatewaySettings) -> AsyncIterator[str]:
         if time.monotonic() > deadline:
             raise RuntimeError("the gateway did not start")
         await asyncio.sleep(0.02)
+    url = GatewayUrl(f"http://127.0.0.1:{port}")
+    url.metrics_url = f"http://{app.state.gateway.metrics_address}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         server.should_exit = True
         await task
 
 
 @pytest.fixture(scope="module")
-async def standin_gateway(standin: Standin) -> AsyncIterator[str]:
+async def standin_gateway(standin: Standin) -> AsyncIterator[GatewayUrl]:
     async with serve_in_process(standin_settings(standin.address)) as url:
         yield url
 
@@ -222,11 +241,18 @@ async def client(standin_gateway: str) -> AsyncIterator[httpx.AsyncClient]:
 class GatewayProcess:
     url: str
     env: dict[str, str]
+    log_path: Path | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics port (/metrics, /upstreamz), which is not the public one."""
+        return f"http://127.0.0.1:{self.env['GATEWAY_METRICS_PORT']}"
 
 
 def start_gateway_process(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     full_env = {**os.environ, **env, "GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1"}
+    full_env.setdefault("GATEWAY_METRICS_PORT", str(free_port()))
     # Output goes to a file: an unread pipe fills up and blocks the gateway mid-request.
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -270,9 +296,10 @@ def mesh_env(request: pytest.FixtureRequest) -> dict[str, str]:
 @contextlib.contextmanager
 def gateway_process(env: dict[str, str]) -> Iterator[GatewayProcess]:
     log_dir = Path(tempfile.mkdtemp(prefix="gateway-test-"))
+    env = {**env, "GATEWAY_METRICS_PORT": env.get("GATEWAY_METRICS_PORT") or str(free_port())}
     process, url = start_gateway_process(env, log_dir / "gateway.log")
     try:
-        yield GatewayProcess(url, env)
+        yield GatewayProcess(url, env, log_dir / "gateway.log")
     finally:
         stop_gateway_process(process)
 
@@ -281,7 +308,7 @@ def gateway_process(env: dict[str, str]) -> Iterator[GatewayProcess]:
 def mesh_gateway(mesh_env: dict[str, str]) -> Iterator[GatewayProcess]:
     """The gateway with rate limits raised far out of the way; rate-limit tests start their own."""
     env = {**mesh_env, "RATE_LIMIT_DEFAULT": "100000 per minute"}
-    for name in ("CHAT", "CHAT_STREAM", "MESSAGES", "LOGIN", "REGISTER"):
+    for name in ("READ", "CHAT", "CHAT_STREAM", "MESSAGES", "LOGIN", "REGISTER"):
         env[f"RATE_LIMIT_{name}"] = "100000 per minute"
     with gateway_process(env) as gateway:
         yield gateway

@@ -79,7 +79,7 @@ def test_parameters_come_from_path_variables_and_remaining_fields(document: dict
     assert params == {("metric", "path"), ("window", "query")}
     chat = document["paths"]["/v1/sessions/{session_id}:chat"]["post"]
     body_schema = chat["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body_schema["properties"]) == {"message"}
+    assert {"message", "multitask_strategy", "on_disconnect"} <= set(body_schema["properties"])
     assert [p["name"] for p in chat["parameters"]] == ["session_id"]
 
 

@@ -36,10 +36,13 @@ def test_route_classes_follow_the_seed() -> None:
     assert rate.class_for("agentmesh.sessions.v1.SessionService.ListSessions") == "default"
 
 
-def test_default_settings_are_the_seeds() -> None:
+def test_default_settings_count_reads_per_minute() -> None:
+    # Before: every route but chat and login shared "1000 per day,200 per hour", so a page polling
+    # GET /v1/sessions every 15 s plus a script ran out within the hour.
     settings = GatewaySettings(_env_file=None)
     assert settings.rate_limits() == {
-        "default": "1000 per day,200 per hour",
+        "default": "60 per minute,1000 per hour",
+        "read": "300 per minute",
         "chat": "100 per minute",
         "chat_stream": "100 per minute",
         "messages": "200 per minute",
@@ -47,6 +50,15 @@ def test_default_settings_are_the_seeds() -> None:
         "register": "20 per minute",
     }
     assert settings.rate_limit_storage_url == "memory://"
+
+
+def test_get_routes_fall_into_the_read_class_unless_named() -> None:
+    rate = limiter(read="300 per minute")
+    assert rate.class_for("agentmesh.sessions.v1.SessionService.ListSessions", "GET") == "read"
+    assert rate.class_for("agentmesh.memory.v1.MemoryService.ListMemories", "HEAD") == "read"
+    assert rate.class_for("agentmesh.sessions.v1.SessionService.CreateSession", "POST") == "default"
+    # A class named for the RPC wins over the method.
+    assert rate.class_for("agentmesh.agent.v1.AgentService.GetHistory", "GET") == "messages"
 
 
 def test_storage_urls_use_the_async_backends() -> None:
@@ -117,7 +129,7 @@ async def test_gateway_answers_429_with_retry_after_and_ratelimit_headers(storag
     settings = standin_settings(
         standin.address,
         rate_limit_enabled=True,
-        rate_limit_default="3 per minute",
+        rate_limit_read="3 per minute",
         rate_limit_storage_url=storage_url,
         rate_limit_key_prefix=f"test-{uuid.uuid4().hex}",
     )
@@ -138,7 +150,9 @@ async def test_gateway_answers_429_with_retry_after_and_ratelimit_headers(storag
 
 
 async def test_limits_can_be_turned_off(standin: Standin) -> None:
-    settings = standin_settings(standin.address, rate_limit_enabled=False, rate_limit_default="1 per minute")
+    settings = standin_settings(
+        standin.address, rate_limit_enabled=False, rate_limit_default="1 per minute", rate_limit_read="1 per minute"
+    )
     async with serve_in_process(settings) as url, httpx.AsyncClient(base_url=url) as http:
         statuses = [(await http.get("/v1/sessions/abc")).status_code for _ in range(3)]
     assert statuses == [200, 200, 200]

@@ -102,7 +102,7 @@ def test_request_id_is_kept_when_sane_and_generated_otherwise() -> None:
 def test_only_the_documented_headers_become_metadata() -> None:
     metadata = outgoing_metadata(
         [
-            ("Authorization", "Bearer t"),
+            ("Authorization", "Bearer ignored-here"),
             ("traceparent", "00-abc-def-01"),
             ("Cookie", "session=1"),
             ("Grpc-Metadata-Tenant", "acme"),
@@ -113,6 +113,7 @@ def test_only_the_documented_headers_become_metadata() -> None:
         ],
         "rid-1",
         "1.2.3.4",
+        "Bearer t",
     )
     assert metadata == [
         ("authorization", "Bearer t"),
@@ -121,3 +122,25 @@ def test_only_the_documented_headers_become_metadata() -> None:
         ("x-request-id", "rid-1"),
         ("x-forwarded-for", "1.2.3.4"),
     ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Grpc-Metadata-Authorization",
+        "grpc-metadata-authorization",
+        "GRPC-METADATA-AUTHORIZATION",
+        "Grpc-Metadata-X-Authorization",
+        "Grpc-Metadata-Proxy-Authorization",
+        "Grpc-Metadata-X-On-Behalf-Of",
+        "Grpc-Metadata-X-Forwarded-For",
+        "Grpc-Metadata-X-Request-Id",
+        "Grpc-Metadata-Traceparent",
+    ],
+)
+def test_the_gateways_own_keys_cannot_be_set_through_grpc_metadata(header: str) -> None:
+    # Before: Grpc-Metadata-Authorization became a second `authorization` entry, which the
+    # services read (the last one wins) while the rate limiter keyed on the first.
+    metadata = outgoing_metadata([(header, "Bearer smuggled")], "rid-1", "1.2.3.4", None)
+    assert all(value != "Bearer smuggled" for _, value in metadata), metadata
+    assert [key for key, _ in metadata] == ["x-request-id", "x-forwarded-for"]
