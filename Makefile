@@ -43,8 +43,10 @@ IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 images:
 	docker build -t ghcr.io/agentmesh/agentmesh:$(IMAGE_TAG) .
 
+# MESH_ARGS=--ephemeral-ports runs beside another mesh (or whatever holds 8080, 50051-50055, ...).
+MESH_ARGS ?=
 run: setup
-	$(BIN)/python -m meshctl run
+	$(BIN)/python -m meshctl run $(MESH_ARGS)
 
 test: setup browser lint proto-check k8s-check pytest
 

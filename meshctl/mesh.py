@@ -26,7 +26,8 @@ ADDR_VARS = {name: f"{name.upper()}_ADDR" for name, *_ in SERVICES}
 GATEWAY_PORT = 8080
 OFFLINE_LLM_PORT = 8100
 OFFLINE_LLM_READY = re.compile(r"offline LLM listening on (?P<url>http://\S+)")
-GATEWAY_READY = re.compile(r"gateway listening on (?P<url>http://\S+)")
+GATEWAY_METRICS_PORT = 9100
+GATEWAY_READY = re.compile(r"gateway listening on (?P<url>http://\S+)(?: metrics=(?P<metrics>\S+))?")
 
 
 def module_exists(module: str) -> bool:
@@ -50,28 +51,57 @@ class Mesh:
     env: dict[str, str] = field(default_factory=dict)
     llm_url: str = ""
     gateway_url: str = ""
+    # `make run` sets it: its children die with it (see processes._die_with_parent).
+    die_with_parent: bool = False
+    # Whether plan() started (or joined) the embedded Postgres rather than using DATABASE_URL.
+    embedded_postgres: bool = False
 
     def _port(self, default: int) -> int:
         return free_port() if self.ephemeral_ports else default
 
-    def plan(self) -> None:
-        """Fixes every address up front: services call each other both ways."""
+    def plan(self, *, database: bool = True) -> None:
+        """Fixes every address up front: services call each other both ways. With
+        `database=False` the embedded Postgres is not started yet (plan_database() does)."""
         env = {**os.environ, **self.extra_env}
         env.setdefault("APP_ENV", "development")
         env["PYTHONUNBUFFERED"] = "1"
-        if not env.get("DATABASE_URL"):
-            env["DATABASE_URL"] = embedded_database_url(self.data_dir)
         self._ports: dict[str, tuple[int, int]] = {}
         for name, _module, grpc_port, metrics_port in SERVICES:
             self._ports[name] = (self._port(grpc_port), self._port(metrics_port))
             env.setdefault(ADDR_VARS[name], f"127.0.0.1:{self._ports[name][0]}")
         self._gateway_port = self._port(GATEWAY_PORT)
+        self._gateway_metrics_port = self._port(GATEWAY_METRICS_PORT)
+        self._llm_port = self._port(OFFLINE_LLM_PORT)
         self.env = env
+        if database:
+            self.plan_database()
 
-    def start(self, only: Iterable[str] | None = None) -> None:
-        self.plan()
+    def plan_database(self) -> None:
+        if not self.env.get("DATABASE_URL"):
+            self.env["DATABASE_URL"] = embedded_database_url(self.data_dir)
+            self.embedded_postgres = True
+
+    def planned_ports(self) -> list[tuple[int, str]]:
+        """Every TCP port the mesh will listen on, with what listens there (after plan())."""
+        ports: list[tuple[int, str]] = []
+        if self.wants_offline_llm():
+            ports.append((self._llm_port, "offline LLM"))
+        for name, module, *_ in SERVICES:
+            if module_exists(module):
+                grpc_port, metrics_port = self._ports[name]
+                ports += [(grpc_port, f"{name} gRPC"), (metrics_port, f"{name} metrics")]
+        if module_exists("gateway"):
+            ports += [(self._gateway_port, "gateway HTTP"), (self._gateway_metrics_port, "gateway metrics")]
+        return ports
+
+    def wants_offline_llm(self) -> bool:
+        return not (self.env.get("LLM_BASE_URL") or self.env.get("OPENAI_API_KEY")) and module_exists("offline_llm")
+
+    def start(self, only: Iterable[str] | None = None, *, planned: bool = False) -> None:
+        if not planned:
+            self.plan()
         wanted = set(only) if only is not None else None
-        if not (self.env.get("LLM_BASE_URL") or self.env.get("OPENAI_API_KEY")) and module_exists("offline_llm"):
+        if self.wants_offline_llm():
             self.start_offline_llm()
         for name, module, *_ in SERVICES:
             if (wanted is None or name in wanted) and module_exists(module):
@@ -80,9 +110,14 @@ class Mesh:
             self.start_gateway()
 
     def start_offline_llm(self) -> ChildProcess:
-        env = {**self.env, "OFFLINE_LLM_PORT": str(self._port(OFFLINE_LLM_PORT))}
+        env = {**self.env, "OFFLINE_LLM_PORT": str(self._llm_port)}
         child = ChildProcess(
-            "offline-llm", python_module("offline_llm"), env, self.log_dir / "offline-llm.log", OFFLINE_LLM_READY
+            "offline-llm",
+            python_module("offline_llm"),
+            env,
+            self.log_dir / "offline-llm.log",
+            OFFLINE_LLM_READY,
+            die_with_parent=self.die_with_parent,
         ).start()
         self.processes["offline-llm"] = child
         self.llm_url = child.ready_match["url"].rstrip("/") + "/v1"
@@ -101,13 +136,27 @@ class Mesh:
         if instance:
             overrides = {"GRPC_PORT": str(free_port()), "METRICS_PORT": str(free_port()), **overrides}
         env = self.service_env(name, **overrides)
-        child = ChildProcess(key, python_module(module), env, self.log_dir / f"{key}.log").start()
+        child = ChildProcess(
+            key, python_module(module), env, self.log_dir / f"{key}.log", die_with_parent=self.die_with_parent
+        ).start()
         self.processes[key] = child
         return child
 
     def start_gateway(self, **overrides: str) -> ChildProcess:
-        env = {**self.env, "GATEWAY_PORT": str(self._gateway_port), **overrides}
-        child = ChildProcess("gateway", python_module("gateway"), env, self.log_dir / "gateway.log", GATEWAY_READY)
+        env = {
+            **self.env,
+            "GATEWAY_PORT": str(self._gateway_port),
+            "GATEWAY_METRICS_PORT": str(self._gateway_metrics_port),
+            **overrides,
+        }
+        child = ChildProcess(
+            "gateway",
+            python_module("gateway"),
+            env,
+            self.log_dir / "gateway.log",
+            GATEWAY_READY,
+            die_with_parent=self.die_with_parent,
+        )
         child.start()
         self.processes["gateway"] = child
         self.gateway_url = child.ready_match["url"].rstrip("/")

@@ -6,6 +6,7 @@ metrics=HOST:PORT`); everything else it writes goes to its log file.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 READY_LINE = re.compile(r"AGENTMESH_READY service=(?P<service>\S+) grpc=(?P<grpc>\S+) metrics=(?P<metrics>\S+)")
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +24,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class StartError(RuntimeError):
     pass
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: the kernel sends it SIGTERM when the launcher
+    dies, however it dies (SIGKILL, a closed terminal), so no service outlives `make run`
+    holding its port. Only for children started from the main thread: the signal fires when
+    the forking *thread* exits."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
@@ -33,6 +47,8 @@ class ChildProcess:
     ready_pattern: re.Pattern[str] = READY_LINE
     process: subprocess.Popen[str] | None = None
     ready_match: dict[str, str] = field(default_factory=dict)
+    die_with_parent: bool = False
+    _ready: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def addr(self) -> str:
@@ -48,8 +64,15 @@ class ChildProcess:
         return self.process.pid
 
     def start(self, timeout_s: float = 60.0) -> ChildProcess:
+        self.spawn()
+        return self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        """Starts the process without waiting for it to be ready (the supervisor restarts
+        this way, so one slow restart does not hold up watching the others)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("a", encoding="utf-8")
+        self._ready = threading.Event()
         self.process = subprocess.Popen(
             self.argv,
             cwd=ROOT,
@@ -59,11 +82,19 @@ class ChildProcess:
             text=True,
             bufsize=1,
             start_new_session=True,  # Ctrl-C in the terminal reaches only the launcher
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
-        ready = threading.Event()
-        threading.Thread(target=self._pump_stdout, args=(log, ready), daemon=True).start()
+        # This run's pipe and event: a restart replaces self.process and self._ready.
+        threading.Thread(target=self._pump_stdout, args=(self.process.stdout, log, self._ready), daemon=True).start()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> ChildProcess:
+        assert self.process is not None
         deadline = time.monotonic() + timeout_s
-        while not ready.wait(0.05):
+        while not self._ready.wait(0.05):
             if self.process.poll() is not None:
                 raise StartError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
             if time.monotonic() > deadline:
@@ -71,9 +102,8 @@ class ChildProcess:
                 raise StartError(f"{self.name} was not ready within {timeout_s:.0f}s; see {self.log_path}")
         return self
 
-    def _pump_stdout(self, log, ready: threading.Event) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
+    def _pump_stdout(self, stdout: IO[str], log: IO[str], ready: threading.Event) -> None:
+        for line in stdout:
             if not ready.is_set():
                 match = self.ready_pattern.search(line)
                 if match:
@@ -81,9 +111,14 @@ class ChildProcess:
                     ready.set()
             log.write(line)
             log.flush()
+        log.close()
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
 
     def signal(self, sig: int) -> None:
         if self.running():
