@@ -13,6 +13,8 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -24,6 +26,8 @@ import httpx
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from meshctl.mesh import Mesh
+from meshctl.processes import ROOT
+from services.common.service_identity import dev_service_credential
 
 TRACES = int(os.environ.get("EVALS_BENCH_TRACES", "100"))
 LEVELS = (1, 8, 32)
@@ -62,7 +66,8 @@ async def judge_latency_ms(llm_url: str, samples: int = 50) -> float:
     return statistics.median(timings) * 1000
 
 
-async def grade_level(mesh: Mesh, token: str, concurrency: int) -> dict[str, float]:
+async def grade_level(mesh: Mesh, token: str, recorder: tuple[str, str], concurrency: int) -> dict[str, float]:
+    """`recorder`: the agent's service token and the user its traces name (RecordTrace is service-only)."""
     child = mesh.start_service(
         "evals",
         instance=f"-c{concurrency}",
@@ -71,18 +76,21 @@ async def grade_level(mesh: Mesh, token: str, concurrency: int) -> dict[str, flo
         DB_MAX_OVERFLOW="20",
     )
     metadata = (("authorization", f"Bearer {token}"),)
+    service_token, user_id = recorder
+    as_agent = (("authorization", f"Bearer {service_token}"),)
     try:
         async with grpc.aio.insecure_channel(child.addr) as channel:
             stub = evals_pb2_grpc.EvalServiceStub(channel)
             session = str(uuid.uuid4())
             for index in range(TRACES):
                 trace = evals_pb2.Trace(
-                    trace_id=f"bench-{uuid.uuid4().hex}",
+                    trace_id=str(uuid.uuid4()),
                     session_id=session,
+                    user_id=user_id,
                     input=f"What is the capital of country number {index}?",
                     output=f"You asked about the capital of country number {index}; I am the agentmesh offline model.",
                 )
-                await stub.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=metadata)
+                await stub.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=as_agent)
             started = time.perf_counter()
             report = None
             async for event in stub.RunEvaluation(
@@ -108,10 +116,19 @@ async def grade_level(mesh: Mesh, token: str, concurrency: int) -> dict[str, flo
 async def measure(mesh: Mesh) -> dict[str, object]:
     async with grpc.aio.insecure_channel(mesh.addr("auth")) as channel:
         auth = auth_pb2_grpc.AuthServiceStub(channel)
-        await auth.Register(auth_pb2.RegisterRequest(email=ADMIN, password=PASSWORD))
+        registered = await auth.Register(auth_pb2.RegisterRequest(email=ADMIN, password=PASSWORD))
+        # Registration grants no role: the operator command makes the admin.
+        grant = ["-m", "services.auth", "grant-role", "--email", ADMIN, "--role", "admin"]
+        await asyncio.to_thread(
+            subprocess.run, [sys.executable, *grant], cwd=ROOT, env=mesh.env, check=True, stdout=subprocess.DEVNULL
+        )
         token = (await auth.Login(auth_pb2.LoginRequest(email=ADMIN, password=PASSWORD))).access_token
+        issued = await auth.IssueServiceToken(
+            auth_pb2.IssueServiceTokenRequest(service_name="agent", credential=dev_service_credential("agent"))
+        )
+    recorder = (issued.access_token, registered.user.id)
     judge_ms = await judge_latency_ms(mesh.llm_url)
-    levels = {str(level): await grade_level(mesh, token, level) for level in LEVELS}
+    levels = {str(level): await grade_level(mesh, token, recorder, level) for level in LEVELS}
     sequential = levels["1"]["ms_per_judgement"]
     return {
         "judge_latency_ms_p50": round(judge_ms, 3),
@@ -128,7 +145,7 @@ def main() -> None:
             data_dir=Path(tmp) / "data",
             log_dir=Path(tmp) / "logs",
             ephemeral_ports=True,
-            extra_env={"APP_ENV": "test", "BCRYPT_ROUNDS": "4", "ADMIN_EMAILS": ADMIN, "LOG_LEVEL": "WARNING"},
+            extra_env={"APP_ENV": "test", "BCRYPT_ROUNDS": "4", "LOG_LEVEL": "WARNING"},
         )
         try:
             mesh.start(["auth"])

@@ -32,7 +32,7 @@ def main() -> int:
             data_dir=Path(tmp) / "data",
             log_dir=Path(tmp) / "logs",
             ephemeral_ports=True,
-            extra_env={"ADMIN_EMAILS": ADMIN_EMAIL, "LOG_LEVEL": "WARNING"},
+            extra_env={"LOG_LEVEL": "WARNING"},
         )
         try:
             mesh.start(["auth", "sessions", "agent", "memory", "evals"])
@@ -40,6 +40,14 @@ def main() -> int:
                 auth_pb2_grpc.AuthServiceStub(channel).Register(
                     auth_pb2.RegisterRequest(email=ADMIN_EMAIL, password=password), timeout=30
                 )
+            # Registration grants no role: the operator command makes the admin.
+            subprocess.run(
+                [sys.executable, "-m", "services.auth", "grant-role", "--email", ADMIN_EMAIL, "--role", "admin"],
+                cwd=ROOT,
+                env=mesh.env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             env = {**mesh.env, "EVALS_ADMIN_EMAIL": ADMIN_EMAIL, "EVALS_ADMIN_PASSWORD": password}
             return subprocess.run(
                 [sys.executable, "-m", "services.evals", "golden", *sys.argv[1:]], cwd=ROOT, env=env

@@ -31,6 +31,7 @@ def test_production_accepts_real_settings(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("DATABASE_URL", "postgresql://agentmesh:secret@db:5432/agentmesh")
     monkeypatch.setenv("SIGNING_KEY_SECRET", "s" * 40)
+    monkeypatch.setenv("SERVICE_CREDENTIALS", "agent=a-real-agent-credential,evals=sha256:" + "0" * 64)
     settings = load_settings(AuthSettings)
     assert settings.is_production
     assert settings.effective_log_format == "json"
@@ -50,14 +51,19 @@ def test_malformed_settings_name_the_setting_not_its_value(monkeypatch: pytest.M
 
 def test_env_file_of_the_app_env_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setattr("services.common.settings.ROOT", tmp_path)
-    (tmp_path / ".env.staging").write_text("ACCESS_TOKEN_TTL_S=600\nADMIN_EMAILS=boss@example.com\n")
+    # Staging refuses the development signing secret and service credentials (issue 11).
+    (tmp_path / ".env.staging").write_text(
+        "ACCESS_TOKEN_TTL_S=600\nLOGIN_MAX_FAILURES=7\nSIGNING_KEY_SECRET=" + "s" * 40 + "\n"
+        "SERVICE_CREDENTIALS=agent=staging-agent-credential\n"
+    )
     (tmp_path / ".env.staging.local").write_text("ACCESS_TOKEN_TTL_S=300\n")
     monkeypatch.setenv("APP_ENV", "staging")
     monkeypatch.delenv("ACCESS_TOKEN_TTL_S", raising=False)
-    monkeypatch.delenv("ADMIN_EMAILS", raising=False)
+    for name in ("LOGIN_MAX_FAILURES", "SIGNING_KEY_SECRET", "SERVICE_CREDENTIALS"):
+        monkeypatch.delenv(name, raising=False)
     settings = load_settings(AuthSettings)
     assert settings.access_token_ttl_s == 300
-    assert settings.admin_emails == ["boss@example.com"]
+    assert settings.login_max_failures == 7
     monkeypatch.setenv("ACCESS_TOKEN_TTL_S", "120")
     assert load_settings(AuthSettings).access_token_ttl_s == 120
 
