@@ -8,6 +8,7 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor
 
 from gateway.descriptors import ApiDescriptors, HttpBinding, resolve_field_path
+from gateway.oauth2 import TOKEN_ENDPOINT_RPCS
 from gateway.streaming import NDJSON_MEDIA_TYPE, SSE_MEDIA_TYPE
 
 FieldDescriptor = descriptor.FieldDescriptor
@@ -74,6 +75,34 @@ _STATUS_COMPONENT = {
 }
 
 
+OAUTH2_ERROR_SCHEMA = "OAuth2Error"
+_OAUTH2_ERROR_COMPONENT = {
+    "type": "object",
+    "description": (
+        "RFC 6749 section 5.2: how the token endpoint (Login) answers a form request "
+        "(`application/x-www-form-urlencoded`, `grant_type=password`) that fails. JSON requests "
+        "get a google.rpc.Status."
+    ),
+    "properties": {
+        "error": {
+            "type": "string",
+            "enum": [
+                "invalid_request",
+                "invalid_grant",
+                "unsupported_grant_type",
+                "unauthorized_client",
+                "slow_down",
+                "temporarily_unavailable",
+                "server_error",
+            ],
+        },
+        "error_description": {"type": "string"},
+    },
+    "required": ["error", "error_description"],
+    "additionalProperties": False,
+}
+
+
 class _SchemaBuilder:
     def __init__(self, api: ApiDescriptors, emit_unpopulated: bool) -> None:
         self.api = api
@@ -99,16 +128,17 @@ class _SchemaBuilder:
                 continue
             properties[field.name] = self.field_schema(field)
             behaviors = _behaviors(field)
-            if field_behavior_pb2.REQUIRED in behaviors:
+            if field_behavior_pb2.REQUIRED in behaviors and field_behavior_pb2.OUTPUT_ONLY not in behaviors:
                 required.append(field.name)
         schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
         description = self.api.comment(message.full_name)
         if description:
             schema["description"] = description
-        if required:
-            # Listed for readers; not enforced in the schema because the same schema describes
-            # responses, and the services (not the gateway) decide what an empty value means.
-            schema["x-required-fields"] = required
+        if required and self.emit_unpopulated:
+            # Standard `required`. The same component describes requests and responses, which is
+            # sound only while responses print every field (GATEWAY_EMIT_UNPOPULATED, the default);
+            # without that an empty REQUIRED field would be missing from a valid response.
+            schema["required"] = required
         return schema
 
     def field_schema(self, field: FieldDescriptor) -> dict[str, Any]:
@@ -315,6 +345,13 @@ def _responses(builder: _SchemaBuilder, binding: HttpBinding) -> dict[str, Any]:
             "content": {"application/json": {"schema": schema}},
         }
     error_response = {"description": "A google.rpc.Status", "content": {"application/json": {"schema": error}}}
+    if binding.rpc_name in TOKEN_ENDPOINT_RPCS:
+        builder.components[OAUTH2_ERROR_SCHEMA] = _OAUTH2_ERROR_COMPONENT
+        either = {"oneOf": [error, {"$ref": f"#/components/schemas/{OAUTH2_ERROR_SCHEMA}"}]}
+        error_response = {
+            "description": "A google.rpc.Status; for a form (OAuth2 password grant) request, an OAuth2 error",
+            "content": {"application/json": {"schema": either}},
+        }
     return {
         "200": ok,
         "400": {**error_response, "description": "INVALID_ARGUMENT, FAILED_PRECONDITION or OUT_OF_RANGE"},

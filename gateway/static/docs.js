@@ -9,6 +9,25 @@ function el(tag, text, className) {
   return node;
 }
 
+// Proto comments are Markdown: `code spans` and blank-line paragraphs. Rendered as nodes, never
+// as HTML, so a comment cannot inject markup.
+function rich(tag, text, className) {
+  const node = el(tag, null, className);
+  const paragraphs = String(text || "").split(/\n\s*\n/);
+  paragraphs.forEach((paragraph, index) => {
+    if (index > 0) node.append(document.createElement("br"), document.createElement("br"));
+    const parts = paragraph.replace(/\s*\n\s*/g, " ").split(/(`[^`]+`)/);
+    for (const part of parts) {
+      if (part.length > 2 && part.startsWith("`") && part.endsWith("`")) {
+        node.append(el("code", part.slice(1, -1)));
+      } else if (part) {
+        node.append(document.createTextNode(part));
+      }
+    }
+  });
+  return node;
+}
+
 function refName(ref) {
   return ref.replace("#/components/schemas/", "");
 }
@@ -52,13 +71,13 @@ function renderOperation(path, method, operation) {
   const summary = el("summary");
   summary.append(el("span", method, `method ${method}`), el("span", path, "path"), el("span", operation.summary));
   details.append(summary);
-  if (operation.description) details.append(el("p", operation.description, "description"));
+  if (operation.description) details.append(rich("p", operation.description, "description"));
 
   if (operation.parameters && operation.parameters.length) {
     details.append(el("h4", "Parameters"));
     const rows = operation.parameters.map((p) => {
       const row = el("tr");
-      row.append(el("td", p.name, "type"), el("td", p.in), typeCell(p.schema), el("td", p.description || ""));
+      row.append(el("td", p.name, "type"), el("td", p.in), typeCell(p.schema), rich("td", p.description));
       return row;
     });
     details.append(table(["name", "in", "type", "description"], rows));
@@ -80,7 +99,7 @@ function renderOperation(path, method, operation) {
     const content = response.content || {};
     const first = Object.entries(content)[0];
     row.append(el("td", code), el("td", first ? first[0] : "", "type"));
-    row.append(first ? typeCell(first[1].schema) : el("td"), el("td", response.description || ""));
+    row.append(first ? typeCell(first[1].schema) : el("td"), rich("td", response.description));
     return row;
   });
   details.append(table(["status", "content type", "schema", "description"], rows));
@@ -91,7 +110,8 @@ function propertiesTable(schema) {
   const rows = Object.entries(schema.properties || {}).map(([name, property]) => {
     const row = el("tr");
     const flags = property.readOnly ? " (output only)" : "";
-    row.append(el("td", name + flags, "type"), typeCell(property), el("td", property.description || ""));
+    const required = (schema.required || []).includes(name) ? " (required)" : "";
+    row.append(el("td", name + flags + required, "type"), typeCell(property), rich("td", property.description));
     return row;
   });
   return table(["field", "type", "description"], rows);
@@ -108,7 +128,7 @@ async function main() {
     return;
   }
   document.getElementById("title").textContent = `${doc.info.title} ${doc.info.version}`;
-  document.getElementById("description").textContent = doc.info.description || "";
+  document.getElementById("description").replaceWith(rich("p", doc.info.description, ""));
 
   const byTag = new Map();
   for (const tag of doc.tags || []) byTag.set(tag.name, { tag, items: [] });
@@ -125,7 +145,7 @@ async function main() {
     const section = el("section");
     section.id = `tag-${name}`;
     section.append(el("h2", name));
-    if (group.tag.description) section.append(el("p", group.tag.description, "description"));
+    if (group.tag.description) section.append(rich("p", group.tag.description, "description"));
     for (const [path, method, operation] of group.items) section.append(renderOperation(path, method, operation));
     operations.append(section);
     const link = el("a", name);
@@ -138,7 +158,7 @@ async function main() {
     const block = el("div", null, "schema");
     block.id = `schema-${name}`;
     block.append(el("h3", name));
-    if (schema.description) block.append(el("p", schema.description, "description"));
+    if (schema.description) block.append(rich("p", schema.description, "description"));
     if (schema.properties) block.append(propertiesTable(schema));
     schemas.append(block);
   }

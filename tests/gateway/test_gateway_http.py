@@ -162,9 +162,10 @@ async def test_stream_as_sse_sends_one_event_per_message(client: httpx.AsyncClie
     events = sse_events(response.text)
     assert [name for name, _ in events] == ["message"] * 5
     payloads = [json.loads(data) for _, data in events]
-    assert payloads[0] == {"started": {"run_id": "r-1", "model": "standin"}}
+    assert payloads[0]["started"] == {"run_id": "r-1", "model": "standin"}
     assert [p["token"]["text"] for p in payloads[1:4]] == ["Hel", "lo ", "<b>you</b>"]
-    assert payloads[4]["completed"]["message"] == {"role": "assistant", "content": "Hello <b>you</b>"}
+    completed = payloads[4]["completed"]["message"]
+    assert (completed["role"], completed["content"]) == ("assistant", "Hello <b>you</b>")
     assert payloads[4]["completed"]["latency_ms"] == "12345678901"
 
 

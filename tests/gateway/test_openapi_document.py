@@ -107,3 +107,34 @@ def test_errors_security_and_int64(document: dict) -> None:
     jsonschema.validate(123, latency)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate("12x", latency)
+
+
+def test_required_fields_are_standard_json_schema_required(document: dict) -> None:
+    # Before: `x-required-fields`, which no OpenAPI tool reads.
+    text = str(document)
+    assert "x-required-fields" not in text
+    chat = document["paths"]["/v1/sessions/{session_id}:chat"]["post"]
+    body = chat["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["message"]  # session_id is REQUIRED too, but comes from the path
+    login = document["paths"]["/v1/auth/login"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "password" in login["required"]
+    # A request that leaves out a required field fails the schema, as a client validator would see it.
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"email": "a@example.com"}, login)
+
+
+def test_required_is_left_out_when_responses_omit_empty_fields() -> None:
+    api = load_descriptor_set(DEFAULT_DESCRIPTOR_SET)
+    sparse = build_openapi(api, title="t", version="v1", emit_unpopulated=False)
+    ours = {name: schema for name, schema in sparse["components"]["schemas"].items() if name.startswith("agentmesh.")}
+    assert ours and all("required" not in schema for schema in ours.values())
+
+
+def test_login_documents_the_oauth2_error_shape(document: dict) -> None:
+    responses = document["paths"]["/v1/auth/login"]["post"]["responses"]
+    schema = responses["400"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/OAuth2Error"} in schema["oneOf"]
+    oauth2 = document["components"]["schemas"]["OAuth2Error"]
+    jsonschema.validate({"error": "invalid_grant", "error_description": "x"}, oauth2)
+    register = document["paths"]["/v1/auth/register"]["post"]["responses"]["400"]
+    assert register["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/google.rpc.Status"}
