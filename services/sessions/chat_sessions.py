@@ -1,9 +1,10 @@
-"""The rules of chat sessions: validation, ownership, paging, deletion."""
+"""The rules of chat sessions: validation, ownership, expiry, paging, deletion."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
 from services.common.ids import parse_uuid
@@ -14,6 +15,8 @@ from services.sessions.store import SessionRow, SessionStore
 MAX_NAME_LENGTH = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# Far enough for any retention policy, near enough that datetime arithmetic never overflows.
+MAX_TTL = timedelta(days=365 * 100)
 
 
 def parse_session_id(session_id: str) -> uuid.UUID:
@@ -32,14 +35,59 @@ def clean_name(name: str, *, required: bool) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Expiry:
+    """What the caller asked about expiry: an instant, a time to live, or neither."""
+
+    expire_time: datetime | None = None
+    ttl: timedelta | None = None
+
+    def resolve(self, now: datetime) -> datetime | None:
+        if self.expire_time is not None and self.ttl is not None:
+            raise InvalidArgument("give expire_time or ttl, not both", reason="EXPIRE_TIME_CONFLICT")
+        if self.ttl is not None:
+            if not timedelta(0) < self.ttl <= MAX_TTL:
+                raise InvalidArgument("ttl must be positive and at most 100 years", reason="TTL_INVALID")
+            return now + self.ttl
+        if self.expire_time is not None:
+            if self.expire_time <= now:
+                raise InvalidArgument("expire_time must be in the future", reason="EXPIRE_TIME_INVALID")
+            if self.expire_time - now > MAX_TTL:
+                raise InvalidArgument("expire_time must be within 100 years", reason="EXPIRE_TIME_INVALID")
+            return self.expire_time
+        return None
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """The fields an UpdateSession changes; None / False leave a field as it is."""
+
+    name: str | None = None
+    set_expire: bool = False
+    expiry: Expiry = Expiry()
+
+
 class ChatSessions:
-    def __init__(self, store: SessionStore, conversations: ConversationCleaner, *, max_sessions_per_user: int) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        conversations: ConversationCleaner,
+        *,
+        max_sessions_per_user: int,
+        default_ttl_s: float = 0.0,
+    ) -> None:
         self._store = store
         self._conversations = conversations
         self._max_sessions = max_sessions_per_user
+        # 0 = sessions never expire unless the caller says so.
+        self._default_ttl = timedelta(seconds=default_ttl_s) if default_ttl_s > 0 else None
 
-    async def create(self, user_id: str, name: str) -> SessionRow:
-        row = await self._store.create(user_id, clean_name(name, required=False), max_sessions=self._max_sessions)
+    async def create(self, user_id: str, name: str, expiry: Expiry = Expiry()) -> SessionRow:
+        name = clean_name(name, required=False)
+        if expiry.expire_time is None and expiry.ttl is None and self._default_ttl is not None:
+            expiry = Expiry(ttl=self._default_ttl)
+        expire_time = expiry.resolve(datetime.now(UTC))
+        row = await self._store.create(user_id, name, max_sessions=self._max_sessions, expire_time=expire_time)
         if row is None:
             raise ResourceExhausted(
                 f"at most {self._max_sessions} sessions per user; delete some to create more",
@@ -55,8 +103,14 @@ class ChatSessions:
         return row
 
     async def rename(self, user_id: str, session_id: str, name: str) -> SessionRow:
+        return await self.update(user_id, session_id, SessionUpdate(name=clean_name(name, required=True)))
+
+    async def update(self, user_id: str, session_id: str, change: SessionUpdate) -> SessionRow:
         parsed = parse_session_id(session_id)
-        row = await self._store.rename(user_id, parsed, clean_name(name, required=True))
+        expire_time = change.expiry.resolve(datetime.now(UTC)) if change.set_expire else None
+        row = await self._store.update(
+            user_id, parsed, name=change.name, set_expire=change.set_expire, expire_time=expire_time
+        )
         if row is None:
             raise NotFound("session not found", reason="SESSION_NOT_FOUND")
         return row

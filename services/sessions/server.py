@@ -2,22 +2,99 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+from services.common.errors import InvalidArgument
 from services.common.principal import current_principal
-from services.sessions.chat_sessions import ChatSessions
+from services.sessions.chat_sessions import ChatSessions, Expiry, SessionUpdate, clean_name
 from services.sessions.store import SessionRow
+
+UPDATABLE = ("name", "expire_time", "ttl")
 
 
 def session_message(row: SessionRow) -> sessions_pb2.Session:
     created, updated = Timestamp(), Timestamp()
     created.FromDatetime(row.created_at)
     updated.FromDatetime(row.updated_at)
-    return sessions_pb2.Session(
+    session = sessions_pb2.Session(
         session_id=row.id, name=row.name, created_at=created, updated_at=updated, user_id=row.user_id
     )
+    if row.expire_time is not None:
+        session.expire_time.FromDatetime(row.expire_time)
+    return session
+
+
+def timestamp_value(value: Timestamp, field: str) -> datetime:
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{field} is not a valid time", reason="EXPIRE_TIME_INVALID") from None
+
+
+def duration_value(value: Duration, field: str) -> timedelta:
+    try:
+        return value.ToTimedelta()
+    except (ValueError, OverflowError):
+        raise InvalidArgument(f"{field} is not a valid duration", reason="TTL_INVALID") from None
+
+
+def expiry_of(message, *, expire_field: str = "expire_time", ttl_field: str = "ttl") -> Expiry:
+    return Expiry(
+        expire_time=timestamp_value(message.expire_time, expire_field) if message.HasField("expire_time") else None,
+        ttl=duration_value(message.ttl, ttl_field) if message.HasField("ttl") else None,
+    )
+
+
+def update_of(request: sessions_pb2.UpdateSessionRequest) -> tuple[str, SessionUpdate]:
+    """The session id and the change, from either form of UpdateSession.
+
+    Flat form: `name`. AIP form (AIP-134): `session` + `update_mask`; an empty mask means
+    the fields set in `session`, `*` means name and expiry."""
+    if not request.HasField("session") and not request.HasField("update_mask"):
+        return request.session_id, SessionUpdate(name=clean_name(request.name, required=True))
+    if request.name:
+        raise InvalidArgument(
+            "give either name (flat form) or session with update_mask, not both", reason="UPDATE_FORM_CONFLICT"
+        )
+    session = request.session
+    session_id = request.session_id or session.session_id
+    if request.session_id and session.session_id and session.session_id != request.session_id:
+        raise InvalidArgument("session.session_id differs from session_id", reason="SESSION_ID_MISMATCH")
+    paths = list(request.update_mask.paths)
+    if not paths:
+        populated = {
+            "name": bool(session.name),
+            "expire_time": session.HasField("expire_time"),
+            "ttl": session.HasField("ttl"),
+        }
+        paths = [path for path, is_set in populated.items() if is_set]
+    if paths == ["*"]:
+        paths = ["name", "ttl" if session.HasField("ttl") else "expire_time"]
+    unknown = [p for p in paths if p not in UPDATABLE]
+    if unknown:
+        raise InvalidArgument(
+            f"update_mask may name only {', '.join(UPDATABLE)} (or *), not {unknown[0]!r}",
+            reason="UPDATE_MASK_INVALID",
+            metadata={"path": unknown[0][:100]},
+        )
+    if not paths:
+        raise InvalidArgument("nothing to update: update_mask names no field", reason="UPDATE_MASK_EMPTY")
+    name = clean_name(session.name, required=True) if "name" in paths else None
+    set_expire = "expire_time" in paths or "ttl" in paths
+    expiry = Expiry(
+        expire_time=timestamp_value(session.expire_time, "session.expire_time")
+        if "expire_time" in paths and session.HasField("expire_time")
+        else None,
+        ttl=duration_value(session.ttl, "session.ttl") if "ttl" in paths and session.HasField("ttl") else None,
+    )
+    if "ttl" in paths and expiry.ttl is None:
+        raise InvalidArgument("update_mask names ttl but session.ttl is not set", reason="TTL_INVALID")
+    return session_id, SessionUpdate(name=name, set_expire=set_expire, expiry=expiry)
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
@@ -25,7 +102,7 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self._sessions = sessions
 
     async def CreateSession(self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext):
-        row = await self._sessions.create(current_principal().user_id, request.name)
+        row = await self._sessions.create(current_principal().user_id, request.name, expiry_of(request))
         return sessions_pb2.CreateSessionResponse(session=session_message(row))
 
     async def ListSessions(self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext):
@@ -37,7 +114,8 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         return sessions_pb2.GetSessionResponse(session=session_message(row))
 
     async def UpdateSession(self, request: sessions_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext):
-        row = await self._sessions.rename(current_principal().user_id, request.session_id, request.name)
+        session_id, change = update_of(request)
+        row = await self._sessions.update(current_principal().user_id, session_id, change)
         return sessions_pb2.UpdateSessionResponse(session=session_message(row))
 
     async def DeleteSession(self, request: sessions_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext):

@@ -18,3 +18,9 @@ class SessionsSettings(CommonSettings):
     # Sessions one user may hold at once (all replicas: counted in Postgres under the
     # owner's lock); CreateSession past it is RESOURCE_EXHAUSTED / SESSION_QUOTA_EXCEEDED.
     max_sessions_per_user: int = Field(default=1000, ge=1)
+    # Default lifetime of a new session that names no expire_time or ttl (AIP-214);
+    # 0 = sessions never expire, so nothing existing or new disappears unless asked.
+    session_ttl_s: float = Field(default=0.0, ge=0)
+    # How often each replica looks for expired sessions and pending conversation clears.
+    session_sweep_interval_s: float = Field(default=30.0, gt=0)
+    session_sweep_batch: int = Field(default=100, ge=1, le=10_000)

@@ -1,43 +1,83 @@
-"""The sessions service's table (schema `sessions`) and every query on it.
+"""The sessions service's tables (schema `sessions`) and every query on them.
 
 Every query names the owner: a session of another user is indistinguishable from a
-missing one.
+missing one. An expired session (`expire_time` passed) is missing too, from the first
+second, whether or not the sweeper has deleted it yet.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+# Every read and write of a session skips expired ones: they are gone for their owner
+# from the first second, before the sweeper deletes them.
 # One clock reading for both times: a new session was never renamed.
 INSERT_SESSION = text(
-    "INSERT INTO sessions (id, user_id, name, created_at, updated_at)"
-    " SELECT :id, :user_id, :name, t.now, t.now FROM (SELECT clock_timestamp() AS now) AS t"
-    " RETURNING id, user_id, name, created_at, updated_at"
+    "INSERT INTO sessions (id, user_id, name, created_at, updated_at, expire_time)"
+    " SELECT :id, :user_id, :name, t.now, t.now, :expire_time FROM (SELECT clock_timestamp() AS now) AS t"
+    " RETURNING id, user_id, name, created_at, updated_at, expire_time"
 )
 GET_SESSION = text(
-    "SELECT id, user_id, name, created_at, updated_at FROM sessions WHERE id = :id AND user_id = :user_id"
+    "SELECT id, user_id, name, created_at, updated_at, expire_time FROM sessions"
+    " WHERE id = :id AND user_id = :user_id"
+    " AND (expire_time IS NULL OR expire_time > clock_timestamp())"
 )
-RENAME_SESSION = text(
-    "UPDATE sessions SET name = :name, updated_at = clock_timestamp() WHERE id = :id AND user_id = :user_id"
-    " RETURNING id, user_id, name, created_at, updated_at"
+# Each field changes only when named (:set_name / :set_expire); expire_time may become NULL.
+UPDATE_SESSION = text(
+    "UPDATE sessions SET name = CASE WHEN :set_name THEN :name ELSE name END,"
+    " expire_time = CASE WHEN :set_expire THEN CAST(:expire_time AS timestamptz) ELSE expire_time END,"
+    " updated_at = clock_timestamp()"
+    " WHERE id = :id AND user_id = :user_id"
+    " AND (expire_time IS NULL OR expire_time > clock_timestamp())"
+    " RETURNING id, user_id, name, created_at, updated_at, expire_time"
 )
 # Creation takes the owner's lock, so the count below is exact across replicas: two
 # creates racing at the quota's edge cannot both pass.
 LOCK_OWNER = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-COUNT_SESSIONS = text("SELECT count(*) FROM sessions WHERE user_id = :user_id")
-DELETE_SESSION = text("DELETE FROM sessions WHERE id = :id AND user_id = :user_id")
+COUNT_SESSIONS = text(
+    "SELECT count(*) FROM sessions WHERE user_id = :user_id"
+    " AND (expire_time IS NULL OR expire_time > clock_timestamp())"
+)
+DELETE_SESSION = text(
+    "DELETE FROM sessions WHERE id = :id AND user_id = :user_id"
+    " AND (expire_time IS NULL OR expire_time > clock_timestamp())"
+)
 LIST_FIRST_PAGE = text(
-    "SELECT id, user_id, name, created_at, updated_at FROM sessions WHERE user_id = :user_id"
+    "SELECT id, user_id, name, created_at, updated_at, expire_time FROM sessions WHERE user_id = :user_id"
+    " AND (expire_time IS NULL OR expire_time > clock_timestamp())"
     " ORDER BY created_at DESC, id DESC LIMIT :limit"
 )
 LIST_AFTER = text(
-    "SELECT id, user_id, name, created_at, updated_at FROM sessions WHERE user_id = :user_id"
+    "SELECT id, user_id, name, created_at, updated_at, expire_time FROM sessions WHERE user_id = :user_id"
+    " AND (expire_time IS NULL OR expire_time > clock_timestamp())"
     " AND (created_at, id) < (:created_at, :id) ORDER BY created_at DESC, id DESC LIMIT :limit"
+)
+# The sweeper: SKIP LOCKED lets every replica sweep at once without two deleting the
+# same rows; the pending clear is written in the same transaction as the delete.
+SWEEP_EXPIRED = text(
+    "WITH expired AS ("
+    "  SELECT id, user_id FROM sessions WHERE expire_time <= clock_timestamp()"
+    "  ORDER BY expire_time LIMIT :limit FOR UPDATE SKIP LOCKED"
+    "), cleared AS ("
+    "  INSERT INTO conversation_clears (session_id, user_id) SELECT id, user_id FROM expired"
+    "  ON CONFLICT (session_id) DO NOTHING"
+    ") DELETE FROM sessions s USING expired e WHERE s.id = e.id RETURNING s.id"
+)
+DUE_CLEARS = text(
+    "SELECT session_id, user_id, attempts FROM conversation_clears WHERE next_attempt_at <= clock_timestamp()"
+    " ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED"
+)
+CLEAR_DONE = text("DELETE FROM conversation_clears WHERE session_id = :session_id")
+CLEAR_FAILED = text(
+    "UPDATE conversation_clears SET attempts = attempts + 1, last_error = :error,"
+    " next_attempt_at = clock_timestamp() + make_interval(secs => :delay_s) WHERE session_id = :session_id"
 )
 
 
@@ -48,22 +88,32 @@ class SessionRow:
     name: str
     created_at: datetime
     updated_at: datetime
+    expire_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PendingClear:
+    session_id: str
+    user_id: str
+    attempts: int
 
 
 def _row(row) -> SessionRow:
-    return SessionRow(str(row.id), str(row.user_id), row.name, row.created_at, row.updated_at)
+    return SessionRow(str(row.id), str(row.user_id), row.name, row.created_at, row.updated_at, row.expire_time)
 
 
 class SessionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def create(self, user_id: str, name: str, *, max_sessions: int) -> SessionRow | None:
+    async def create(
+        self, user_id: str, name: str, *, max_sessions: int, expire_time: datetime | None = None
+    ) -> SessionRow | None:
         """The new session, or None when the owner already has `max_sessions`."""
         owner = uuid.UUID(user_id)
-        params = {"id": uuid.uuid4(), "user_id": owner, "name": name}
+        params = {"id": uuid.uuid4(), "user_id": owner, "name": name, "expire_time": expire_time}
         async with self._engine.begin() as conn:
-            await conn.execute(LOCK_OWNER, {"key": f"sessions:{user_id}"})
+            await conn.execute(LOCK_OWNER, {"key": "sessions:{user_id}"})
             if (await conn.execute(COUNT_SESSIONS, {"user_id": owner})).scalar_one() >= max_sessions:
                 return None
             return _row((await conn.execute(INSERT_SESSION, params)).one())
@@ -73,10 +123,25 @@ class SessionStore:
             row = (await conn.execute(GET_SESSION, {"id": session_id, "user_id": uuid.UUID(user_id)})).first()
         return _row(row) if row else None
 
-    async def rename(self, user_id: str, session_id: uuid.UUID, name: str) -> SessionRow | None:
-        params = {"id": session_id, "user_id": uuid.UUID(user_id), "name": name}
+    async def update(
+        self,
+        user_id: str,
+        session_id: uuid.UUID,
+        *,
+        name: str | None = None,
+        set_expire: bool = False,
+        expire_time: datetime | None = None,
+    ) -> SessionRow | None:
+        params = {
+            "id": session_id,
+            "user_id": uuid.UUID(user_id),
+            "set_name": name is not None,
+            "name": name or "",
+            "set_expire": set_expire,
+            "expire_time": expire_time,
+        }
         async with self._engine.begin() as conn:
-            row = (await conn.execute(RENAME_SESSION, params)).first()
+            row = (await conn.execute(UPDATE_SESSION, params)).first()
         return _row(row) if row else None
 
     async def delete(self, user_id: str, session_id: uuid.UUID) -> bool:
@@ -92,3 +157,29 @@ class SessionStore:
             params.update(created_at=after[0], id=after[1])
         async with self._engine.connect() as conn:
             return [_row(row) for row in (await conn.execute(query, params)).all()]
+
+    async def sweep_expired(self, limit: int) -> int:
+        """Deletes up to `limit` expired sessions, recording their conversations to clear."""
+        async with self._engine.begin() as conn:
+            return len((await conn.execute(SWEEP_EXPIRED, {"limit": limit})).all())
+
+    @asynccontextmanager
+    async def due_clears(self, limit: int) -> AsyncIterator[tuple[list[PendingClear], ClearLedger]]:
+        """A transaction holding up to `limit` due clears, locked against other replicas."""
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(DUE_CLEARS, {"limit": limit})).all()
+            yield [PendingClear(str(r.session_id), str(r.user_id), r.attempts) for r in rows], ClearLedger(conn)
+
+
+class ClearLedger:
+    """Marks the clears of one `due_clears` transaction done or failed (retried later)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def done(self, session_id: str) -> None:
+        await self._conn.execute(CLEAR_DONE, {"session_id": uuid.UUID(session_id)})
+
+    async def failed(self, session_id: str, error: str, delay_s: float) -> None:
+        params = {"session_id": uuid.UUID(session_id), "error": error[:500], "delay_s": delay_s}
+        await self._conn.execute(CLEAR_FAILED, params)

@@ -24,10 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentmesh/sessions/v1/sessions.proto\x12\x15\x61gentmesh.sessions.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x34\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\"*\n\x14\x43reateSessionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"H\n\x15\x43reateSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x14ListSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x1e.agentmesh.sessions.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x12GetSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"D\n\x14UpdateSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x15UpdateSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteSessionResponse2\xbf\x05\n\x0eSessionService\x12\x83\x01\n\rCreateSession\x12+.agentmesh.sessions.v1.CreateSessionRequest\x1a,.agentmesh.sessions.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12}\n\x0cListSessions\x12*.agentmesh.sessions.v1.ListSessionsRequest\x1a+.agentmesh.sessions.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12\x84\x01\n\nGetSession\x12(.agentmesh.sessions.v1.GetSessionRequest\x1a).agentmesh.sessions.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x90\x01\n\rUpdateSession\x12+.agentmesh.sessions.v1.UpdateSessionRequest\x1a,.agentmesh.sessions.v1.UpdateSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/sessions/{session_id}:\x01*\x12\x8d\x01\n\rDeleteSession\x12+.agentmesh.sessions.v1.DeleteSessionRequest\x1a,.agentmesh.sessions.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentmesh/sessions/v1/sessions.proto\x12\x15\x61gentmesh.sessions.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x02\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x34\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12,\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x04\"\x8f\x01\n\x14\x43reateSessionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12,\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\"H\n\x15\x43reateSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x14ListSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x1e.agentmesh.sessions.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x12GetSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"\xb2\x01\n\x14UpdateSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x07session\x18\x03 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.SessionB\x04\xe2\x41\x01\x01\x12\x35\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"H\n\x15UpdateSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteSessionResponse2\xbf\x05\n\x0eSessionService\x12\x83\x01\n\rCreateSession\x12+.agentmesh.sessions.v1.CreateSessionRequest\x1a,.agentmesh.sessions.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12}\n\x0cListSessions\x12*.agentmesh.sessions.v1.ListSessionsRequest\x1a+.agentmesh.sessions.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12\x84\x01\n\nGetSession\x12(.agentmesh.sessions.v1.GetSessionRequest\x1a).agentmesh.sessions.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x90\x01\n\rUpdateSession\x12+.agentmesh.sessions.v1.UpdateSessionRequest\x1a,.agentmesh.sessions.v1.UpdateSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/sessions/{session_id}:\x01*\x12\x8d\x01\n\rDeleteSession\x12+.agentmesh.sessions.v1.DeleteSessionRequest\x1a,.agentmesh.sessions.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,14 +44,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSION'].fields_by_name['updated_at']._serialized_options = b'\342A\001\003'
   _globals['_SESSION'].fields_by_name['user_id']._loaded_options = None
   _globals['_SESSION'].fields_by_name['user_id']._serialized_options = b'\342A\001\003'
+  _globals['_SESSION'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['expire_time']._serialized_options = b'\342A\001\001'
+  _globals['_SESSION'].fields_by_name['ttl']._loaded_options = None
+  _globals['_SESSION'].fields_by_name['ttl']._serialized_options = b'\342A\001\004'
   _globals['_CREATESESSIONREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_CREATESESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\001'
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['expire_time']._serialized_options = b'\342A\001\001'
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['ttl']._loaded_options = None
+  _globals['_CREATESESSIONREQUEST'].fields_by_name['ttl']._serialized_options = b'\342A\001\001'
   _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
   _globals['_GETSESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
   _globals['_UPDATESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
   _globals['_UPDATESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
   _globals['_UPDATESESSIONREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_UPDATESESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATESESSIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATESESSIONREQUEST'].fields_by_name['session']._loaded_options = None
+  _globals['_UPDATESESSIONREQUEST'].fields_by_name['session']._serialized_options = b'\342A\001\001'
+  _globals['_UPDATESESSIONREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATESESSIONREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\001'
   _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._loaded_options = None
   _globals['_DELETESESSIONREQUEST'].fields_by_name['session_id']._serialized_options = b'\342A\001\002'
   _globals['_SESSIONSERVICE'].methods_by_name['CreateSession']._loaded_options = None
@@ -62,28 +76,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONSERVICE'].methods_by_name['UpdateSession']._serialized_options = b'\202\323\344\223\002\0362\031/v1/sessions/{session_id}:\001*'
   _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._serialized_options = b'\202\323\344\223\002\033*\031/v1/sessions/{session_id}'
-  _globals['_SESSION']._serialized_start=160
-  _globals['_SESSION']._serialized_end=340
-  _globals['_CREATESESSIONREQUEST']._serialized_start=342
-  _globals['_CREATESESSIONREQUEST']._serialized_end=384
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=386
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=458
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=460
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=520
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=522
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=619
-  _globals['_GETSESSIONREQUEST']._serialized_start=621
-  _globals['_GETSESSIONREQUEST']._serialized_end=666
-  _globals['_GETSESSIONRESPONSE']._serialized_start=668
-  _globals['_GETSESSIONRESPONSE']._serialized_end=737
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=739
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=807
-  _globals['_UPDATESESSIONRESPONSE']._serialized_start=809
-  _globals['_UPDATESESSIONRESPONSE']._serialized_end=881
-  _globals['_DELETESESSIONREQUEST']._serialized_start=883
-  _globals['_DELETESESSIONREQUEST']._serialized_end=931
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=933
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=956
-  _globals['_SESSIONSERVICE']._serialized_start=959
-  _globals['_SESSIONSERVICE']._serialized_end=1662
+  _globals['_SESSION']._serialized_start=226
+  _globals['_SESSION']._serialized_end=507
+  _globals['_CREATESESSIONREQUEST']._serialized_start=510
+  _globals['_CREATESESSIONREQUEST']._serialized_end=653
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=655
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=727
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=729
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=789
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=791
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=888
+  _globals['_GETSESSIONREQUEST']._serialized_start=890
+  _globals['_GETSESSIONREQUEST']._serialized_end=935
+  _globals['_GETSESSIONRESPONSE']._serialized_start=937
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1006
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=1009
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1187
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1189
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1261
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1263
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1311
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1313
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1336
+  _globals['_SESSIONSERVICE']._serialized_start=1339
+  _globals['_SESSIONSERVICE']._serialized_end=2042
 # @@protoc_insertion_point(module_scope)

@@ -90,7 +90,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateSession(self, request, context):
-        """Renames one of the caller's sessions.
+        """Renames one of the caller's sessions or changes when it expires. Takes the AIP form
+        (`session` + `update_mask`) or the flat form (`name`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

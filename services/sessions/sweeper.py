@@ -1,0 +1,81 @@
+"""Retention: expired sessions are deleted with everything that belongs to them.
+
+Every replica runs the sweeper; `FOR UPDATE SKIP LOCKED` hands each expired row and each
+pending clear to exactly one of them. A sweep deletes a batch of expired sessions and, in
+the same transaction, records a pending conversation clear per session; the clears are
+then asked of the agent service (as the sessions service, on behalf of the owner) and
+retried with backoff until the agent confirms, so an agent outage delays the erasure but
+never loses it. Users never see an expired session, swept or not (the store filters them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from services.common.errors import DomainError
+from services.common.logging import get_logger
+from services.sessions.conversations import ConversationCleaner
+from services.sessions.store import SessionStore
+
+log = get_logger(__name__)
+
+MAX_RETRY_DELAY_S = 300.0
+
+
+def retry_delay_s(attempts: int, base_s: float) -> float:
+    return min(MAX_RETRY_DELAY_S, base_s * 2 ** min(attempts, 16))
+
+
+class SessionSweeper:
+    def __init__(
+        self, store: SessionStore, conversations: ConversationCleaner, *, interval_s: float, batch: int
+    ) -> None:
+        self._store = store
+        self._conversations = conversations
+        self._interval_s = interval_s
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="session-sweeper")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def sweep_once(self) -> tuple[int, int]:
+        """(sessions deleted, conversations cleared) in one pass."""
+        deleted = 0
+        while True:
+            batch = await self._store.sweep_expired(self._batch)
+            deleted += batch
+            if batch < self._batch:
+                break
+        cleared = 0
+        async with self._store.due_clears(self._batch) as (pending, ledger):
+            for clear in pending:
+                try:
+                    await self._conversations.clear_for(clear.session_id, clear.user_id)
+                except (DomainError, RuntimeError) as exc:
+                    error = exc.reason if isinstance(exc, DomainError) else type(exc).__name__
+                    await ledger.failed(clear.session_id, error, retry_delay_s(clear.attempts, self._interval_s))
+                    log.warning("conversation_clear_failed", attempts=clear.attempts + 1, error=error)
+                    continue
+                await ledger.done(clear.session_id)
+                cleared += 1
+        if deleted or cleared:
+            log.info("sessions_swept", deleted=deleted, conversations_cleared=cleared)
+        return deleted, cleared
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed pass (database down, say) is retried next interval
+                log.exception("session_sweep_failed")
+            await asyncio.sleep(self._interval_s)
