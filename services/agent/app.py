@@ -8,19 +8,20 @@ import functools
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from services.agent.checkpoints import Checkpoints
 from services.agent.conversations import Conversations
+from services.agent.executor import RunExecutor
 from services.agent.graph import build_agent_graph
 from services.agent.langfuse_tracing import LangfuseTracing
 from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
-from services.agent.pg_pool import lock_connection
-from services.agent.run_lock import RunLocks
+from services.agent.pg_pool import dedicated_connection
+from services.agent.run_store import RunStore
+from services.agent.runs import Runs, RunSettings
 from services.agent.server import AgentServicer
 from services.agent.session_access import SessionAccess
 from services.agent.settings import AgentSettings
 from services.agent.system_prompt import SystemPrompt
 from services.agent.tools.registry import build_tools
 from services.agent.trace_export import TraceExport
-from services.agent.turns import TurnRunner
 from services.common.database import resolve_database_url
 from services.common.server import Mount, ServiceApp
 
@@ -32,20 +33,16 @@ class AgentApp(ServiceApp):
     def __init__(self, settings: AgentSettings) -> None:
         super().__init__(settings)
         self.checkpoints: Checkpoints | None = None
-        self.locks: RunLocks | None = None
         self.sessions: SessionAccess | None = None
         self.memory: LongTermMemory | None = None
         self.traces: TraceExport | None = None
         self.tracing: LangfuseTracing | None = None
-        self.turns: TurnRunner | None = None
+        self.runs: Runs | None = None
 
     async def start(self) -> list[Mount]:
         s = self.settings
         url = await resolve_database_url(s)
         self.checkpoints = await Checkpoints.open(url, s)
-        self.locks = RunLocks(
-            functools.partial(lock_connection, url), lanes=s.run_lock_connections, timeout_s=s.db_pool_timeout_s
-        )
         self.sessions = SessionAccess(s.sessions_addr, s.sessions_timeout_s)
         self.memory = LongTermMemory(s)
         self.traces = TraceExport(s)
@@ -65,30 +62,45 @@ class AgentApp(ServiceApp):
             max_tool_rounds=s.max_tool_rounds,
             checkpointer=self.checkpoints.saver,
         )
-        self.turns = TurnRunner(
+        executor = RunExecutor(
             graph=graph,
             chain=chain,
-            sessions=self.sessions,
-            locks=self.locks,
             memory=self.memory,
             traces=self.traces,
             tracing=self.tracing,
-            max_message_chars=s.max_message_chars,
             max_tool_rounds=s.max_tool_rounds,
         )
-        conversations = Conversations(self.sessions, self.checkpoints, self.locks)
+        self.runs = Runs(
+            store=RunStore(self.checkpoints.pool, lease_s=s.run_lease_s),
+            executor=executor,
+            sessions=self.sessions,
+            listen=functools.partial(dedicated_connection, url),
+            settings=RunSettings(
+                lease_s=s.run_lease_s,
+                events_ttl_s=s.run_events_ttl_s,
+                flush_interval_s=s.run_events_flush_ms / 1000,
+                max_active_runs_per_user=s.max_active_runs_per_user,
+                max_message_chars=s.max_message_chars,
+            ),
+        )
+        await self.runs.start()
+        conversations = Conversations(self.sessions, self.checkpoints, self.runs)
         return [
             Mount(
                 descriptor=agent_pb2.DESCRIPTOR.services_by_name["AgentService"],
                 add_to_server=agent_pb2_grpc.add_AgentServiceServicer_to_server,
-                servicer=AgentServicer(self.turns, conversations),
+                servicer=AgentServicer(self.runs, conversations),
             )
         ]
 
+    async def drain(self, grace_s: float) -> None:
+        if self.runs is not None:
+            await self.runs.drain(grace_s)
+
     async def stop(self) -> None:
         drain_s = self.settings.background_drain_timeout_s
-        if self.turns is not None:
-            await self.turns.cancel_streams()
+        if self.runs is not None:
+            await self.runs.close()
         if self.memory is not None:
             await self.memory.close(drain_s)
         if self.traces is not None:
@@ -97,7 +109,5 @@ class AgentApp(ServiceApp):
             await self.tracing.close()
         if self.sessions is not None:
             await self.sessions.close()
-        if self.locks is not None:
-            await self.locks.close()
         if self.checkpoints is not None:
             await self.checkpoints.close()

@@ -1,7 +1,8 @@
 """Conversation state in Postgres: LangGraph's checkpointer in the `agent` schema.
 
-The checkpointer's tables are created by its own `setup()`, serialised across replicas
-by an advisory lock so two replicas starting together do not race on DDL.
+The schema holds LangGraph's tables (created by its own `setup()`) and the run tables
+(`run_store.MIGRATIONS`); both are brought up to date under one advisory lock, so two
+replicas starting together do not race on DDL.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.agent.pg_pool import ensure_schema, open_pool
+from services.agent.run_store import RunStore
 from services.agent.settings import AgentSettings
 from services.common.logging import get_logger
 
@@ -46,7 +48,7 @@ class PooledPostgresSaver(AsyncPostgresSaver):
 
 class Checkpoints:
     def __init__(self, pool: AsyncConnectionPool, saver: PooledPostgresSaver) -> None:
-        self._pool = pool
+        self.pool = pool
         self.saver = saver
 
     @classmethod
@@ -66,6 +68,7 @@ class Checkpoints:
             await conn.execute(SETUP_LOCK)
             try:
                 await saver.setup()
+                await RunStore(pool, lease_s=settings.run_lease_s).migrate()
             finally:
                 await conn.execute(SETUP_UNLOCK)
         log.info("checkpointer_ready", schema=SCHEMA)
@@ -81,4 +84,4 @@ class Checkpoints:
         await self.saver.adelete_thread(thread_id)
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self.pool.close()

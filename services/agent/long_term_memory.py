@@ -12,7 +12,7 @@ from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from services.agent import metrics
 from services.agent.background import BackgroundTasks
 from services.agent.settings import AgentSettings
-from services.common.clients import forward_metadata, open_channel
+from services.common.clients import open_channel
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -31,17 +31,20 @@ class LongTermMemory:
         self._add_timeout_s = settings.memory_add_timeout_s
         self._writes = BackgroundTasks(settings.memory_max_pending_writes)
 
-    async def recall(self, query: str) -> list[str]:
-        """Facts about the caller relevant to `query`; [] when there are none or memory is unavailable."""
+    async def recall(self, query: str, metadata: tuple[tuple[str, str], ...]) -> list[str]:
+        """Facts about the run's user relevant to `query`; [] when there are none or memory
+        is unavailable (or the run has no credentials for it)."""
         if not self._enabled:
+            return []
+        if not metadata:
+            metrics.memory_lookups_total.labels(result="error").inc()
+            log.warning("memory_search_skipped", reason="no credentials for the run's user")
             return []
         request = memory_pb2.SearchMemoriesRequest(
             query=query[:MAX_QUERY_CHARS], limit=self._limit, min_score=self._min_score
         )
         try:
-            response = await self._stub.SearchMemories(
-                request, metadata=forward_metadata(), timeout=self._search_timeout_s
-            )
+            response = await self._stub.SearchMemories(request, metadata=metadata, timeout=self._search_timeout_s)
         except grpc.aio.AioRpcError as exc:
             timed_out = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             metrics.memory_lookups_total.labels(result="timeout" if timed_out else "error").inc()
@@ -61,6 +64,10 @@ class LongTermMemory:
         metadata: tuple[tuple[str, str], ...],
     ) -> None:
         if not self._enabled:
+            return
+        if not metadata:
+            metrics.memory_writes_total.labels(result="dropped").inc()
+            log.warning("memory_write_dropped", reason="no credentials for the run's user")
             return
         request = memory_pb2.AddMemoriesRequest(
             messages=[

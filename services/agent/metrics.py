@@ -37,3 +37,10 @@ runs_total = Counter("agent_runs_total", "Agent turns by outcome (completed, fai
 run_lock_conflicts_total = Counter("agent_run_lock_conflicts_total", "Turns refused because one was already running")
 eval_traces_total = Counter("agent_eval_traces_total", "Eval traces by result (sent, dropped, failed)", ["result"])
 tool_calls_total = Counter("agent_tool_calls_total", "Tool calls by tool and outcome (ok, error)", ["tool", "outcome"])
+run_events_written_total = Counter("agent_run_events_written_total", "Run events persisted for replay")
+runs_lost_total = Counter(
+    "agent_runs_lost_total", "Runs whose replica stopped renewing their lease, failed by another replica"
+)
+run_follows_total = Counter(
+    "agent_run_follows_total", "Streams following a run, by where its events came from (local, stored)", ["source"]
+)

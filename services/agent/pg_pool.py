@@ -8,11 +8,18 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from services.common.database import retry_connect
+
 OPEN_TIMEOUT_S = 30.0
 
 
-async def ensure_schema(url: str, schema: str) -> None:
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+async def ensure_schema(url: str, schema: str, *, connect_timeout_s: float = OPEN_TIMEOUT_S) -> None:
+    # The first connection of the agent's start: a database still starting is retried
+    # (services/common/database.py retry_connect) instead of crash-looping the pod.
+    conn = await retry_connect(
+        lambda: psycopg.AsyncConnection.connect(url, autocommit=True), timeout_s=connect_timeout_s, what=schema
+    )
+    async with conn:
         await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
@@ -44,7 +51,7 @@ async def open_pool(
     return pool
 
 
-async def lock_connection(url: str) -> psycopg.AsyncConnection:
-    """A dedicated autocommit connection for advisory locks (never pooled: its locks
-    belong to the database session)."""
+async def dedicated_connection(url: str) -> psycopg.AsyncConnection:
+    """A dedicated autocommit connection, never pooled: what it holds (LISTEN) belongs to
+    its database session."""
     return await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)

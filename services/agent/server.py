@@ -1,4 +1,4 @@
-"""agentmesh.agent.v1.AgentService: turns and conversations on the caller's sessions."""
+"""agentmesh.agent.v1.AgentService: runs and conversations on the caller's sessions."""
 
 from __future__ import annotations
 
@@ -8,22 +8,63 @@ import grpc
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from services.agent.conversations import Conversations
-from services.agent.turns import TurnRunner
+from services.agent.run_messages import chat_response, run_message
+from services.agent.runs import Runs, ending_error
+from services.common.principal import current_principal
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, turns: TurnRunner, conversations: Conversations) -> None:
-        self._turns = turns
+    def __init__(self, runs: Runs, conversations: Conversations) -> None:
+        self._runs = runs
         self._conversations = conversations
 
     async def Chat(self, request: agent_pb2.ChatRequest, context: grpc.aio.ServicerContext) -> agent_pb2.ChatResponse:
-        return await self._turns.chat(request.session_id, request.message)
+        events = [event async for event in self._run_and_follow(request, context)]
+        return chat_response(request.message.content, events)
 
     async def StreamChat(
         self, request: agent_pb2.StreamChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[agent_pb2.ChatEvent]:
-        async for event in self._turns.stream(request.session_id, request.message, context):
+        async for event in self._run_and_follow(request, context):
             yield event
+
+    async def _run_and_follow(
+        self, request: agent_pb2.ChatRequest | agent_pb2.StreamChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.ChatEvent]:
+        principal = current_principal()
+        run = await self._runs.create(principal, request.session_id, request.message, request.multitask_strategy)
+        if request.on_disconnect == agent_pb2.ON_DISCONNECT_CANCEL:
+            self._runs.cancel_on_disconnect(context, run)
+        async for event in self._runs.follow(run.run_id, 0):
+            yield event
+            error = ending_error(event)
+            if error is not None:
+                raise error
+
+    async def CreateRun(self, request: agent_pb2.CreateRunRequest, context: grpc.aio.ServicerContext):
+        run = await self._runs.create(
+            current_principal(), request.session_id, request.message, request.multitask_strategy
+        )
+        return agent_pb2.CreateRunResponse(run=run_message(run))
+
+    async def GetRun(self, request: agent_pb2.GetRunRequest, context: grpc.aio.ServicerContext):
+        run = await self._runs.get(current_principal(), request.session_id, request.run_id)
+        return agent_pb2.GetRunResponse(run=run_message(run))
+
+    async def ListRuns(self, request: agent_pb2.ListRunsRequest, context: grpc.aio.ServicerContext):
+        runs, token = await self._runs.list(request.session_id, request.page_size, request.page_token)
+        return agent_pb2.ListRunsResponse(runs=[run_message(r) for r in runs], next_page_token=token)
+
+    async def StreamRun(
+        self, request: agent_pb2.StreamRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[agent_pb2.ChatEvent]:
+        run = await self._runs.get(current_principal(), request.session_id, request.run_id)
+        async for event in self._runs.follow(run.run_id, request.after_seq):
+            yield event
+
+    async def CancelRun(self, request: agent_pb2.CancelRunRequest, context: grpc.aio.ServicerContext):
+        run = await self._runs.cancel(current_principal(), request.session_id, request.run_id, request.action)
+        return agent_pb2.CancelRunResponse(run=run_message(run))
 
     async def GetHistory(self, request: agent_pb2.GetHistoryRequest, context: grpc.aio.ServicerContext):
         messages = await self._conversations.history(request.session_id)

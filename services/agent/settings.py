@@ -45,9 +45,19 @@ class AgentSettings(CommonSettings, LLMSettings):
 
     checkpoint_pool_min_size: int = Field(default=2, ge=1, le=200)
     checkpoint_pool_max_size: int = Field(default=10, ge=1, le=200)
-    # Long-lived connections that carry the per-session advisory locks (any number of
-    # locks per connection); more lanes only spread the lock round trips.
-    run_lock_connections: int = Field(default=2, ge=1, le=32)
+
+    # A replica renews the lease of each run it executes every third of this; a run whose
+    # lease ran out (its replica died) is failed by another replica, kept in the history
+    # as interrupted, within about this long.
+    run_lease_s: float = Field(default=30.0, ge=1.0, le=600)
+    # Events of finished runs are kept this long for clients that resume late; the run
+    # record and the history stay.
+    run_events_ttl_s: float = Field(default=3600.0, ge=1.0)
+    # Events are written in batches at most this far apart (followers on the executing
+    # replica get each one at once).
+    run_events_flush_ms: int = Field(default=25, ge=1, le=1000)
+    # Turns pending or running per user, across every replica.
+    max_active_runs_per_user: int = Field(default=4, ge=1, le=1000)
 
     web_search_enabled: bool = False
     web_search_timeout_s: float = Field(default=5.0, gt=0)

@@ -136,3 +136,32 @@ def upstream_error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInf
             if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
                 return info
     return None
+
+
+class Cancelled(DomainError):
+    code = grpc.StatusCode.CANCELLED
+    default_reason = "CANCELLED"
+
+
+def error_for_status(
+    code: grpc.StatusCode, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+) -> DomainError:
+    """The domain error a recorded status stands for (e.g. a run's last event), so a call
+    that reports it ends with the same code and reason."""
+    kinds: list[type[DomainError]] = [
+        InvalidArgument,
+        Unauthenticated,
+        PermissionDenied,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Aborted,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        Cancelled,
+    ]
+    for kind in kinds:
+        if kind.code == code:
+            return kind(message, reason=reason, metadata=metadata)
+    return DomainError(message, reason=reason, metadata=metadata)

@@ -200,17 +200,20 @@ async def test_second_concurrent_turn_on_a_session_is_aborted(
     assert after.messages[1].content
 
 
-async def test_cancelled_stream_closes_the_model_call_and_keeps_history_valid(
+async def test_stream_cancelled_on_disconnect_closes_the_model_call_and_keeps_what_it_said(
     isolated: agent_pb2_grpc.AgentServiceStub, llm_control: httpx.AsyncClient, user: MeshUser, new_session: NewSession
 ) -> None:
     session_id = await new_session(user)
     first = await isolated.Chat(chat_request(session_id, "My name is Ada"), metadata=user.metadata)
     await add_fault(llm_control, model=PRIMARY, kind="stall", stall_s=30, after_tokens=2, count=1)
-    call = isolated.StreamChat(stream_request(session_id, "tell me a long story"), metadata=user.metadata)
-    tokens = 0
+    request = stream_request(session_id, "tell me a long story")
+    request.on_disconnect = agent_pb2.ON_DISCONNECT_CANCEL
+    call = isolated.StreamChat(request, metadata=user.metadata)
+    tokens = []
     async for event in call:
-        tokens += event.WhichOneof("event") == "token"
-        if tokens == 2:
+        if event.WhichOneof("event") == "token":
+            tokens.append(event.token.text)
+        if len(tokens) == 2:
             break
 
     call.cancel()
@@ -222,13 +225,19 @@ async def test_cancelled_stream_closes_the_model_call_and_keeps_history_valid(
     stats = await offline_stats(llm_control)
     assert stats["client_disconnects"] >= 1
     assert stats["requests_by_model"][PRIMARY] == 2  # the first turn and the cancelled one, not retried
-    history = await isolated.GetHistory(agent_pb2.GetHistoryRequest(session_id=session_id), metadata=user.metadata)
-    assert [m.content for m in history.messages] == ["My name is Ada", first.messages[1].content]
     following = await _chat_when_free(isolated, user, session_id, "what is my name?")
     assert "Ada" in following.messages[1].content
     history = await isolated.GetHistory(agent_pb2.GetHistoryRequest(session_id=session_id), metadata=user.metadata)
     assert_alternating(list(history.messages))
-    assert [m.content for m in history.messages][2:] == ["what is my name?", following.messages[1].content]
+    # The stopped turn is kept: the user's message and what the answer had reached, marked interrupted.
+    assert [(m.content, m.interrupted) for m in history.messages] == [
+        ("My name is Ada", False),
+        (first.messages[1].content, False),
+        ("tell me a long story", False),
+        ("".join(tokens), True),
+        ("what is my name?", False),
+        (following.messages[1].content, False),
+    ]
 
 
 async def _chat_when_free(

@@ -1,0 +1,253 @@
+"""Executing one run on this replica: recall memory, run the LangGraph turn, emit its
+events into the run's channel, record how it ended, hand memory and the trace off.
+
+The run is a task of its own, not part of any RPC: a client that goes away does not
+stop it. Cancelling the task (CancelRun, another run's INTERRUPT/ROLLBACK, shutdown)
+closes the model's HTTP stream at once; what the run produced so far is then kept in
+the history, marked interrupted, unless it was rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Overwrite
+
+from agentmesh.agent.v1 import agent_pb2
+from agentmesh.evals.v1 import evals_pb2
+from services.agent import metrics
+from services.agent.graph import TurnContext, recursion_limit, start_turn
+from services.agent.langfuse_tracing import LangfuseTracing
+from services.agent.llm_chain import ModelChain
+from services.agent.long_term_memory import LongTermMemory
+from services.agent.run_events import RunChannel
+from services.agent.run_store import RunOutcome, RunRow
+from services.agent.trace_export import TraceExport
+from services.common.errors import DomainError
+from services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+# Marks an assistant message that a stop or a crash cut short (kept in the history).
+INTERRUPTED_KEY = "agentmesh_interrupted"
+CANCEL_INTERRUPT, CANCEL_ROLLBACK, CANCEL_SHUTDOWN = "interrupt", "rollback", "shutdown"
+# agent_runs_total keeps the outcome names dashboards and alerts already use.
+OUTCOME_LABELS = {"succeeded": "completed"}
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class RunCredentials:
+    """How this replica calls memory and evals for the run's user."""
+
+    metadata: Metadata = ()
+
+
+@dataclass
+class Execution:
+    """What the executor learned while the run went, read when it ends."""
+
+    channel: RunChannel
+    started: float = field(default_factory=time.perf_counter)
+    text: list[str] = field(default_factory=list)
+    context: TurnContext | None = None
+    cancel_action: str | None = None
+
+
+def error_event(code: grpc.StatusCode, message: str, reason: str) -> agent_pb2.ChatEvent:
+    return agent_pb2.ChatEvent(error=agent_pb2.RunError(code=code.value[0], message=message, reason=reason))
+
+
+CANCELLED_MESSAGES = {
+    CANCEL_INTERRUPT: ("the run was stopped; what it said so far is kept", "RUN_CANCELLED"),
+    CANCEL_ROLLBACK: ("the run was cancelled and rolled back", "RUN_ROLLED_BACK"),
+    CANCEL_SHUTDOWN: (
+        "the agent replica running this turn shut down before it finished; send the message again",
+        "RUN_ABORTED_BY_SHUTDOWN",
+    ),
+}
+
+
+def cancelled_outcome(action: str) -> tuple[RunOutcome, agent_pb2.ChatEvent]:
+    message, reason = CANCELLED_MESSAGES[action]
+    if action == CANCEL_SHUTDOWN:
+        code, status = grpc.StatusCode.UNAVAILABLE, "failed"
+    else:
+        code, status = grpc.StatusCode.CANCELLED, "cancelled"
+    outcome = RunOutcome(
+        status=status, error_code=code.value[0], error_message=message, error_reason=reason, cancel_action=action
+    )
+    return outcome, error_event(code, message, reason)
+
+
+class RunExecutor:
+    def __init__(
+        self,
+        *,
+        graph: CompiledStateGraph,
+        chain: ModelChain,
+        memory: LongTermMemory,
+        traces: TraceExport,
+        tracing: LangfuseTracing,
+        max_tool_rounds: int,
+    ) -> None:
+        self._graph = graph
+        self._chain = chain
+        self._memory = memory
+        self._traces = traces
+        self._tracing = tracing
+        self._recursion_limit = recursion_limit(max_tool_rounds)
+
+    async def execute(self, run: RunRow, execution: Execution, credentials: RunCredentials) -> RunRow | None:
+        """Runs the turn to its end and records it; the task may be cancelled with
+        `execution.cancel_action` set to say how to stop."""
+        structlog.contextvars.bind_contextvars(session_id=run.session_id, run_id=run.run_id)
+        channel = execution.channel
+        emit = self._recording_emit(execution)
+        metrics.runs_in_flight.inc()
+        try:
+            emit(
+                agent_pb2.ChatEvent(
+                    started=agent_pb2.RunStarted(run_id=run.run_id, model=self._chain.preferred_model())
+                )
+            )
+            facts = await self._memory.recall(run.input, credentials.metadata)
+            if facts:
+                emit(agent_pb2.ChatEvent(memory=agent_pb2.MemoryUsed(facts=facts)))
+            execution.context = context = TurnContext(facts=facts, emit=emit)
+            await self._graph.ainvoke(
+                start_turn(HumanMessage(content=run.input)),
+                self._run_config(run),
+                context=context,
+                durability="exit",
+            )
+            outcome, last = self._succeeded(context, execution.started)
+        except asyncio.CancelledError:
+            action = execution.cancel_action or CANCEL_INTERRUPT
+            # Uncancel: the recording below must run to its end.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            if action != CANCEL_ROLLBACK:
+                await self.keep_interrupted(run, "".join(execution.text))
+            outcome, last = cancelled_outcome(action)
+            log.info("run_cancelled", action=action)
+        except DomainError as exc:
+            outcome = RunOutcome(
+                status="failed", error_code=exc.code.value[0], error_message=exc.message, error_reason=exc.reason
+            )
+            last = error_event(exc.code, exc.message, exc.reason)
+        except Exception:
+            log.exception("run_crashed")
+            outcome = RunOutcome(
+                status="failed",
+                error_code=grpc.StatusCode.INTERNAL.value[0],
+                error_message="internal error",
+                error_reason="INTERNAL",
+            )
+            last = error_event(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
+        finally:
+            metrics.runs_in_flight.dec()
+        metrics.runs_total.labels(outcome=OUTCOME_LABELS.get(outcome.status, outcome.status)).inc()
+        finished = await channel.finish(outcome, last)
+        if finished is None:
+            log.warning("run_finished_elsewhere")
+            return None
+        if finished.status == "succeeded" and execution.context is not None:
+            self._hand_off(finished, execution.context, credentials, last.completed.latency_ms)
+        log.info("run_ended", status=finished.status, model=finished.model)
+        return finished
+
+    def _recording_emit(self, execution: Execution) -> Callable[[agent_pb2.ChatEvent], None]:
+        channel = execution.channel
+
+        def emit(event: agent_pb2.ChatEvent) -> None:
+            if event.WhichOneof("event") == "token":
+                execution.text.append(event.token.text)
+            channel.emit(event)
+
+        return emit
+
+    def _run_config(self, run: RunRow) -> dict[str, Any]:
+        return {
+            "configurable": {"thread_id": run.session_id},
+            "run_id": uuid.UUID(run.run_id),
+            "recursion_limit": self._recursion_limit,
+            **self._tracing.run_config(session_id=run.session_id, user_id=run.user_id),
+        }
+
+    @staticmethod
+    def _succeeded(context: TurnContext, started: float) -> tuple[RunOutcome, agent_pb2.ChatEvent]:
+        final = context.answers[-1]
+        prompt = sum(a.prompt_tokens for a in context.answers)
+        completion = sum(a.completion_tokens for a in context.answers)
+        answer = str(final.message.text)
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        outcome = RunOutcome(
+            status="succeeded", output=answer, model=final.model, prompt_tokens=prompt, completion_tokens=completion
+        )
+        last = agent_pb2.ChatEvent(
+            completed=agent_pb2.RunCompleted(
+                message=agent_pb2.Message(role="assistant", content=answer),
+                model=final.model,
+                usage=agent_pb2.Usage(
+                    prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+                ),
+                latency_ms=latency_ms,
+            )
+        )
+        return outcome, last
+
+    async def keep_interrupted(self, run: RunRow, partial_text: str) -> None:
+        """The user's message and what the answer had reached, marked interrupted, become
+        part of the conversation (a stopped or crashed turn loses nothing the user saw)."""
+        answer = AIMessage(content=partial_text, additional_kwargs={INTERRUPTED_KEY: True})
+        try:
+            await self._graph.aupdate_state(
+                {"configurable": {"thread_id": run.session_id}},
+                {"messages": [HumanMessage(content=run.input), answer], "turn": Overwrite([])},
+                as_node="commit",
+            )
+        except Exception:
+            log.exception("interrupted_turn_not_kept")
+
+    def _hand_off(self, run: RunRow, context: TurnContext, credentials: RunCredentials, latency_ms: int) -> None:
+        self._memory.remember(
+            user_message=run.input,
+            answer=run.output,
+            session_id=run.session_id,
+            context_facts=context.facts,
+            metadata=credentials.metadata,
+        )
+        self._traces.submit(trace_of(run, context, latency_ms), credentials.metadata)
+
+
+def trace_of(run: RunRow, context: TurnContext, latency_ms: int) -> evals_pb2.Trace:
+    created_at = Timestamp()
+    created_at.GetCurrentTime()
+    return evals_pb2.Trace(
+        trace_id=run.run_id,
+        session_id=run.session_id,
+        user_id=run.user_id,
+        input=run.input,
+        output=run.output,
+        model=run.model,
+        latency_ms=latency_ms,
+        usage=evals_pb2.TraceUsage(prompt_tokens=run.prompt_tokens, completion_tokens=run.completion_tokens),
+        tool_calls=[
+            evals_pb2.TraceToolCall(name=call.name, arguments_json=call.arguments_json, result=result)
+            for call, result in context.tool_calls
+        ],
+        created_at=created_at,
+    )

@@ -1,0 +1,245 @@
+"""A run's event log: numbered, kept in memory on the replica that executes the run, and
+persisted in small batches so that any replica can replay it and follow it live.
+
+- `RunChannel`: the executing replica's side. `emit()` numbers an event and hands it to
+  local followers at once (a first token never waits for a database write); a flusher
+  writes what accumulated every `flush_interval_s`. The last event and the run's final
+  status are written in one transaction, so "ended" and "has its last event" are never
+  seen apart.
+- `RunNotifier`: one LISTEN connection per replica on the `agent_runs` channel; wakes
+  followers of runs executing elsewhere and delivers cancel requests.
+- `follow_stored()`: replays stored events after a sequence number and follows new ones
+  as their notifications arrive (or a short poll, if a notification was missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import psycopg
+
+from agentmesh.agent.v1 import agent_pb2
+from services.agent import metrics
+from services.agent.run_store import CHANNEL, NOTE_CANCEL, NOTE_EVENTS, RunOutcome, RunRow, RunStore
+from services.common.logging import get_logger
+
+log = get_logger(__name__)
+
+TERMINAL_EVENTS = frozenset({"completed", "error"})
+# Without a notification (missed while the listener reconnected) a follower still looks
+# this often.
+FOLLOW_POLL_S = 1.0
+
+
+def is_terminal(event: agent_pb2.ChatEvent) -> bool:
+    return event.WhichOneof("event") in TERMINAL_EVENTS
+
+
+class RunChannel:
+    def __init__(self, run: RunRow, store: RunStore, *, flush_interval_s: float, first_seq: int = 1) -> None:
+        self.run = run
+        self._store = store
+        self._flush_interval_s = flush_interval_s
+        self._first_seq = first_seq
+        self.events: list[agent_pb2.ChatEvent] = []
+        self._persisted = 0
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def last_seq(self) -> int:
+        return self._first_seq - 1 + len(self.events)
+
+    def emit(self, event: agent_pb2.ChatEvent) -> None:
+        """Numbers the event and makes it visible to followers; persisted shortly after."""
+        if self._closed:
+            return
+        self._append(event)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon(), name=f"run-events-{self.run.run_id}")
+
+    def _append(self, event: agent_pb2.ChatEvent) -> None:
+        event.run_id = self.run.run_id
+        event.seq = self.last_seq + 1
+        self.events.append(event)
+        wakeup, self._wakeup = self._wakeup, asyncio.Event()
+        wakeup.set()
+
+    async def _flush_soon(self) -> None:
+        # Events emitted while a batch is being written go in the next batch, not wait
+        # for the next emit (which may be a long model stall away).
+        while self._persisted < len(self.events):
+            await asyncio.sleep(self._flush_interval_s)
+            before = self._persisted
+            await self._flush()
+            if self._persisted == before:
+                await asyncio.sleep(min(1.0, self._flush_interval_s * 20))  # the database is struggling
+
+    async def _flush(self) -> None:
+        batch = self.events[self._persisted :]
+        if not batch:
+            return
+        try:
+            await self._store.append_events(self.run.run_id, [(e.seq, e.SerializeToString()) for e in batch])
+        except psycopg.Error as exc:
+            # Followers here still have them; the next flush (or the final one) retries.
+            log.warning("run_events_flush_failed", run_id=self.run.run_id, error=type(exc).__name__)
+            return
+        self._persisted += len(batch)
+        metrics.run_events_written_total.inc(len(batch))
+
+    async def finish(self, outcome: RunOutcome, last: agent_pb2.ChatEvent) -> RunRow | None:
+        """Records the outcome with the run's last event (atomically), then shows the event
+        to local followers. None when the run was no longer ours to finish."""
+        self._closed = True
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._flush()
+        last.run_id = self.run.run_id
+        last.seq = self.last_seq + 1
+        pending = [(e.seq, e.SerializeToString()) for e in self.events[self._persisted :]]
+        finished = await self._store.finish(self.run.run_id, outcome, [*pending, (last.seq, last.SerializeToString())])
+        metrics.run_events_written_total.inc(len(pending) + 1)
+        self._closed = False
+        self._append(last)
+        self._closed = True
+        return finished
+
+    async def follow(self, after_seq: int) -> AsyncIterator[agent_pb2.ChatEvent]:
+        """Events after `after_seq` from memory, then live, until the last one."""
+        index = max(0, after_seq - self._first_seq + 1)
+        while True:
+            while index < len(self.events):
+                event = self.events[index]
+                index += 1
+                yield event
+                if is_terminal(event):
+                    return
+            await self._wakeup.wait()
+
+
+class RunNotifier:
+    """The replica's LISTEN connection: followers wait on it, cancel requests arrive on it."""
+
+    def __init__(
+        self, connect: Callable[[], Awaitable[psycopg.AsyncConnection]], on_cancel: Callable[[str, str], None]
+    ) -> None:
+        self._connect = connect
+        self._on_cancel = on_cancel
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen_forever(), name="run-notifier")
+
+    def waiter(self, run_id: str) -> asyncio.Event:
+        """An event set at the next notification about the run (shared by its followers)."""
+        event = self._waiters.get(run_id)
+        if event is None or event.is_set():
+            event = self._waiters[run_id] = asyncio.Event()
+        return event
+
+    def wake(self, run_id: str) -> None:
+        event = self._waiters.pop(run_id, None)
+        if event is not None:
+            event.set()
+
+    async def _listen_forever(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                conn = await self._connect()
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    backoff = 0.2
+                    async for note in conn.notifies():
+                        kind, _, rest = note.payload.partition(":")
+                        run_id, _, action = rest.partition(":")
+                        if kind == NOTE_EVENTS:
+                            self.wake(run_id)
+                        elif kind == NOTE_CANCEL:
+                            self._on_cancel(run_id, action)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("run_notifier_reconnecting", error=type(exc).__name__, backoff_s=backoff)
+                # Followers poll meanwhile; nobody waits longer than FOLLOW_POLL_S.
+                for run_id in list(self._waiters):
+                    self.wake(run_id)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@dataclass
+class StoredFollow:
+    """Where a follower of stored events stands."""
+
+    last_seq: int
+    done: bool = False
+
+
+async def follow_stored(
+    store: RunStore, notifier: RunNotifier, run_id: str, position: StoredFollow
+) -> AsyncIterator[agent_pb2.ChatEvent]:
+    """Stored events after `position.last_seq` until the last one; returns early (with
+    `position.done` False) after each wait, so the caller can switch to a local channel."""
+    while True:
+        waiter = notifier.waiter(run_id)
+        rows = await store.events_after(run_id, position.last_seq)
+        for seq, data in rows:
+            event = agent_pb2.ChatEvent.FromString(data)
+            position.last_seq = seq
+            yield event
+            if is_terminal(event):
+                position.done = True
+                return
+        if rows:
+            continue
+        run = await store.get(run_id)
+        if run is None:
+            position.done = True
+            return
+        if run.ended:
+            if position.last_seq != run.last_seq:
+                # Fewer: its events were pruned after the retention time. More: the follower
+                # saw events that a replica never stored before it died. Either way the run
+                # record still says how it ended.
+                yield ending_event(run, seq=max(run.last_seq, position.last_seq + 1))
+            position.done = True
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), FOLLOW_POLL_S)
+        return
+
+
+def ending_event(run: RunRow, *, seq: int) -> agent_pb2.ChatEvent:
+    """The last event of an ended run, rebuilt from its record."""
+    if run.status == "succeeded":
+        event = agent_pb2.ChatEvent(
+            completed=agent_pb2.RunCompleted(
+                message=agent_pb2.Message(role="assistant", content=run.output),
+                model=run.model,
+                usage=agent_pb2.Usage(
+                    prompt_tokens=run.prompt_tokens,
+                    completion_tokens=run.completion_tokens,
+                    total_tokens=run.prompt_tokens + run.completion_tokens,
+                ),
+            )
+        )
+    else:
+        event = agent_pb2.ChatEvent(
+            error=agent_pb2.RunError(code=run.error_code, message=run.error_message, reason=run.error_reason)
+        )
+    event.run_id = run.run_id
+    event.seq = seq
+    return event

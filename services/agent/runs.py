@@ -1,0 +1,421 @@
+"""Runs as resources: create (with a double-texting strategy), get, list, follow,
+cancel; and the replica's share of the shared work: renewing its leases, failing runs
+whose replica died, starting queued runs, pruning old events, draining at shutdown.
+
+Which replica executes a run does not matter to its clients: they follow the run's
+event log, from memory when the run executes here, from Postgres otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import grpc
+import psycopg
+
+from agentmesh.agent.v1 import agent_pb2
+from services.agent import metrics
+from services.agent.client_message import user_message_text
+from services.agent.executor import (
+    CANCEL_INTERRUPT,
+    CANCEL_ROLLBACK,
+    CANCEL_SHUTDOWN,
+    Execution,
+    RunCredentials,
+    RunExecutor,
+    cancelled_outcome,
+    error_event,
+)
+from services.agent.run_events import RunChannel, RunNotifier, StoredFollow, follow_stored, is_terminal
+from services.agent.run_store import RunOutcome, RunRow, RunStore, SessionBusy
+from services.agent.session_access import SessionAccess
+from services.common.clients import forward_metadata
+from services.common.errors import (
+    Aborted,
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    error_for_status,
+)
+from services.common.logging import get_logger
+from services.common.paging import decode_page_token, one_page, page_size
+from services.common.principal import Principal
+
+log = get_logger(__name__)
+
+STRATEGY_NAMES = {
+    agent_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "reject",
+    agent_pb2.MULTITASK_STRATEGY_REJECT: "reject",
+    agent_pb2.MULTITASK_STRATEGY_ENQUEUE: "enqueue",
+    agent_pb2.MULTITASK_STRATEGY_INTERRUPT: "interrupt",
+    agent_pb2.MULTITASK_STRATEGY_ROLLBACK: "rollback",
+}
+CANCEL_ACTIONS = {
+    agent_pb2.CANCEL_ACTION_UNSPECIFIED: CANCEL_INTERRUPT,
+    agent_pb2.CANCEL_ACTION_INTERRUPT: CANCEL_INTERRUPT,
+    agent_pb2.CANCEL_ACTION_ROLLBACK: CANCEL_ROLLBACK,
+}
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+# How long CancelRun and ClearHistory wait for a run executing elsewhere to stop.
+STOP_WAIT_S = 10.0
+LOST_MESSAGE = "the agent replica running this turn stopped before it finished; send the message again"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    lease_s: float
+    events_ttl_s: float
+    flush_interval_s: float
+    max_active_runs_per_user: int
+    max_message_chars: int
+
+
+def replica_id() -> str:
+    # A restarted process is a new owner: it must not believe it holds its past leases.
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def parse_run_id(run_id: str) -> str:
+    try:
+        parsed = uuid.UUID(run_id)
+    except ValueError:
+        parsed = None
+    if parsed is None or str(parsed) != run_id:
+        raise InvalidArgument("run_id must be a lower-case hyphenated UUID", reason="RUN_ID_INVALID")
+    return run_id
+
+
+class Runs:
+    def __init__(
+        self,
+        *,
+        store: RunStore,
+        executor: RunExecutor,
+        sessions: SessionAccess,
+        listen: Callable[[], Awaitable[psycopg.AsyncConnection]],
+        settings: RunSettings,
+    ) -> None:
+        self._store = store
+        self._executor = executor
+        self._sessions = sessions
+        self._settings = settings
+        self.replica = replica_id()
+        self._notifier = RunNotifier(listen, self._cancel_requested)
+        self._executions: dict[str, tuple[Execution, asyncio.Task[RunRow | None]]] = {}
+        self._credentials: dict[str, RunCredentials] = {}
+        self._background: set[asyncio.Task[object]] = set()
+        self._maintenance: asyncio.Task[None] | None = None
+        self._accepting = True
+
+    async def start(self) -> None:
+        self._notifier.start()
+        self._maintenance = asyncio.create_task(self._maintain_forever(), name="run-maintenance")
+
+    # ---- the RPCs' domain -------------------------------------------------------------
+
+    async def create(self, principal: Principal, session_id: str, message: agent_pb2.Message, strategy: int) -> RunRow:
+        content = user_message_text(message, self._settings.max_message_chars)
+        strategy_name = STRATEGY_NAMES.get(strategy)
+        if strategy_name is None:
+            raise InvalidArgument("multitask_strategy is not a known strategy", reason="STRATEGY_INVALID")
+        await self._sessions.require_own(session_id)
+        if not self._accepting:
+            raise Unavailable("this agent replica is shutting down; try again", reason="AGENT_DRAINING")
+        credentials = RunCredentials(forward_metadata(principal.token))
+        try:
+            run = await self._insert(principal, session_id, content, strategy_name, owner=self.replica)
+        except SessionBusy:
+            if strategy_name == "reject":
+                metrics.run_lock_conflicts_total.inc()
+                raise Aborted(
+                    "another turn is already running on this session; wait for it to finish, or send the message"
+                    " with multitask_strategy ENQUEUE, INTERRUPT or ROLLBACK",
+                    reason="SESSION_BUSY",
+                ) from None
+            if strategy_name in ("interrupt", "rollback"):
+                await self._cancel_session_runs(
+                    session_id, CANCEL_INTERRUPT if strategy_name == "interrupt" else CANCEL_ROLLBACK
+                )
+            run = await self._insert(principal, session_id, content, strategy_name, owner=None)
+            self._credentials[run.run_id] = credentials
+            self._spawn(self._dispatch(session_id))
+            return run
+        self._start(run, credentials)
+        return run
+
+    async def _insert(
+        self, principal: Principal, session_id: str, content: str, strategy: str, owner: str | None
+    ) -> RunRow:
+        run = await self._store.insert(
+            session_id=session_id,
+            user_id=principal.user_id,
+            content=content,
+            strategy=strategy,
+            owner=owner,
+            max_active_per_user=self._settings.max_active_runs_per_user,
+        )
+        if run is None:
+            raise ResourceExhausted(
+                f"you already have {self._settings.max_active_runs_per_user} turns pending or running;"
+                " wait for one to finish",
+                reason="ACTIVE_RUNS_QUOTA_EXCEEDED",
+                metadata={"quota": "MAX_ACTIVE_RUNS_PER_USER", "limit": str(self._settings.max_active_runs_per_user)},
+            )
+        return run
+
+    async def get(self, principal: Principal, session_id: str, run_id: str) -> RunRow:
+        await self._sessions.require_own(session_id)
+        run = await self._store.get(parse_run_id(run_id))
+        if run is None or run.session_id != session_id or run.user_id != principal.user_id:
+            raise NotFound("run not found", reason="RUN_NOT_FOUND")
+        return run
+
+    async def list(self, session_id: str, requested_size: int, page_token: str) -> tuple[list[RunRow], str]:
+        await self._sessions.require_own(session_id)
+        size = page_size(requested_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = decode_page_token(page_token, datetime.fromisoformat, uuid.UUID) if page_token else None
+        rows = await self._store.list(session_id, size + 1, after)
+        return one_page(rows, size, lambda row: (row.create_time, row.run_id))
+
+    async def cancel(self, principal: Principal, session_id: str, run_id: str, action: int) -> RunRow:
+        run = await self.get(principal, session_id, run_id)
+        name = CANCEL_ACTIONS.get(action)
+        if name is None:
+            raise InvalidArgument("action must be INTERRUPT or ROLLBACK", reason="CANCEL_ACTION_INVALID")
+        await self._stop(run, name)
+        return await self.get(principal, session_id, run_id)
+
+    async def follow(self, run_id: str, after_seq: int) -> AsyncIterator[agent_pb2.ChatEvent]:
+        """Every event after `after_seq` exactly once, in order, then live until the run ends."""
+        if after_seq < 0:
+            raise InvalidArgument("after_seq must not be negative", reason="AFTER_SEQ_INVALID")
+        position = StoredFollow(last_seq=after_seq)
+        source = ""
+        while True:
+            local = self._executions.get(run_id)
+            if local is not None:
+                source = source or "local"
+                async for event in local[0].channel.follow(position.last_seq):
+                    position.last_seq = event.seq
+                    yield event
+                break
+            source = source or "stored"
+            async for event in follow_stored(self._store, self._notifier, run_id, position):
+                yield event
+            if position.done:
+                break
+        metrics.run_follows_total.labels(source=source).inc()
+
+    def cancel_on_disconnect(self, rpc: grpc.aio.ServicerContext, run: RunRow) -> None:
+        """ON_DISCONNECT_CANCEL: the caller going away stops the run (keeping what it said)."""
+
+        def on_done(_: object) -> None:
+            # A call that ended normally has seen the run's last event: stopping it is a no-op.
+            self._spawn(self._stop_by_id(run.run_id, CANCEL_INTERRUPT))
+
+        rpc.add_done_callback(on_done)
+
+    async def _stop_by_id(self, run_id: str, action: str) -> None:
+        run = await self._store.get(run_id)
+        if run is not None:
+            await self._stop(run, action)
+
+    async def stop_session(self, session_id: str) -> None:
+        """Rolls back every pending and running run of the session and waits for them to end
+        (before its conversation is cleared); ABORTED if one will not stop in time."""
+        await self._cancel_session_runs(session_id, CANCEL_ROLLBACK)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while await self._store.active_in_session(session_id):
+            if time.monotonic() > deadline:
+                raise Aborted("a turn on this session did not stop in time; try again", reason="SESSION_BUSY")
+            await asyncio.sleep(0.05)
+
+    async def delete_session_runs(self, session_id: str) -> None:
+        await self._store.delete_session_runs(session_id)
+
+    # ---- executing ---------------------------------------------------------------------
+
+    def _start(self, run: RunRow, credentials: RunCredentials) -> None:
+        channel = RunChannel(run, self._store, flush_interval_s=self._settings.flush_interval_s)
+        execution = Execution(channel=channel)
+        task = asyncio.create_task(self._executor.execute(run, execution, credentials), name=f"run-{run.run_id}")
+        self._executions[run.run_id] = (execution, task)
+        task.add_done_callback(lambda _: self._ended(run))
+
+    def _ended(self, run: RunRow) -> None:
+        self._executions.pop(run.run_id, None)
+        self._credentials.pop(run.run_id, None)
+        if self._accepting:
+            self._spawn(self._dispatch(run.session_id))
+
+    async def _dispatch(self, session_id: str) -> None:
+        """Starts the session's oldest pending run here, if no run of it is running."""
+        if not self._accepting:
+            return
+        try:
+            run = await self._store.claim_next(session_id, self.replica)
+        except psycopg.Error as exc:
+            log.warning("run_dispatch_failed", session_id=session_id, error=type(exc).__name__)
+            return
+        if run is not None:
+            self._start(run, self._credentials.pop(run.run_id, RunCredentials()))
+
+    async def _stop(self, run: RunRow, action: str) -> None:
+        if run.status == "pending":
+            outcome, last = cancelled_outcome(action)
+            last.run_id, last.seq = run.run_id, 1
+            await self._store.cancel_pending(run.run_id, outcome, last.SerializeToString())
+            self._credentials.pop(run.run_id, None)
+            self._notifier.wake(run.run_id)
+            return
+        if run.status != "running":
+            return
+        if not self._cancel_local(run.run_id, action):
+            await self._store.request_cancel(run.run_id, action)
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline:
+            current = await self._store.get(run.run_id)
+            if current is None or current.ended:
+                return
+            waiter = self._notifier.waiter(run.run_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), 0.5)
+
+    async def _cancel_session_runs(self, session_id: str, action: str) -> None:
+        for run in await self._store.active_in_session(session_id):
+            if run.status == "pending":
+                await self._stop(run, action)
+            elif not self._cancel_local(run.run_id, action):
+                await self._store.request_cancel(run.run_id, action)
+
+    def _cancel_local(self, run_id: str, action: str) -> bool:
+        local = self._executions.get(run_id)
+        if local is None:
+            return False
+        execution, task = local
+        if execution.cancel_action is None:
+            execution.cancel_action = action
+            task.cancel()
+        return True
+
+    def _cancel_requested(self, run_id: str, action: str) -> None:
+        self._cancel_local(run_id, action or CANCEL_INTERRUPT)
+
+    # ---- the replica's share of the shared work ----------------------------------------
+
+    async def _maintain_forever(self) -> None:
+        tick_s = min(1.0, self._settings.lease_s / 3)
+        renew_every_s = self._settings.lease_s / 3
+        prune_every_s = max(1.0, min(60.0, self._settings.events_ttl_s / 4))
+        last_renew = last_prune = 0.0
+        while True:
+            await asyncio.sleep(tick_s)
+            now = time.monotonic()
+            try:
+                if now - last_renew >= renew_every_s:
+                    last_renew = now
+                    await self._renew()
+                await self._fail_lost_runs()
+                await self._dispatch_pending()
+                if now - last_prune >= prune_every_s:
+                    last_prune = now
+                    pruned = await self._store.prune_events(self._settings.events_ttl_s)
+                    if pruned:
+                        log.info("run_events_pruned", runs=pruned)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("run_maintenance_failed", error=type(exc).__name__)
+
+    async def _renew(self) -> None:
+        if not self._executions:
+            return
+        for run_id, action in (await self._store.renew_leases(self.replica)).items():
+            if action:  # a cancel whose notification this replica missed
+                self._cancel_local(run_id, action)
+
+    async def _fail_lost_runs(self) -> None:
+        for run_id in await self._store.expired_leases(limit=20):
+            run = await self._store.take_over_lost(run_id, self.replica)
+            if run is None:
+                continue
+            text = await self._streamed_text(run)
+            await self._executor.keep_interrupted(run, text)
+            last = error_event(grpc.StatusCode.UNAVAILABLE, LOST_MESSAGE, "RUN_LOST")
+            last.run_id, last.seq = run.run_id, run.last_seq + 1
+            outcome = RunOutcome(
+                status="failed",
+                error_code=grpc.StatusCode.UNAVAILABLE.value[0],
+                error_message=LOST_MESSAGE,
+                error_reason="RUN_LOST",
+            )
+            await self._store.finish(run.run_id, outcome, [(last.seq, last.SerializeToString())])
+            metrics.runs_lost_total.inc()
+            log.warning("run_lost", run_id=run.run_id, session_id=run.session_id, lost_owner=run.lease_owner)
+            self._spawn(self._dispatch(run.session_id))
+
+    async def _streamed_text(self, run: RunRow) -> str:
+        text: list[str] = []
+        after = 0
+        while batch := await self._store.events_after(run.run_id, after):
+            for seq, data in batch:
+                event = agent_pb2.ChatEvent.FromString(data)
+                if event.WhichOneof("event") == "token":
+                    text.append(event.token.text)
+                after = seq
+        return "".join(text)
+
+    async def _dispatch_pending(self) -> None:
+        if not self._accepting:
+            return
+        for session_id in await self._store.sessions_with_pending_runs(limit=20):
+            await self._dispatch(session_id)
+
+    def _spawn(self, work: Awaitable[object]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, grace_s: float) -> None:
+        """SIGTERM: take no new runs, let the ones here finish within most of the grace,
+        then end the rest (kept in history as interrupted, FAILED with a clear error) so
+        that every follower sees a last event before the server stops."""
+        self._accepting = False
+        tasks = [task for _, task in self._executions.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, grace_s * 0.8 - 1.0))
+        for run_id in list(self._executions):
+            self._cancel_local(run_id, CANCEL_SHUTDOWN)
+        remaining = [task for _, task in self._executions.values()]
+        if remaining:
+            await asyncio.wait(remaining, timeout=max(1.0, grace_s * 0.2))
+
+    async def close(self) -> None:
+        self._accepting = False
+        tasks = [task for _, task in self._executions.values()] + list(self._background)
+        if self._maintenance is not None:
+            tasks.append(self._maintenance)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._notifier.close()
+
+
+def ending_error(event: agent_pb2.ChatEvent) -> DomainError | None:
+    """The status a Chat or StreamChat call ends with, from its run's last event."""
+    if not is_terminal(event) or event.WhichOneof("event") != "error":
+        return None
+    code = grpc.StatusCode.UNKNOWN
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == event.error.code:
+            code = candidate
+    return error_for_status(code, event.error.message, reason=event.error.reason or None)
