@@ -185,8 +185,9 @@ async def test_rotated_keys_keep_verifying_old_tokens(mesh: Mesh, auth_stub, use
 async def test_logs_carry_the_request_id_and_the_user_id(mesh: Mesh, auth_stub, user: MeshUser) -> None:
     request_id = f"req-{uuid.uuid4().hex}"
     with pytest.raises(grpc.aio.AioRpcError):
-        await auth_stub.Logout(
-            auth_pb2.LogoutRequest(refresh_token="not-a-token"),
+        # An authenticated call that fails (Logout became public: it needs only the refresh token).
+        await auth_stub.SetUserRoles(
+            auth_pb2.SetUserRolesRequest(user_id=user.user_id, roles=["admin"]),
             metadata=(*user.metadata, ("x-request-id", request_id)),
         )
     log_path = mesh.log_dir / "auth.log"
