@@ -181,20 +181,31 @@ async def test_request_id_is_echoed(http: httpx.AsyncClient) -> None:
     assert response.headers["x-request-id"] == "trace-me-123"
 
 
-async def test_readyz_reports_every_configured_upstream(http: httpx.AsyncClient) -> None:
+async def test_readyz_is_ready_and_the_metrics_port_reports_every_upstream(
+    http: httpx.AsyncClient, mesh_gateway: GatewayProcess
+) -> None:
     ready = await http.get("/readyz")
-    upstreams = ready.json()["upstreams"]
-    assert upstreams["agentmesh.auth.v1.AuthService"] == "SERVING"
-    assert upstreams["agentmesh.sessions.v1.SessionService"] == "SERVING"
-    if ready.status_code == 503:
-        # Services that are not written yet are named, not hidden.
-        assert ready.json()["not_serving"]
-        assert "agentmesh.auth.v1.AuthService" not in ready.json()["not_serving"]
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+    async with httpx.AsyncClient(base_url=mesh_gateway.metrics_url, timeout=10) as admin:
+        for _ in range(100):
+            detail = (await admin.get("/upstreamz")).json()
+            if detail["checked_at"]:
+                break
+            await asyncio.sleep(0.1)
+    upstreams = detail["upstreams"]
+    assert upstreams["agentmesh.auth.v1.AuthService"]["status"] == "SERVING"
+    assert upstreams["agentmesh.sessions.v1.SessionService"]["status"] == "SERVING"
+    assert set(upstreams) >= {"agentmesh.auth.v1.AuthService", "agentmesh.sessions.v1.SessionService"}
 
 
 @pytest.fixture(scope="module")
 def limited_gateway(mesh_env: dict[str, str]) -> Iterator[GatewayProcess]:
-    env = {**mesh_env, "RATE_LIMIT_LOGIN": "3 per minute", "RATE_LIMIT_DEFAULT": "2 per minute"}
+    env = {
+        **mesh_env,
+        "RATE_LIMIT_LOGIN": "3 per minute",
+        "RATE_LIMIT_DEFAULT": "2 per minute",
+        "RATE_LIMIT_READ": "2 per minute",
+    }
     with gateway_process(env) as gateway:
         yield gateway
 
@@ -243,6 +254,26 @@ async def test_rate_limits_are_keyed_by_user_when_the_token_is_valid(limited_gat
     # Same address, two users: each has its own 2-per-minute budget.
     assert first_user == [200, 200, 429]
     assert second_user == [200, 200, 429]
+
+
+async def test_the_rate_limit_bucket_is_the_identity_the_services_see(limited_gateway: GatewayProcess) -> None:
+    # Before: `Grpc-Metadata-Authorization` became a second `authorization` entry. The limiter keyed
+    # on the header, the services on the last metadata entry: B's calls were counted against A.
+    async with httpx.AsyncClient(base_url=limited_gateway.url, timeout=30) as client:
+        tokens = []
+        for _ in range(2):
+            registered = await client.post("/v1/auth/register", json={"email": new_email(), "password": PASSWORD})
+            tokens.append(registered.json()["tokens"]["access_token"])
+        a, b = ({"Authorization": f"Bearer {token}"} for token in tokens)
+        named = await client.post("/v1/sessions", json={"name": "a-only"}, headers=a)
+        assert named.status_code == 200, named.text
+        mixed = {**a, "Grpc-Metadata-Authorization": b["Authorization"]}
+        for _ in range(2):
+            listed = await client.get("/v1/sessions", headers=mixed)
+            assert listed.status_code == 200, listed.text
+            assert [s["name"] for s in listed.json()["sessions"]] == ["a-only"]  # the services saw A
+        assert (await client.get("/v1/sessions", headers=a)).status_code == 429  # A's budget is spent
+        assert (await client.get("/v1/sessions", headers=b)).status_code == 200  # B's is untouched
 
 
 @requires_agent
@@ -317,7 +348,8 @@ async def test_disconnecting_sse_client_cancels_the_upstream_turn(
         async with http.stream(
             "POST",
             f"/v1/sessions/{session_id}:stream",
-            json={"message": {"role": "user", "content": "Tell me a long story"}},
+            # Without it the run goes on after a disconnect (the default), for StreamRun to resume.
+            json={"message": {"role": "user", "content": "Tell me a long story"}, "on_disconnect": "CANCEL"},
             headers={**auth, "Accept": "text/event-stream"},
         ) as response:
             assert response.status_code == 200
