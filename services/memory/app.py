@@ -17,6 +17,7 @@ from services.memory.resolution import Resolver
 from services.memory.server import MemoryServicer
 from services.memory.settings import MemorySettings
 from services.memory.store import MemoryStore, SearchTuning, register_vector_codec
+from services.memory.sweeper import MemorySweeper
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -56,6 +57,7 @@ class MemoryApp(ServiceApp):
         self.database: Database | None = None
         self.embedder: Embedder | None = None
         self.llm_client: openai.AsyncOpenAI | None = None
+        self.sweeper: MemorySweeper | None = None
 
     async def start(self) -> list[Mount]:
         s = self.settings
@@ -74,7 +76,10 @@ class MemoryApp(ServiceApp):
             dedup_threshold=s.dedup_threshold,
             default_search_limit=s.search_default_limit,
             max_memories_per_user=s.max_memories_per_user,
+            default_min_score=s.memory_min_score,
         )
+        self.sweeper = MemorySweeper(store, interval_s=s.memory_sweep_interval_s, batch=s.memory_sweep_batch)
+        self.sweeper.start()
         return [
             Mount(
                 descriptor=memory_pb2.DESCRIPTOR.services_by_name["MemoryService"],
@@ -84,6 +89,8 @@ class MemoryApp(ServiceApp):
         ]
 
     async def stop(self) -> None:
+        if self.sweeper is not None:
+            await self.sweeper.close()
         if self.embedder is not None:
             await self.embedder.close()
         if self.llm_client is not None:

@@ -7,9 +7,9 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from services.common.ids import parse_id, parse_uuid
 from services.common.paging import decode_page_token, one_page, page_size
 from services.memory.embeddings import Embedder, Vector
@@ -17,7 +17,7 @@ from services.memory.extraction import FactExtractor
 from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact
 from services.memory.metrics import memory_events_total
 from services.memory.resolution import Outcome, Resolver, cosine
-from services.memory.store import MemoryQuotaExceeded, MemoryRow, MemoryStore, ScoredMemory
+from services.memory.store import HistoryRow, MemoryQuotaExceeded, MemoryRow, MemoryStore, ScoredMemory
 
 MAX_MESSAGES = 50
 MAX_FACTS = 50
@@ -27,6 +27,8 @@ MAX_QUERY_LENGTH = 2_000
 MAX_SEARCH_LIMIT = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+DEFAULT_HISTORY_PAGE_SIZE = 50
+CHANGES = ("ADD", "UPDATE", "DELETE")
 ROLES = frozenset({"user", "assistant", "system", "tool"})
 
 
@@ -36,6 +38,7 @@ class AddRequest:
     facts: Sequence[str] = ()
     session_id: str = ""
     context_facts: Sequence[str] = field(default_factory=tuple)
+    expire_time: datetime | None = None
 
 
 def validate_add(request: AddRequest) -> None:
@@ -62,6 +65,13 @@ def validate_add(request: AddRequest) -> None:
             f"each context fact must be at most {MAX_FACT_LENGTH} characters", reason="CONTEXT_FACT_TOO_LONG"
         )
     parse_optional_session_id(request.session_id)
+    if request.expire_time is not None:
+        check_future(request.expire_time)
+
+
+def check_future(expire_time: datetime) -> None:
+    if expire_time <= datetime.now(UTC):
+        raise InvalidArgument("expire_time must be in the future", reason="EXPIRE_TIME_INVALID")
 
 
 def parse_optional_session_id(session_id: str) -> None:
@@ -94,6 +104,7 @@ class Memories:
         dedup_threshold: float,
         default_search_limit: int,
         max_memories_per_user: int = 10_000,
+        default_min_score: float = 0.0,
     ) -> None:
         self._store = store
         self._embedder = embedder
@@ -102,6 +113,7 @@ class Memories:
         self._dedup_threshold = dedup_threshold
         self._default_search_limit = default_search_limit
         self._max_memories = max_memories_per_user
+        self._default_min_score = default_min_score
 
     async def add(self, user_id: str, request: AddRequest) -> list[Outcome]:
         validate_add(request)
@@ -117,11 +129,22 @@ class Memories:
         if not kept:
             return []
         try:
-            async with self._store.locked_user(user_id, max_memories=self._max_memories) as memories:
+            async with self._store.locked_user(
+                user_id, max_memories=self._max_memories, new_expire_time=request.expire_time
+            ) as memories:
                 outcomes = [
                     await self._resolver.resolve(memories, candidate, vector, request.session_id)
                     for candidate, vector in kept
                 ]
+                for outcome in outcomes:
+                    if outcome.action in CHANGES and outcome.memory is not None:
+                        await memories.record(
+                            outcome.action,
+                            outcome.memory,
+                            previous_text=outcome.previous_text,
+                            session_id=request.session_id,
+                            source="add_memories",
+                        )
         except MemoryQuotaExceeded as full:
             # All or nothing: the call is one transaction, so a call that would cross the
             # quota stores none of its facts (updates, deletes and repeats included).
@@ -155,7 +178,10 @@ class Memories:
             kept.append((candidate, vector))
         return kept
 
-    async def search(self, user_id: str, query: str, limit: int, min_score: float) -> list[ScoredMemory]:
+    async def search(self, user_id: str, query: str, limit: int, min_score: float | None) -> list[ScoredMemory]:
+        """`min_score` None means the service's default (MEMORY_MIN_SCORE)."""
+        if min_score is None:
+            min_score = self._default_min_score
         query = query.strip()
         if not query:
             raise InvalidArgument("query must not be empty", reason="QUERY_REQUIRED")
@@ -168,10 +194,71 @@ class Memories:
         (vector,) = await self._embedder.embed([query])
         return await self._store.search(user_id, vector, limit=limit or self._default_search_limit, min_score=min_score)
 
-    async def list(self, user_id: str, requested_size: int, page_token: str) -> tuple[list[MemoryRow], str]:
+    async def list(
+        self, user_id: str, requested_size: int, page_token: str, session_id: str = ""
+    ) -> tuple[list[MemoryRow], str]:
         size = page_size(requested_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        session = parse_id(session_id, "session_id", required=False)
         after = decode_page_token(page_token, datetime.fromisoformat, uuid.UUID) if page_token else None
-        rows = await self._store.list(user_id, size + 1, after)
+        rows = await self._store.list(user_id, size + 1, after, uuid.UUID(session) if session else None)
+        return one_page(rows, size, lambda row: (row.created_at, row.id))
+
+    async def update(
+        self,
+        user_id: str,
+        memory_id: str,
+        *,
+        text: str | None,
+        set_expire: bool,
+        expire_time: datetime | None,
+    ) -> MemoryRow:
+        """UpdateMemory: a new text (re-embedded; history records it) and/or expire_time
+        (None with `set_expire` = never)."""
+        parsed = str(parse_memory_id(memory_id))
+        if text is not None:
+            text = text.strip()
+            if not 1 <= len(text) <= MAX_FACT_LENGTH:
+                raise InvalidArgument(f"text must be 1-{MAX_FACT_LENGTH} characters", reason="FACT_LENGTH_INVALID")
+        if text is None and not set_expire:
+            raise InvalidArgument("nothing to update: update_mask names no field", reason="UPDATE_MASK_EMPTY")
+        if set_expire and expire_time is not None:
+            check_future(expire_time)
+        vector = (await self._embedder.embed([text]))[0] if text is not None else None
+        async with self._store.locked_user(user_id) as memories:
+            current = await memories.get(parsed)
+            if current is None:
+                raise NotFound("memory not found", reason="MEMORY_NOT_FOUND")
+            if text is not None:
+                same = await memories.find_normalised(normalise_fact(text))
+                if same is not None and same.id != parsed:
+                    raise AlreadyExists(
+                        "another memory already says this",
+                        reason="MEMORY_ALREADY_EXISTS",
+                        metadata={"memory_id": same.id},
+                    )
+                if text == current.text:
+                    text, vector = None, None
+            row = await memories.update_fields(
+                parsed, text_=text, embedding=vector, set_expire=set_expire, expire_time=expire_time
+            )
+            if row is None:
+                raise NotFound("memory not found", reason="MEMORY_NOT_FOUND")
+            if text is not None:
+                await memories.record(
+                    "UPDATE", row, previous_text=current.text, session_id=row.session_id, source="update_memory"
+                )
+        memory_events_total.labels(action="UPDATE").inc()
+        return row
+
+    async def history(
+        self, user_id: str, memory_id: str, requested_size: int, page_token: str
+    ) -> tuple[list[HistoryRow], str]:
+        size = page_size(requested_size, default=DEFAULT_HISTORY_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        parsed = parse_memory_id(memory_id)
+        after = decode_page_token(page_token, datetime.fromisoformat, uuid.UUID) if page_token else None
+        rows = await self._store.history(user_id, parsed, size + 1, after)
+        if not rows and after is None and not await self._store.exists(user_id, parsed):
+            raise NotFound("memory not found", reason="MEMORY_NOT_FOUND")
         return one_page(rows, size, lambda row: (row.created_at, row.id))
 
     async def delete(self, user_id: str, memory_id: str) -> None:

@@ -46,6 +46,15 @@ class MemorySettings(CommonSettings, LLMSettings):
     # replicas). An AddMemories call that would add past it stores nothing and answers
     # RESOURCE_EXHAUSTED / MEMORY_QUOTA_EXCEEDED; updates of existing facts still work.
     max_memories_per_user: int = Field(default=10_000, ge=1)
+    # SearchMemories without min_score returns only hits at least this similar: below it a
+    # hit is noise (the offline embedder scores unrelated facts 0-0.17 and related ones
+    # 0.6+; OpenAI and MiniLM embeddings score unrelated text about 0.0-0.2, related 0.3+).
+    # The agent reads the same variable for the facts it puts in the prompt. 0 = no floor.
+    memory_min_score: float = Field(default=0.25, ge=0, le=1)
+    # How often each replica deletes expired memories (with their history), and how many
+    # per transaction; search and list skip them from their first expired second anyway.
+    memory_sweep_interval_s: float = Field(default=60.0, gt=0)
+    memory_sweep_batch: int = Field(default=500, ge=1, le=10_000)
 
     @property
     def effective_extraction_model(self) -> str:

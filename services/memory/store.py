@@ -25,22 +25,25 @@ from services.memory.metrics import memory_search_seconds
 
 LOCK_USER = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 SEARCH = text(
-    "SELECT id, user_id, text, session_id, created_at, updated_at, score"
+    "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time, score"
     " FROM memory_search(:user_id, :query, :limit, :min_score, :exact_max_rows,"
     " :ef_search, :iterative_scan, :max_scan_tuples)"
 )
 EXACT_SEARCH = text(
-    "SELECT id, user_id, text, session_id, created_at, updated_at, 1 - (embedding <=> :query) AS score FROM memories"
-    " WHERE user_id = :user_id ORDER BY embedding <=> :query, id LIMIT :limit"
+    "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time,"
+    " 1 - (embedding <=> :query) AS score FROM memories"
+    " WHERE user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
+    " ORDER BY embedding <=> :query, id LIMIT :limit"
 )
 FIND_NORMALISED = text(
-    "SELECT id, user_id, text, session_id, created_at, updated_at FROM memories"
+    "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time FROM memories"
     " WHERE user_id = :user_id AND normalized = :normalized"
 )
 INSERT = text(
-    "INSERT INTO memories (id, user_id, text, normalized, embedding, session_id)"
-    " VALUES (:id, :user_id, :text, :normalized, :embedding, :session_id)"
-    " ON CONFLICT (user_id, normalized) DO NOTHING RETURNING id, user_id, text, session_id, created_at, updated_at"
+    "INSERT INTO memories (id, user_id, text, normalized, embedding, session_id, expire_time)"
+    " VALUES (:id, :user_id, :text, :normalized, :embedding, :session_id, :expire_time)"
+    " ON CONFLICT (user_id, normalized) DO NOTHING"
+    " RETURNING id, user_id, text, session_id, created_at, updated_at, expire_time"
 )
 INSERT_MANY = text(
     "INSERT INTO memories (id, user_id, text, normalized, embedding, session_id)"
@@ -50,21 +53,71 @@ INSERT_MANY = text(
 UPDATE = text(
     "UPDATE memories SET text = :text, normalized = :normalized, embedding = :embedding,"
     " session_id = COALESCE(:session_id, session_id), updated_at = clock_timestamp()"
-    " WHERE id = :id AND user_id = :user_id RETURNING id, user_id, text, session_id, created_at, updated_at"
+    " WHERE id = :id AND user_id = :user_id"
+    " RETURNING id, user_id, text, session_id, created_at, updated_at, expire_time"
+)
+# UpdateMemory: each field changes only when named; expire_time may become NULL (never).
+UPDATE_FIELDS = text(
+    "UPDATE memories SET"
+    " text = CASE WHEN :set_text THEN :text ELSE text END,"
+    " normalized = CASE WHEN :set_text THEN :normalized ELSE normalized END,"
+    " embedding = CASE WHEN :set_text THEN CAST(:embedding AS public.vector) ELSE embedding END,"
+    " expire_time = CASE WHEN :set_expire THEN CAST(:expire_time AS timestamptz) ELSE expire_time END,"
+    " updated_at = clock_timestamp()"
+    " WHERE id = :id AND user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
+    " RETURNING id, user_id, text, session_id, created_at, updated_at, expire_time"
+)
+GET_LIVE = text(
+    "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time FROM memories"
+    " WHERE id = :id AND user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
 )
 DELETE = text(
     "DELETE FROM memories WHERE id = :id AND user_id = :user_id"
-    " RETURNING id, user_id, text, session_id, created_at, updated_at"
+    " RETURNING id, user_id, text, session_id, created_at, updated_at, expire_time"
 )
 DELETE_ALL = text("DELETE FROM memories WHERE user_id = :user_id")
+DELETE_HISTORY = text("DELETE FROM memory_history WHERE user_id = :user_id AND memory_id = :memory_id")
+DELETE_ALL_HISTORY = text("DELETE FROM memory_history WHERE user_id = :user_id")
+# Expired memories go with their history: inside a writer's lock for that user (so dedup
+# and the quota never see them), and by the sweeper for everyone (SKIP LOCKED: every
+# replica can sweep at once without waiting on each other).
+PURGE_EXPIRED_OF_USER = text(
+    "WITH gone AS (DELETE FROM memories WHERE user_id = :user_id AND expire_time <= clock_timestamp()"
+    " RETURNING id, user_id)"
+    " DELETE FROM memory_history h USING gone g WHERE h.memory_id = g.id AND h.user_id = g.user_id"
+)
+SWEEP_EXPIRED = text(
+    "WITH expired AS (SELECT id FROM memories WHERE expire_time <= clock_timestamp()"
+    "  ORDER BY expire_time LIMIT :limit FOR UPDATE SKIP LOCKED),"
+    " gone AS (DELETE FROM memories m USING expired e WHERE m.id = e.id RETURNING m.id, m.user_id),"
+    " history AS (DELETE FROM memory_history h USING gone g WHERE h.memory_id = g.id AND h.user_id = g.user_id)"
+    " SELECT count(*) FROM gone"
+)
 COUNT_USER = text("SELECT count(*) FROM memories WHERE user_id = :user_id")
 LIST_FIRST_PAGE = text(
-    "SELECT id, user_id, text, session_id, created_at, updated_at FROM memories WHERE user_id = :user_id"
+    "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time FROM memories"
+    " WHERE user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
+    " AND (CAST(:session_id AS uuid) IS NULL OR session_id = CAST(:session_id AS uuid))"
     " ORDER BY created_at DESC, id DESC LIMIT :limit"
 )
 LIST_AFTER = text(
-    "SELECT id, user_id, text, session_id, created_at, updated_at FROM memories WHERE user_id = :user_id"
+    "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time FROM memories"
+    " WHERE user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
+    " AND (CAST(:session_id AS uuid) IS NULL OR session_id = CAST(:session_id AS uuid))"
     " AND (created_at, id) < (:created_at, :id) ORDER BY created_at DESC, id DESC LIMIT :limit"
+)
+INSERT_HISTORY = text(
+    "INSERT INTO memory_history (id, memory_id, user_id, action, text, previous_text, session_id, source)"
+    " VALUES (:id, :memory_id, :user_id, :action, :text, :previous_text, :session_id, :source)"
+)
+HISTORY_FIRST_PAGE = text(
+    "SELECT id, action, text, previous_text, session_id, source, created_at FROM memory_history"
+    " WHERE user_id = :user_id AND memory_id = :memory_id ORDER BY created_at, id LIMIT :limit"
+)
+HISTORY_AFTER = text(
+    "SELECT id, action, text, previous_text, session_id, source, created_at FROM memory_history"
+    " WHERE user_id = :user_id AND memory_id = :memory_id AND (created_at, id) > (:created_at, :id)"
+    " ORDER BY created_at, id LIMIT :limit"
 )
 EMBEDDING_DIM = text(
     "SELECT atttypmod FROM pg_attribute"
@@ -80,6 +133,18 @@ class MemoryRow:
     session_id: str
     created_at: datetime
     updated_at: datetime
+    expire_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    id: str
+    action: str
+    text: str
+    previous_text: str
+    session_id: str
+    source: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -109,7 +174,14 @@ class NewMemory:
 
 def _row(row: Any) -> MemoryRow:
     session_id = str(row.session_id) if row.session_id else ""
-    return MemoryRow(str(row.id), str(row.user_id), row.text, session_id, row.created_at, row.updated_at)
+    return MemoryRow(
+        str(row.id), str(row.user_id), row.text, session_id, row.created_at, row.updated_at, row.expire_time
+    )
+
+
+def _history(row: Any) -> HistoryRow:
+    session_id = str(row.session_id) if row.session_id else ""
+    return HistoryRow(str(row.id), row.action, row.text, row.previous_text, session_id, row.source, row.created_at)
 
 
 def _session(session_id: str) -> uuid.UUID | None:
@@ -137,12 +209,19 @@ class UserMemories:
     """One user's memories inside a transaction that holds the user's lock."""
 
     def __init__(
-        self, conn: AsyncConnection, store: MemoryStore, user_id: uuid.UUID, max_memories: int | None = None
+        self,
+        conn: AsyncConnection,
+        store: MemoryStore,
+        user_id: uuid.UUID,
+        max_memories: int | None = None,
+        new_expire_time: datetime | None = None,
     ) -> None:
         self._conn = conn
         self._store = store
         self.user_id = user_id
         self._max_memories = max_memories
+        # When the memories this transaction adds expire (AddMemories' expire_time).
+        self._new_expire_time = new_expire_time
         # Counted once, at the first insert, then kept up to date: exact, because every
         # writer of this user holds the same lock.
         self._count: int | None = None
@@ -163,7 +242,9 @@ class UserMemories:
     async def nearest(self, embedding: Sequence[float], limit: int) -> list[ScoredMemory]:
         return await self._store.search_on(self._conn, str(self.user_id), embedding, limit=limit, min_score=0.0)
 
-    async def insert(self, text_: str, embedding: Sequence[float], session_id: str) -> MemoryRow | None:
+    async def insert(
+        self, text_: str, embedding: Sequence[float], session_id: str, expire_time: datetime | None = None
+    ) -> MemoryRow | None:
         """The new row, or None when an equal fact already exists; MemoryQuotaExceeded when
         the user already has their maximum."""
         await self._check_quota()
@@ -174,6 +255,7 @@ class UserMemories:
             "normalized": normalise_fact(text_),
             "embedding": embedding,
             "session_id": _session(session_id),
+            "expire_time": expire_time if expire_time is not None else self._new_expire_time,
         }
         row = (await self._conn.execute(INSERT, params)).first()
         if row is not None and self._count is not None:
@@ -199,7 +281,59 @@ class UserMemories:
         return _row(row) if row else None
 
     async def delete_all(self) -> int:
+        await self._conn.execute(DELETE_ALL_HISTORY, {"user_id": self.user_id})
         return int((await self._conn.execute(DELETE_ALL, {"user_id": self.user_id})).rowcount)
+
+    async def get(self, memory_id: str) -> MemoryRow | None:
+        row = (await self._conn.execute(GET_LIVE, {"id": uuid.UUID(memory_id), "user_id": self.user_id})).first()
+        return _row(row) if row else None
+
+    async def update_fields(
+        self,
+        memory_id: str,
+        *,
+        text_: str | None,
+        embedding: Sequence[float] | None,
+        set_expire: bool,
+        expire_time: datetime | None,
+    ) -> MemoryRow | None:
+        """UpdateMemory's change; the caller has checked that no other memory says `text_`."""
+        params = {
+            "id": uuid.UUID(memory_id),
+            "user_id": self.user_id,
+            "set_text": text_ is not None,
+            "text": text_ or "",
+            "normalized": normalise_fact(text_) if text_ is not None else "",
+            "embedding": embedding,
+            "set_expire": set_expire,
+            "expire_time": expire_time,
+        }
+        row = (await self._conn.execute(UPDATE_FIELDS, params)).first()
+        return _row(row) if row else None
+
+    async def erase(self, memory_id: str) -> MemoryRow | None:
+        """Deletes a memory and its history (the user asked for it to be gone)."""
+        row = await self.delete(memory_id)
+        if row is not None:
+            params = {"user_id": self.user_id, "memory_id": uuid.UUID(memory_id)}
+            await self._conn.execute(DELETE_HISTORY, params)
+        return row
+
+    async def record(
+        self, action: str, memory: MemoryRow, *, previous_text: str = "", session_id: str = "", source: str
+    ) -> None:
+        """One history entry, in the same transaction as the change it describes."""
+        params = {
+            "id": uuid.uuid4(),
+            "memory_id": uuid.UUID(memory.id),
+            "user_id": self.user_id,
+            "action": action,
+            "text": memory.text,
+            "previous_text": previous_text,
+            "session_id": _session(session_id),
+            "source": source,
+        }
+        await self._conn.execute(INSERT_HISTORY, params)
 
 
 class MemoryStore:
@@ -212,12 +346,16 @@ class MemoryStore:
             return int((await conn.execute(EMBEDDING_DIM)).scalar_one())
 
     @asynccontextmanager
-    async def locked_user(self, user_id: str, *, max_memories: int | None = None) -> AsyncIterator[UserMemories]:
+    async def locked_user(
+        self, user_id: str, *, max_memories: int | None = None, new_expire_time: datetime | None = None
+    ) -> AsyncIterator[UserMemories]:
         """A transaction holding the user's advisory lock: everything in it commits or
         nothing does, and no other writer of this user's memories runs meanwhile."""
         async with self._engine.begin() as conn:
             await conn.execute(LOCK_USER, {"key": f"memory:{user_id}"})
-            yield UserMemories(conn, self, uuid.UUID(user_id), max_memories)
+            # Expired memories are gone before anything compares with or counts them.
+            await conn.execute(PURGE_EXPIRED_OF_USER, {"user_id": uuid.UUID(user_id)})
+            yield UserMemories(conn, self, uuid.UUID(user_id), max_memories, new_expire_time)
 
     async def search(
         self, user_id: str, embedding: Sequence[float], *, limit: int, min_score: float = 0.0
@@ -276,8 +414,14 @@ class MemoryStore:
             async with self._engine.begin() as conn:
                 await conn.execute(INSERT_MANY, params)
 
-    async def list(self, user_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[MemoryRow]:
-        params: dict[str, Any] = {"user_id": uuid.UUID(user_id), "limit": limit}
+    async def list(
+        self,
+        user_id: str,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+        session_id: uuid.UUID | None = None,
+    ) -> list[MemoryRow]:
+        params: dict[str, Any] = {"user_id": uuid.UUID(user_id), "limit": limit, "session_id": session_id}
         query = LIST_FIRST_PAGE
         if after is not None:
             query = LIST_AFTER
@@ -286,9 +430,29 @@ class MemoryStore:
             return [_row(row) for row in (await conn.execute(query, params)).all()]
 
     async def delete(self, user_id: str, memory_id: uuid.UUID) -> bool:
-        async with self._engine.begin() as conn:
-            row = (await conn.execute(DELETE, {"id": memory_id, "user_id": uuid.UUID(user_id)})).first()
+        async with self.locked_user(user_id) as memories:
+            return await memories.erase(str(memory_id)) is not None
+
+    async def history(
+        self, user_id: str, memory_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None
+    ) -> list[HistoryRow]:
+        params: dict[str, Any] = {"user_id": uuid.UUID(user_id), "memory_id": memory_id, "limit": limit}
+        query = HISTORY_FIRST_PAGE
+        if after is not None:
+            query = HISTORY_AFTER
+            params.update(created_at=after[0], id=after[1])
+        async with self._engine.connect() as conn:
+            return [_history(row) for row in (await conn.execute(query, params)).all()]
+
+    async def exists(self, user_id: str, memory_id: uuid.UUID) -> bool:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(GET_LIVE, {"id": memory_id, "user_id": uuid.UUID(user_id)})).first()
         return row is not None
+
+    async def sweep_expired(self, limit: int) -> int:
+        """Deletes up to `limit` expired memories (of any user) with their history."""
+        async with self._engine.begin() as conn:
+            return int((await conn.execute(SWEEP_EXPIRED, {"limit": limit})).scalar_one())
 
     async def delete_all(self, user_id: str) -> int:
         # Under the user's lock, so an AddMemories in flight either lands before (and is

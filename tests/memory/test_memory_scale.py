@@ -75,7 +75,7 @@ async def test_no_search_returns_another_users_memory(memory_stub, loaded) -> No
         owned = await own_ids(memory_stub, user)
         query = rng.choice(FACTS)
         response = await memory_stub.SearchMemories(
-            memory_pb2.SearchMemoriesRequest(query=query, limit=100), metadata=user.metadata
+            memory_pb2.SearchMemoriesRequest(query=query, limit=100, min_score=0), metadata=user.metadata
         )
 
         assert len(owned) == PER_USER

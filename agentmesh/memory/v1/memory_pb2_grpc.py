@@ -52,6 +52,16 @@ class MemoryServiceStub:
                 request_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.ListMemoriesRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.ListMemoriesResponse.FromString,
                 _registered_method=True)
+        self.UpdateMemory = channel.unary_unary(
+                '/agentmesh.memory.v1.MemoryService/UpdateMemory',
+                request_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryResponse.FromString,
+                _registered_method=True)
+        self.GetMemoryHistory = channel.unary_unary(
+                '/agentmesh.memory.v1.MemoryService/GetMemoryHistory',
+                request_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.GetMemoryHistoryRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.GetMemoryHistoryResponse.FromString,
+                _registered_method=True)
         self.DeleteMemory = channel.unary_unary(
                 '/agentmesh.memory.v1.MemoryService/DeleteMemory',
                 request_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.DeleteMemoryRequest.SerializeToString,
@@ -93,15 +103,29 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateMemory(self, request, context):
+        """Changes one of the caller's memories: its `text` (re-embedded) and/or `expire_time`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMemoryHistory(self, request, context):
+        """Returns the changes of one of the caller's memories (ADD, UPDATE, DELETE), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteMemory(self, request, context):
-        """Deletes one of the caller's memories.
+        """Deletes one of the caller's memories, and its history.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteAllMemories(self, request, context):
-        """Deletes every memory of the caller ("forget me").
+        """Deletes every memory of the caller, and their history ("forget me").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,6 +148,16 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.ListMemories,
                     request_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.ListMemoriesRequest.FromString,
                     response_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.ListMemoriesResponse.SerializeToString,
+            ),
+            'UpdateMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMemory,
+                    request_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryRequest.FromString,
+                    response_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryResponse.SerializeToString,
+            ),
+            'GetMemoryHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMemoryHistory,
+                    request_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.GetMemoryHistoryRequest.FromString,
+                    response_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.GetMemoryHistoryResponse.SerializeToString,
             ),
             'DeleteMemory': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteMemory,
@@ -220,6 +254,60 @@ class MemoryService:
             '/agentmesh.memory.v1.MemoryService/ListMemories',
             agentmesh_dot_memory_dot_v1_dot_memory__pb2.ListMemoriesRequest.SerializeToString,
             agentmesh_dot_memory_dot_v1_dot_memory__pb2.ListMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.memory.v1.MemoryService/UpdateMemory',
+            agentmesh_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryRequest.SerializeToString,
+            agentmesh_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMemoryHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.memory.v1.MemoryService/GetMemoryHistory',
+            agentmesh_dot_memory_dot_v1_dot_memory__pb2.GetMemoryHistoryRequest.SerializeToString,
+            agentmesh_dot_memory_dot_v1_dot_memory__pb2.GetMemoryHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
