@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Literal
 
 import grpc
 import structlog
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.principal import optional_principal
 
@@ -17,6 +19,26 @@ KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
+
+
+LbPolicy = Literal["round_robin", "pick_first"]
+
+
+class ChannelSettings(BaseSettings):
+    """How outgoing channels spread calls; read by every process that opens channels
+    (the services through open_channel, the gateway's upstream pool)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # round_robin connects to every address the target resolves to and spreads calls
+    # over them: with `dns:///<headless Service>:<port>` that is every ready pod, so
+    # replicas the HPA adds get calls. pick_first pins a channel to one address.
+    grpc_lb_policy: LbPolicy = "round_robin"
+
+
+def lb_policy_options(policy: LbPolicy | None = None) -> list[tuple[str, str]]:
+    """Channel options selecting the load-balancing policy (GRPC_LB_POLICY by default)."""
+    return [("grpc.lb_policy_name", policy or ChannelSettings().grpc_lb_policy)]
 
 
 def retry_service_config(idempotent: Iterable[tuple[str, str]]) -> str:
@@ -43,8 +65,14 @@ def retry_service_config(idempotent: Iterable[tuple[str, str]]) -> str:
     return json.dumps(config)
 
 
-def open_channel(target: str, *, idempotent: Iterable[tuple[str, str]] = ()) -> grpc.aio.Channel:
-    options = [*KEEPALIVE_OPTIONS, ("grpc.service_config", retry_service_config(idempotent))]
+def open_channel(
+    target: str, *, idempotent: Iterable[tuple[str, str]] = (), lb_policy: LbPolicy | None = None
+) -> grpc.aio.Channel:
+    options = [
+        *KEEPALIVE_OPTIONS,
+        *lb_policy_options(lb_policy),
+        ("grpc.service_config", retry_service_config(idempotent)),
+    ]
     options.append(("grpc.enable_retries", 1))
     return grpc.aio.insecure_channel(target, options=options)
 

@@ -4,8 +4,11 @@ service, Alembic migrations applied at start-up (serialised across replicas)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from alembic import command
@@ -18,6 +21,60 @@ from services.common.logging import get_logger
 from services.common.settings import CommonSettings
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
+# SQLSTATEs that end the retry at once: wrong credentials (class 28) or database (3D000)
+# do not fix themselves while the pod waits.
+_PERMANENT_SQLSTATE_PREFIXES = ("28", "3D")
+# Connection exceptions (08), `the database system is starting up`, too many connections.
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P03", "53300")
+# Driver errors raised before any SQLSTATE exists (libpq/asyncpg connect failures).
+_TRANSIENT_ERROR_NAMES = {"OperationalError", "InterfaceError", "ConnectionDoesNotExistError"}
+
+
+def _is_transient_connect_error(exc: BaseException) -> bool:
+    """True for failures a starting or briefly unreachable database produces: refused or
+    reset connections, DNS not yet resolvable, timeouts, `the database system is starting
+    up` (57P03), too many connections (53300). asyncpg, psycopg and SQLAlchemy's wrappers
+    alike (the chain is walked for the driver's SQLSTATE)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    transient = False
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_PERMANENT_SQLSTATE_PREFIXES):
+            return False
+        if (
+            isinstance(current, OSError)
+            or (isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATE_PREFIXES))
+            or type(current).__name__ in _TRANSIENT_ERROR_NAMES
+        ):
+            transient = True
+        todo += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return transient
+
+
+async def retry_connect(connect: Callable[[], Awaitable[T]], *, timeout_s: float, what: str = "database") -> T:
+    """`connect()` until it succeeds, with exponential backoff (0.5 s doubling to 5 s), for at
+    most `timeout_s`; a Kubernetes pod starting next to its database must not crash-loop."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.5
+    attempt = 1
+    while True:
+        try:
+            return await connect()
+        except Exception as exc:
+            remaining = deadline - time.monotonic()
+            if not _is_transient_connect_error(exc) or remaining <= 0:
+                raise
+            log.warning("database_connect_retry", what=what, attempt=attempt, error=str(exc)[:200], retry_in_s=delay)
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)
+            attempt += 1
 
 
 async def resolve_database_url(settings: CommonSettings) -> str:
@@ -64,6 +121,11 @@ async def open_database(settings: CommonSettings, *, schema: str, migrations: Pa
         connect_args={"server_settings": {"search_path": f"{schema},public", "application_name": schema}},
     )
     database = Database(url=url, schema=schema, engine=engine, sessions=async_sessionmaker(engine))
+    try:
+        await retry_connect(database.ping, timeout_s=settings.db_connect_timeout_s, what=schema)
+    except BaseException:
+        await engine.dispose()
+        raise
     if migrations is not None and settings.db_migrate_on_start:
         await migrate(database, migrations)
     return database

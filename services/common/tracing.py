@@ -20,17 +20,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, TracesSampler
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 INSTRUMENTATION_NAME = "agentmesh"
 # W3C trace context keys; gRPC metadata keys are lower case like HTTP/2 headers.
@@ -41,12 +45,34 @@ _provider: Any = None
 
 
 class TracingSettings(BaseSettings):
-    """The two tracing settings, for processes without `CommonSettings` (the gateway)."""
+    """The tracing settings, read where the tracer provider is installed (services and gateway)."""
 
     model_config = SettingsConfigDict(extra="ignore")
 
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = ""
+    # The SDK's own variables, validated here: an unknown sampler name would otherwise
+    # fall back to sampling every trace. OTEL_RESOURCE_ATTRIBUTES (pod, namespace,
+    # version from the downward API) is merged into the resource by Resource.create.
+    otel_traces_sampler: TracesSampler = "parentbased_always_on"
+    otel_traces_sampler_arg: float | None = Field(default=None, ge=0, le=1)
+    otel_resource_attributes: str = ""
+
+
+def sampler_from(settings: TracingSettings) -> Sampler:
+    """OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG as the SDK defines them (ratio 1.0
+    when the argument is unset); parent-based samplers follow the caller's decision."""
+    from opentelemetry.sdk.trace import sampling
+
+    ratio = sampling.TraceIdRatioBased(
+        1.0 if settings.otel_traces_sampler_arg is None else settings.otel_traces_sampler_arg
+    )
+    root: Sampler = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": ratio,
+    }[settings.otel_traces_sampler.removeprefix("parentbased_")]
+    return sampling.ParentBased(root) if settings.otel_traces_sampler.startswith("parentbased_") else root
 
 
 def _not_health_or_reflection() -> Any:
@@ -75,7 +101,9 @@ def install_tracer_provider(service_name: str, endpoint: str | None) -> bool:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service_name}), sampler=sampler_from(TracingSettings())
+        )
         # An http:// endpoint means plaintext (an in-cluster collector); https:// means TLS.
         exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
         provider.add_span_processor(BatchSpanProcessor(exporter))
