@@ -32,7 +32,14 @@ from gateway.observability import GatewayMetrics, set_route_template
 from gateway.ratelimit import RateLimitDecision, RateLimiter
 from gateway.routing import NoRoute, Router
 from gateway.settings import GatewaySettings
-from gateway.streaming import FirstRead, NewlineDelimitedJson, ServerSentEvents, UpstreamStreamResponse, wants_sse
+from gateway.streaming import (
+    FirstRead,
+    NewlineDelimitedJson,
+    ServerSentEvents,
+    UpstreamStreamResponse,
+    apply_last_event_id,
+    wants_sse,
+)
 from gateway.transcoding import build_request, media_type, response_json
 from gateway.upstreams import (
     NoUpstream,
@@ -160,6 +167,8 @@ class Gateway:
         query = request.scope.get("query_string", b"").decode("latin-1")
         try:
             message = build_request(binding, variables, query, body, content_type, form)
+            if binding.server_streaming:
+                apply_last_event_id(message, request.headers.get("last-event-id"))
         except (ValueError, TypeError, RecursionError, UnicodeError) as exc:
             raise GatewayError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"invalid request: {exc}", reason="INVALID_FIELD_VALUE"

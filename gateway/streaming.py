@@ -13,10 +13,15 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import status_from_rpc_error, status_to_json
+from gateway.errors import GatewayError, status_from_rpc_error, status_to_json
 
 SSE_MEDIA_TYPE = "text/event-stream"
 NDJSON_MEDIA_TYPE = "application/x-ndjson"
+# A streamed message with this integer field numbers its events: over SSE it becomes the
+# event's `id:`, and a request with this field takes the browser's `Last-Event-ID` as
+# where to resume (agent runs: ChatEvent.seq, StreamRunRequest.after_seq).
+EVENT_ID_FIELD = "seq"
+RESUME_FIELD = "after_seq"
 
 
 def wants_sse(accept: str | None) -> bool:
@@ -28,11 +33,36 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def event_id(message: Message) -> str | None:
+    """The SSE id of a streamed message: its `seq` field when it has a non-zero one."""
+    field = message.DESCRIPTOR.fields_by_name.get(EVENT_ID_FIELD)
+    if field is None:
+        return None
+    value = getattr(message, EVENT_ID_FIELD)
+    return str(value) if isinstance(value, int) and value > 0 else None
+
+
+def apply_last_event_id(message: Message, header: str | None) -> None:
+    """`Last-Event-ID: N` resumes a stream after event N, unless the request says where."""
+    if header is None or message.DESCRIPTOR.fields_by_name.get(RESUME_FIELD) is None:
+        return
+    if getattr(message, RESUME_FIELD):
+        return
+    value = header.strip()
+    if not value.isdigit() or len(value) > 10 or int(value) > 2**31 - 1:
+        raise GatewayError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Last-Event-ID must be the id (a whole number) of the last event received",
+            reason="LAST_EVENT_ID_INVALID",
+        )
+    setattr(message, RESUME_FIELD, int(value))
+
+
 class StreamFormat(Protocol):
     media_type: str
     heartbeat: bytes | None
 
-    def message(self, value: Any) -> bytes: ...
+    def message(self, value: Any, event_id: str | None = None) -> bytes: ...
 
     def error(self, status: status_pb2.Status) -> bytes: ...
 
@@ -42,8 +72,10 @@ class ServerSentEvents:
     # A comment line: ignored by EventSource and fetch readers, keeps proxies from timing out.
     heartbeat: bytes | None = b": keep-alive\n\n"
 
-    def message(self, value: Any) -> bytes:
-        return f"data: {_dumps(value)}\n\n".encode()
+    def message(self, value: Any, event_id: str | None = None) -> bytes:
+        # `id:` lets EventSource reconnect with Last-Event-ID by itself.
+        prefix = f"id: {event_id}\n" if event_id else ""
+        return f"{prefix}data: {_dumps(value)}\n\n".encode()
 
     def error(self, status: status_pb2.Status) -> bytes:
         return f"event: error\ndata: {_dumps(status_to_json(status))}\n\n".encode()
@@ -55,7 +87,7 @@ class NewlineDelimitedJson:
     media_type = NDJSON_MEDIA_TYPE
     heartbeat: bytes | None = None
 
-    def message(self, value: Any) -> bytes:
+    def message(self, value: Any, event_id: str | None = None) -> bytes:
         return f"{_dumps({'result': value})}\n".encode()
 
     def error(self, status: status_pb2.Status) -> bytes:
@@ -164,7 +196,7 @@ class UpstreamStreamResponse:
             if item is grpc.aio.EOF:
                 await self._finish(send, b"")
                 return
-            chunk = self._format.message(self._to_json(item))
+            chunk = self._format.message(self._to_json(item), event_id(item))
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def _finish(self, send: Send, last: bytes) -> None:
