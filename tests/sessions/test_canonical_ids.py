@@ -19,6 +19,7 @@ from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
 from tests.support.grpc_errors import rpc_failure
+from tests.support.services import service_metadata
 from tests.support.users import MeshUser
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -45,12 +46,13 @@ async def stubs(mesh: Mesh) -> AsyncIterator[dict[str, object]]:
         await channel.close()
 
 
-async def test_every_service_refuses_every_other_spelling(stubs, user: MeshUser) -> None:
+async def test_every_service_refuses_every_other_spelling(stubs, auth_stub, user: MeshUser) -> None:
     sessions = stubs["sessions"]
     agent = stubs["agent"]
     memory = stubs["memory"]
     evals = stubs["evals"]
     md = user.metadata
+    as_agent = await service_metadata(auth_stub)  # RecordTrace is service-only
     session_id = (
         await sessions.CreateSession(sessions_pb2.CreateSessionRequest(name="ids"), metadata=md)
     ).session.session_id
@@ -77,7 +79,7 @@ async def test_every_service_refuses_every_other_spelling(stubs, user: MeshUser)
                 evals_pb2.RecordTraceRequest(
                     trace=evals_pb2.Trace(trace_id=str(uuid.uuid4()), session_id=spelling, input="q", output="a")
                 ),
-                metadata=md,
+                metadata=as_agent,
             ),
         }
         for name, call in calls.items():
@@ -98,7 +100,7 @@ async def test_every_service_refuses_every_other_spelling(stubs, user: MeshUser)
 
     for spelling in other_spellings(str(uuid.uuid4())):
         trace = evals_pb2.Trace(trace_id=spelling, input="q", output="a")
-        failure = await rpc_failure(evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=md))
+        failure = await rpc_failure(evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=as_agent))
         assert (failure.code, failure.reason) == (INVALID, "TRACE_ID_INVALID"), spelling
 
     # The canonical spelling still works everywhere, and nothing above changed anything.
