@@ -23,7 +23,7 @@ from services.common import metrics
 from services.common.errors import DomainError, PermissionDenied, Unauthenticated, internal_status
 from services.common.logging import get_logger
 from services.common.principal import Principal, reset_principal, set_principal
-from services.common.request_checks import tolerant_deserializer, validate_request
+from services.common.request_checks import crash_report, tolerant_deserializer, validate_request
 from services.common.tokens import AccessTokenVerifier
 
 log = get_logger(__name__)
@@ -124,7 +124,8 @@ class _Call:
             level = log.error if exc.code == grpc.StatusCode.INTERNAL else log.info
             level("rpc_failed", code=exc.code.name, reason=exc.reason, error=exc.message)
             await context.abort_with_status(rpc_status.to_status(exc.to_status()))
-        log.exception("rpc_crashed")
+        # Type and stack only: exception messages carry values (user text, SQL parameters).
+        log.error("rpc_crashed", **crash_report(exc))
         await context.abort_with_status(rpc_status.to_status(internal_status()))
         raise AssertionError("unreachable")  # abort_with_status always raises
 

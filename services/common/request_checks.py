@@ -11,6 +11,7 @@ microseconds. Error messages name the field path, never its content: they are lo
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -113,3 +114,20 @@ def validate_request(request: object) -> None:
     raise_if_undecodable(request)
     if isinstance(request, Message):
         check_request(request)
+
+
+def crash_report(exc: BaseException) -> dict[str, object]:
+    """What a log may say about an unexpected exception: its type, its causes' types and where it
+    happened (file, line, code), never its message. Messages carry values: asyncpg's
+    "invalid input for query argument $1: '<the user's text>'", a KeyError's key, a parser's input.
+    """
+    causes = []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(causes) < 5:
+        causes.append(type(cause).__qualname__)
+        cause = cause.__cause__ or cause.__context__
+    return {
+        "error_type": type(exc).__qualname__,
+        "caused_by": causes,
+        "stack": [line.rstrip() for line in traceback.format_tb(exc.__traceback__)[-8:]],
+    }

@@ -22,6 +22,7 @@ from meshctl.mesh import Mesh
 from services.common.errors import InvalidArgument
 from services.common.request_checks import check_request
 from tests.support.grpc_errors import rpc_failure
+from tests.support.services import service_metadata
 from tests.support.users import MeshUser
 
 
@@ -111,13 +112,20 @@ async def test_nul_in_a_memory_is_refused_and_nothing_is_stored(
     no_marker_in_logs(log_dir, secret)
 
 
-async def test_nul_in_a_trace_is_refused(channels: dict[str, grpc.aio.Channel], user: MeshUser, log_dir: Path) -> None:
+async def test_nul_in_a_trace_is_refused(
+    channels: dict[str, grpc.aio.Channel], auth_stub, user: MeshUser, log_dir: Path
+) -> None:
     stub = evals_pb2_grpc.EvalServiceStub(need(channels, "evals"))
     secret = marker()
     trace = evals_pb2.Trace(
-        trace_id=str(uuid.uuid4()), session_id=str(uuid.uuid4()), input="hi", output=secret + "\x00"
+        trace_id=str(uuid.uuid4()),
+        session_id=str(uuid.uuid4()),
+        user_id=user.user_id,
+        input="hi",
+        output=secret + "\x00",
     )
-    failure = await rpc_failure(stub.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=user.metadata))
+    as_agent = await service_metadata(auth_stub)  # RecordTrace is service-only
+    failure = await rpc_failure(stub.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace), metadata=as_agent))
     assert_invalid_text(failure)
     no_marker_in_logs(log_dir, secret)
 
@@ -171,3 +179,59 @@ def test_the_check_walks_nested_repeated_and_map_fields() -> None:
     with pytest.raises(InvalidArgument) as refused:
         check_request(bogus_enum)
     assert refused.value.reason == "INVALID_ENUM_VALUE"
+
+
+async def test_database_errors_do_not_carry_the_statement_parameters(mesh: Mesh) -> None:
+    # Before: SQLAlchemy's StatementError ended with "[parameters: ('<the user's text>',)]", and
+    # the interceptor logged it whole with the traceback.
+    from sqlalchemy import text
+
+    from services.common.database import open_database
+    from services.common.settings import CommonSettings
+
+    settings = CommonSettings(_env_file=None, database_url=mesh.env["DATABASE_URL"])  # type: ignore[call-arg]
+    database = await open_database(settings, schema="public", migrations=None)
+    secret = marker()
+    try:
+        with pytest.raises(Exception) as failed:
+            async with database.engine.connect() as conn:
+                await conn.execute(text("SELECT CAST(:value AS integer)"), {"value": secret})
+        # SQLAlchemy's own rendering hides them; asyncpg still quotes the value in its message,
+        # which is why the interceptor logs a crash's type and stack, never its message (below).
+        assert "parameters hidden" in str(failed.value)
+        with pytest.raises(Exception) as nul:
+            async with database.engine.connect() as conn:
+                await conn.execute(text("SELECT CAST(:value AS text)"), {"value": secret + "\x00"})
+        assert secret not in str(nul.value)
+    finally:
+        await database.close()
+
+
+async def test_a_crash_is_logged_without_its_message(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: log.exception printed the exception's message, e.g. asyncpg's
+    # "invalid input for query argument $1: '<the user's text>'", into the service log.
+    from services.common.interceptors import RuntimeInterceptor
+    from services.common.logging import configure_logging
+
+    configure_logging(service="test", level="INFO", fmt="json")
+    secret = marker()
+
+    async def crash(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        raise ValueError(f"invalid input for query argument $1: {secret!r}")
+
+    handler = grpc.method_handlers_generic_handler("test.Crash", {"Do": grpc.unary_unary_rpc_method_handler(crash)})
+    server = grpc.aio.server(interceptors=[RuntimeInterceptor(None, frozenset({"/test.Crash/Do"}))])  # type: ignore[arg-type]
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/test.Crash/Do")(b"")
+            failure = await rpc_failure(call)
+    finally:
+        await server.stop(None)
+    assert failure.code == grpc.StatusCode.INTERNAL and secret not in failure.message
+    logged = capsys.readouterr()
+    output = logged.out + logged.err
+    assert "rpc_crashed" in output and "ValueError" in output
+    assert secret not in output
