@@ -6,6 +6,8 @@ Tool calls, when the tool is offered and `tool_choice` is not "none":
   calculate something;
 - `current_time` with `{}` when it asks for the time or the date;
 - `web_search` with `{"query": "X"}` for "search the web for X", "look up X online", "google X".
+Several calculations separated by ";" ("what is 1+1; 2+2; 3+3?") are parallel calls, one
+`calculator` call per expression in one reply, as models with parallel tool calls do.
 A forced `tool_choice` calls the named tool, with the arguments above when they apply and otherwise
 the smallest arguments valid against the tool's parameter schema.
 
@@ -40,6 +42,8 @@ class ToolCall:
 class Reply:
     text: str | None = None
     tool_call: ToolCall | None = None
+    # Parallel calls after `tool_call`, in the same reply.
+    more_calls: tuple[ToolCall, ...] = ()
 
 
 _WORD_OPERATORS = (
@@ -166,6 +170,15 @@ def decide_tool_call(text: str, tools: list[dict[str, Any]], tool_choice: Any) -
     return None
 
 
+def parallel_calculations(text: str, tools: list[dict[str, Any]], tool_choice: Any) -> list[ToolCall]:
+    """One calculator call per ";"-separated expression, when there are at least two."""
+    if "calculator" not in _tool_schemas(tools) or tool_choice == "none" or isinstance(tool_choice, dict):
+        return []
+    expressions = [find_expression(part) for part in text.split(";")]
+    calls = [ToolCall("calculator", json.dumps({"expression": e})) for e in expressions if e]
+    return calls if len(calls) >= 2 else []
+
+
 def _tool_name_for(messages: list[dict[str, Any]], tool_call_id: str) -> str:
     for message in reversed(messages):
         for call in message.get("tool_calls") or []:
@@ -283,8 +296,15 @@ def answer(messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_cho
         return Reply(text=f"I did not receive any messages. {OFFLINE_NOTE}")
     last = messages[-1]
     if last.get("role") == "tool":
-        return Reply(text=answer_tool_result(messages))
+        # Parallel calls: one sentence per result, in call order.
+        start = len(messages)
+        while start > 0 and messages[start - 1].get("role") == "tool":
+            start -= 1
+        return Reply(text=" ".join(answer_tool_result(messages[: i + 1]) for i in range(start, len(messages))))
     if last.get("role") == "user" and tools:
+        parallel = parallel_calculations(message_text(last), tools, tool_choice)
+        if parallel:
+            return Reply(tool_call=parallel[0], more_calls=tuple(parallel[1:]))
         call = decide_tool_call(message_text(last), tools, tool_choice)
         if call is not None:
             return Reply(tool_call=call)

@@ -147,7 +147,7 @@ def _decide_completion(
         return Completion.of_text(model, prompt_tokens, text, max_tokens)
     reply = answer(messages, body.get("tools") or [], body.get("tool_choice", "auto"))
     if reply.tool_call is not None:
-        return Completion.of_tool_call(model, prompt_tokens, reply.tool_call)
+        return Completion.of_tool_call(model, prompt_tokens, reply.tool_call, *reply.more_calls)
     text = state.scripts.take(model) or reply.text or ""
     return Completion.of_text(model, prompt_tokens, text, max_tokens)
 

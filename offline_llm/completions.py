@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from offline_llm.answers import ToolCall
@@ -56,6 +56,8 @@ class Completion:
     id: str = ""
     created: int = 0
     tool_call_id: str = ""
+    # Parallel calls after `tool_call` (sent whole, each in one chunk when streaming).
+    more_calls: list[tuple[str, ToolCall]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.id = self.id or "chatcmpl-" + uuid.uuid4().hex[:24]
@@ -72,12 +74,15 @@ class Completion:
         return cls(model, prompt_tokens, pieces, None, finish)
 
     @classmethod
-    def of_tool_call(cls, model: str, prompt_tokens: int, call: ToolCall) -> Completion:
-        return cls(model, prompt_tokens, stream_pieces(call.arguments) or [""], call, "tool_calls")
+    def of_tool_call(cls, model: str, prompt_tokens: int, call: ToolCall, *more: ToolCall) -> Completion:
+        completion = cls(model, prompt_tokens, stream_pieces(call.arguments) or [""], call, "tool_calls")
+        completion.more_calls = [(new_tool_call_id(), extra) for extra in more]
+        return completion
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.pieces) + (1 if self.tool_call else 0)
+        extra = sum(len(stream_pieces(call.arguments)) + 1 for _, call in self.more_calls)
+        return len(self.pieces) + (1 if self.tool_call else 0) + extra
 
     def usage(self) -> dict[str, Any]:
         return usage(self.prompt_tokens, self.completion_tokens)
@@ -87,12 +92,10 @@ class Completion:
         if self.tool_call is None:
             message["content"] = "".join(self.pieces)
         else:
+            calls = [(self.tool_call_id, self.tool_call), *self.more_calls]
             message["tool_calls"] = [
-                {
-                    "id": self.tool_call_id,
-                    "type": "function",
-                    "function": {"name": self.tool_call.name, "arguments": self.tool_call.arguments},
-                }
+                {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call_id, call in calls
             ]
         return {
             "id": self.id,
@@ -142,6 +145,10 @@ class Completion:
                 self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None, include_usage)
                 for piece in self.pieces
             ]
+            for index, (call_id, call) in enumerate(self.more_calls, start=1):
+                whole = {"index": index, "id": call_id, "type": "function"}
+                whole["function"] = {"name": call.name, "arguments": call.arguments}
+                tokens.append(self._chunk({"tool_calls": [whole]}, None, include_usage))
         closing = [self._chunk({}, self.finish_reason, include_usage)]
         if include_usage:
             closing.append(

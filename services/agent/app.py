@@ -61,6 +61,7 @@ class AgentApp(ServiceApp):
             max_context_tokens=s.max_context_tokens,
             max_tool_rounds=s.max_tool_rounds,
             checkpointer=self.checkpoints.saver,
+            max_tool_calls_per_round=s.max_tool_calls_per_round,
         )
         executor = RunExecutor(
             graph=graph,

@@ -72,6 +72,7 @@ def build_agent_graph(
     max_context_tokens: int,
     max_tool_rounds: int,
     checkpointer: BaseCheckpointSaver | None,
+    max_tool_calls_per_round: int = 8,
 ) -> CompiledStateGraph:
     async def chat(state: ConversationState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict:
         context = runtime.context
@@ -98,7 +99,20 @@ def build_agent_graph(
         context = runtime.context
         last = state["turn"][-1]
         assert isinstance(last, AIMessage)
-        results: list[ToolMessage] = await asyncio.gather(*(tools.run(call) for call in last.tool_calls))
+        # A round runs at most max_tool_calls_per_round calls; the rest are answered, not run,
+        # so the model learns why and can ask again next round (every call needs an answer).
+        allowed, refused = last.tool_calls[:max_tool_calls_per_round], last.tool_calls[max_tool_calls_per_round:]
+        results: list[ToolMessage] = await asyncio.gather(*(tools.run(call) for call in allowed))
+        results += [
+            ToolMessage(
+                content=f"Not run: at most {max_tool_calls_per_round} tool calls per round. "
+                "Call it again in the next round if you still need it.",
+                tool_call_id=call.get("id") or "",
+                name=call["name"],
+                status="error",
+            )
+            for call in refused
+        ]
         for call, result in zip(last.tool_calls, results, strict=True):
             content = result.text
             event = agent_pb2.ToolResult(id=result.tool_call_id, name=call["name"], content=content)

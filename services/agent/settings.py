@@ -22,6 +22,8 @@ class AgentSettings(CommonSettings, LLMSettings):
     max_message_chars: int = Field(default=3000, ge=1)
     # Tool rounds per turn; past it the model must answer without tools.
     max_tool_rounds: int = Field(default=5, ge=0, le=25)
+    # Tool calls run per model round; the model is told the rest were not run.
+    max_tool_calls_per_round: int = Field(default=8, ge=1, le=128)
 
     llm_max_attempts: int = Field(default=3, ge=1, le=10)
     llm_backoff_base_s: float = Field(default=0.25, ge=0)
@@ -34,8 +36,9 @@ class AgentSettings(CommonSettings, LLMSettings):
     memory_enabled: bool = True
     memory_search_timeout_s: float = Field(default=0.25, gt=0)
     memory_search_limit: int = Field(default=5, ge=1, le=100)
-    # mem0's default: top-k without a threshold; the limit bounds the prompt.
-    memory_min_score: float = Field(default=0.0, ge=0, le=1)
+    # Facts below this similarity are noise and stay out of the prompt; the memory service
+    # reads the same MEMORY_MIN_SCORE as its search default (see services/memory/README.md).
+    memory_min_score: float = Field(default=0.25, ge=0, le=1)
     memory_add_timeout_s: float = Field(default=15.0, gt=0)
     memory_max_pending_writes: int = Field(default=256, ge=1)
 
