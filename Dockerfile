@@ -1,8 +1,14 @@
 # One image for every agentmesh process; the manifests pick the process by its command
 # (`python -m services.auth`, `python -m gateway`, ...). Built by `make images`.
 ARG PYTHON_VERSION=3.11
+# The base image by digest, so a rebuild gets the same OS packages and Python build. No
+# digest is committed (none could be verified where this was written): `make images`
+# refuses to build without PYTHON_DIGEST, and a build with this placeholder fails on the
+# invalid reference. Resolve it where you can pull:
+#   docker buildx imagetools inspect python:3.11-slim-bookworm --format '{{json .Manifest.Digest}}'
+ARG PYTHON_DIGEST=sha256:set-PYTHON_DIGEST-see-Dockerfile
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM python:${PYTHON_VERSION}-slim-bookworm@${PYTHON_DIGEST} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -15,7 +21,7 @@ RUN mkdir -p services gateway agentmesh offline_llm loadtest bench \
  && pip uninstall -y agentmesh
 RUN python -m compileall -q /opt/venv/lib
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+FROM python:${PYTHON_VERSION}-slim-bookworm@${PYTHON_DIGEST} AS runtime
 # A fixed high UID/GID the manifests' securityContext names (runAsUser: 10001).
 RUN groupadd --system --gid 10001 agentmesh \
  && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --shell /usr/sbin/nologin agentmesh

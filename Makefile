@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format proto proto-check proto-breaking pytest browser k8s-check images \
+.PHONY: setup run test lint format proto proto-check proto-breaking pytest browser k8s-check images push \
         bench loadtest loadtest-stress soak profile eval eval-golden clean
 
 setup: $(STAMP)
@@ -35,13 +35,27 @@ $(TOOLS)/bin/checkov:
 
 # Renders both overlays, validates every object against the Kubernetes schemas, runs
 # checkov, and cross-checks commands, ports, probes, env vars and NetworkPolicies with the code.
-k8s-check: setup $(TOOLS)/bin/checkov
+# Also runs `promtool test rules` on the alerts (promtool comes with `make browser`).
+k8s-check: setup browser $(TOOLS)/bin/checkov
 	$(BIN)/python scripts/k8s_check.py
 
 IMAGE_TAG := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE := ghcr.io/agentmesh/agentmesh:$(IMAGE_TAG)
 # One image for every service (the Deployment picks the command); the overlays use this tag.
+# The base image is pinned by digest: PYTHON_DIGEST=sha256:... (see Dockerfile).
 images:
-	docker build -t ghcr.io/agentmesh/agentmesh:$(IMAGE_TAG) .
+	@test -n "$(PYTHON_DIGEST)" || { echo "images-refuse-unset-digest: set PYTHON_DIGEST=sha256:... (Dockerfile says how)"; exit 1; }
+	docker build --build-arg PYTHON_DIGEST=$(PYTHON_DIGEST) -t $(IMAGE) .
+
+# `make push REGISTRY=registry.example.com/agentmesh`: tags and pushes the image there, and
+# refuses to overwrite a released tag (the manifests pull IfNotPresent). Point the cluster
+# at it with k8s/components/registry.
+push: images
+	@test -n "$(REGISTRY)" || { echo "set REGISTRY=<registry>/<path>"; exit 1; }
+	@! docker manifest inspect $(REGISTRY)/agentmesh:$(IMAGE_TAG) >/dev/null 2>&1 \
+		|| { echo "$(REGISTRY)/agentmesh:$(IMAGE_TAG) exists: release tags are immutable, bump the version"; exit 1; }
+	docker tag $(IMAGE) $(REGISTRY)/agentmesh:$(IMAGE_TAG)
+	docker push $(REGISTRY)/agentmesh:$(IMAGE_TAG)
 
 # MESH_ARGS=--ephemeral-ports runs beside another mesh (or whatever holds 8080, 50051-50055, ...).
 MESH_ARGS ?=

@@ -1,15 +1,29 @@
 """Offline checks of the Kubernetes manifests (`make k8s-check`).
 
-1. `kubectl kustomize` renders every overlay (and the prometheus-operator component on top).
+1. `kubectl kustomize` renders every overlay and every optional component on top (prod with
+   `values.example.env` standing in for the cluster's required values; the committed prod
+   overlay must refuse to render until values.env is filled in).
 2. Every object validates against the Kubernetes schemas (`kubernetes-validate`, strict).
 3. `checkov` (from `.venv-tools`) reports no failed check; every skip carries a reason.
 4. The manifests agree with the code: commands are real modules, ports, hosts and probes
    are what each settings class resolves to under the manifest's env, every env var is one
-   a settings class reads, upstream addresses name real Services, the drain fits the
-   termination grace period, and the NetworkPolicies allow exactly the calls the code makes.
-5. The Prometheus rules of the operator component equal k8s/observability/alerts.yml.
+   a settings class reads, upstream addresses name real headless Services through `dns:///`
+   with round_robin, the drain fits the termination grace period (grace >= preStop + drain
+   + margin, drain >= the longest deadline a caller gives), and the NetworkPolicies allow
+   exactly the calls the code makes (DNS through kube-dns and NodeLocal DNSCache).
+5. Deploy pitfalls: image pull policy, no Job in the default render (the migration Jobs
+   are an opt-in component), no `replicas` where an HPA owns them, zone spread, Redis AUTH,
+   the gateway's shared config and proxy settings, OTel resource attributes, database
+   pools at the HPAs' maxima within the database's connection budget (or PgBouncer's).
+6. Alerts: `promtool check rules` and `promtool test rules` (a firing and a silent case per
+   alert), severities `critical|warning`, a runbook per alert, grpc_code values the
+   interceptor writes, the operator component's PrometheusRule equal to alerts.yml, its
+   `release` label and Role for Prometheus.
+7. The Dockerfile pins its base image by digest.
 
 Exit status 0 when everything passes; every problem is printed on its own line.
+`--write-prometheusrule` regenerates the operator component's PrometheusRule from alerts.yml;
+`--pool-table` prints the database connection table k8s/README.md carries.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib
+import ipaddress
 import json
 import os
 import re
@@ -28,7 +43,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import grpc
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,18 +59,52 @@ from services.common.settings import CommonSettings  # noqa: E402
 
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
-OPERATOR_COMPONENT = K8S / "components" / "prometheus-operator"
+COMPONENTS = K8S / "components"
+OPERATOR_COMPONENT = COMPONENTS / "prometheus-operator"
+MIGRATION_COMPONENT = COMPONENTS / "migration-jobs"
+PGBOUNCER_COMPONENT = COMPONENTS / "pgbouncer"
+REGISTRY_COMPONENT = COMPONENTS / "registry"
+PROD_VALUES = K8S / "overlays" / "prod" / "values.env"
+PROD_VALUES_EXAMPLE = K8S / "overlays" / "prod" / "values.example.env"
+PROD_REQUIRED_VALUES = ("DATABASE_CIDR", "TRUSTED_PROXIES")
+ALERTS = K8S / "observability" / "alerts.yml"
+ALERT_TESTS = K8S / "observability" / "tests"
+DASHBOARD = K8S / "observability" / "grafana" / "agentmesh-dashboard.json"
+SCRAPE_CONFIG = K8S / "observability" / "prometheus.yml"
+PROMETHEUS_RULE = OPERATOR_COMPONENT / "prometheusrule.yaml"
+RUNBOOKS = ROOT / "docs" / "runbooks"
+RUNBOOK_URL_PREFIX = "https://github.com/agentmesh/agentmesh/blob/main/docs/runbooks/"
+README = K8S / "README.md"
+DOCKERFILE = ROOT / "Dockerfile"
 KUBECTL = ROOT / ".venv" / "bin" / "kubectl"
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
 KUBERNETES_VERSION = "1.37.0"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 GRPC_SERVICES = ("auth", "sessions", "agent", "memory", "evals")
 POSTGRES_PORT, REDIS_PORT, DNS_PORT, OTLP_PORT, HTTPS_PORT = 5432, 6379, 53, 4317, 443
-# Placeholder values for secretKeyRef variables: the check needs the settings to load,
-# not the real secrets (prod's Secret is created by the operator, never rendered).
+# NodeLocal DNSCache's default listen address: pods resolve through it where it runs.
+NODE_LOCAL_DNS = "169.254.20.10"
+# Kubelet waits this long after the drain for the rest of the shutdown (closing pools,
+# flushing spans) before SIGKILL; the agent adds its background drain on top.
+SHUTDOWN_MARGIN_S = 10.0
+SEVERITIES = ("critical", "warning")
+# Placeholder values for secretKeyRef and downward-API variables: the check needs the
+# settings to load, not the real values (prod's Secret is created by the operator).
 SECRET_PLACEHOLDERS = {
     "DATABASE_URL": "postgresql://agentmesh:placeholder@db.invalid:5432/agentmesh",
     "SIGNING_KEY_SECRET": "placeholder-signing-key-secret-of-at-least-32-characters",
+    "REDIS_PASSWORD": "placeholder-redis-password",
+    "SERVICE_CREDENTIAL": "placeholder-service-credential-of-at-least-32-characters",
+    "SERVICE_CREDENTIALS": ",".join(
+        f"{name}=placeholder-{name}-credential-of-at-least-32-characters"
+        for name in ("auth", "sessions", "agent", "memory", "evals", "gateway")
+    ),
+}
+FIELD_PLACEHOLDERS = {
+    "metadata.name": "pod-0",
+    "metadata.namespace": "agentmesh",
+    "spec.nodeName": "node-0",
+    "status.podIP": "10.0.0.1",
 }
 
 Doc = dict[str, Any]
@@ -80,21 +131,64 @@ def render(path: Path) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def render_overlay(overlay: str) -> list[Doc]:
-    return render(K8S / "overlays" / overlay)
+def render_overlay(overlay: str, components: Iterable[Path] = ()) -> list[Doc]:
+    """An overlay with optional components added to its own `components:` (as an operator
+    would: only there do their references to the base's hashed ConfigMaps resolve). Prod's
+    required cluster values come from values.example.env. Both happen in a copy next to
+    the real overlay, so relative paths stay the same."""
+    components = list(components)
+    source = K8S / "overlays" / overlay
+    if overlay != "prod" and not components:
+        return render(source)
+    with tempfile.TemporaryDirectory(dir=K8S / "overlays", prefix=f".check-{overlay}-") as tmp:
+        for path in source.iterdir():
+            if path.is_file():
+                shutil.copy(path, Path(tmp) / path.name)
+        if overlay == "prod":
+            shutil.copy(PROD_VALUES_EXAMPLE, Path(tmp) / "values.env")
+        if components:
+            kustomization_path = Path(tmp) / "kustomization.yaml"
+            kustomization = yaml.safe_load(kustomization_path.read_text())
+            kustomization.setdefault("components", []).extend(os.path.relpath(c, tmp) for c in components)
+            kustomization_path.write_text(yaml.safe_dump(kustomization, sort_keys=False))
+        return render(Path(tmp))
 
 
 def render_with_operator_component(overlay: str) -> list[Doc]:
-    """The overlay plus the prometheus-operator component, as an operator would add it."""
-    with tempfile.TemporaryDirectory(dir=K8S) as tmp:
-        kustomization = {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": [os.path.relpath(K8S / "overlays" / overlay, tmp)],
-            "components": [os.path.relpath(OPERATOR_COMPONENT, tmp)],
-        }
-        (Path(tmp) / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-        return render(Path(tmp))
+    """The overlay plus the prometheus-operator component."""
+    return render_overlay(overlay, [OPERATOR_COMPONENT])
+
+
+def check_prod_values() -> list[str]:
+    """The committed prod overlay renders only once values.env sets every required value,
+    and then to values that are not catch-alls."""
+    values = {}
+    for line in PROD_VALUES.read_text().splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip()
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / "overlays" / "prod")], capture_output=True, text=True, check=False
+    )
+    missing = [key for key in PROD_REQUIRED_VALUES if not values.get(key)]
+    if missing:
+        if result.returncode == 0:
+            return [f"overlays/prod renders without {missing} in values.env: it must refuse to"]
+        print(f"overlays/prod: refuses to render until values.env sets {missing} (as it must)")
+        return []
+    if result.returncode != 0:
+        return [f"overlays/prod does not render: {result.stderr.strip()}"]
+    problems = []
+    for key in PROD_REQUIRED_VALUES:
+        for network in values[key].split(","):
+            try:
+                parsed = ipaddress.ip_network(network.strip(), strict=False)
+            except ValueError:
+                problems.append(f"values.env {key}={values[key]!r}: {network!r} is not a network")
+                continue
+            if parsed.prefixlen == 0:
+                problems.append(f"values.env {key}: {network} admits every address")
+    return problems
 
 
 # ---------------------------------------------------------------- schema validation
@@ -220,14 +314,20 @@ def program_for(command: list[str]) -> Program:
     module, args = command[2], command[3:]
     if not module_exists(module):
         raise CheckFailed(f"command {command}: no module {module} ({module.replace('.', '/')}/__main__.py)")
+    from services.common.clients import ChannelSettings
+    from services.common.tracing import TracingSettings
+
     if module == "gateway":
         from gateway.settings import GatewaySettings
-        from services.common.tracing import TracingSettings
 
+        gateway_source = "\n".join(path.read_text() for path in (ROOT / "gateway").rglob("*.py"))
         classes: list[type[BaseSettings]] = [GatewaySettings, TracingSettings]
         # The gateway verifies tokens with the shared runtime, which loads CommonSettings.
-        if any("CommonSettings(" in path.read_text() for path in (ROOT / "gateway").rglob("*.py")):
+        if "CommonSettings(" in gateway_source:
             classes.append(CommonSettings)
+        # Its upstream channels take GRPC_LB_POLICY through lb_policy_options().
+        if "lb_policy_options(" in gateway_source:
+            classes.append(ChannelSettings)
         return Program("gateway", classes, "gateway")
     if module == "offline_llm":
         return Program("offline_llm", settings_classes_in("offline_llm.settings", BaseSettings), "http")
@@ -241,7 +341,9 @@ def program_for(command: list[str]) -> Program:
     if match and match.group(1) in GRPC_SERVICES:
         if args not in ([], ["serve"]):
             raise CheckFailed(f"command {command}: a Deployment must run the server, not {args}")
-        return Program(match.group(1), settings_classes_in(f"{module}.settings", CommonSettings), "grpc")
+        # serve() installs tracing (TracingSettings) and open_channel() reads ChannelSettings.
+        classes = [*settings_classes_in(f"{module}.settings", CommonSettings), TracingSettings, ChannelSettings]
+        return Program(match.group(1), classes, "grpc")
     raise CheckFailed(f"command {command}: unknown program {module}")
 
 
@@ -352,8 +454,12 @@ class Workload:
         return int(port) if isinstance(port, int) else self.port(port)
 
 
+_VAR_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
 def container_env(container: Doc, docs: list[Doc], *, local: bool = False) -> tuple[dict[str, str], set[str]]:
-    """The env a container starts with: envFrom ConfigMaps/Secrets and env, in order."""
+    """The env a container starts with: envFrom ConfigMaps, then env in order, with
+    `$(VAR)` references expanded the way the kubelet does (earlier variables only)."""
     configmaps = {doc["metadata"]["name"]: doc.get("data", {}) for doc in by_kind(docs, "ConfigMap")}
     env: dict[str, str] = {}
     from_secrets: set[str] = set()
@@ -366,15 +472,34 @@ def container_env(container: Doc, docs: list[Doc], *, local: bool = False) -> tu
         else:
             raise CheckFailed(f"container {container['name']}: envFrom {source} (only ConfigMaps are expected)")
     for var in container.get("env", []):
+        value_from = var.get("valueFrom", {})
         if "value" in var:
-            env[var["name"]] = str(var["value"])
-        elif "secretKeyRef" in var.get("valueFrom", {}):
+            env[var["name"]] = _VAR_REFERENCE.sub(lambda m: env.get(m.group(1), m.group(0)), str(var["value"]))
+        elif "secretKeyRef" in value_from:
             from_secrets.add(var["name"])
             env[var["name"]] = SECRET_PLACEHOLDERS.get(var["name"], "placeholder")
-        elif "configMapKeyRef" in var.get("valueFrom", {}):
-            ref = var["valueFrom"]["configMapKeyRef"]
+        elif "configMapKeyRef" in value_from:
+            ref = value_from["configMapKeyRef"]
             env[var["name"]] = configmaps[ref["name"]][ref["key"]]
+        elif "fieldRef" in value_from:
+            path = value_from["fieldRef"]["fieldPath"]
+            label = re.fullmatch(r"metadata\.labels\['(.+)'\]", path)
+            if label:
+                env[var["name"]] = str(container.get("_pod_labels", {}).get(label.group(1), ""))
+            else:
+                env[var["name"]] = FIELD_PLACEHOLDERS.get(path, "placeholder")
     return env, from_secrets
+
+
+def composition_only_env(container: Doc) -> set[str]:
+    """Variables that exist only to be composed into others (`$(POD_NAME)` in
+    OTEL_RESOURCE_ATTRIBUTES, `$(REDIS_PASSWORD)` in a URL), so no settings class reads them."""
+    referenced = set()
+    for var in container.get("env", []):
+        referenced.update(_VAR_REFERENCE.findall(str(var.get("value", ""))))
+    for arg in [*container.get("args", []), *container.get("command", [])]:
+        referenced.update(_VAR_REFERENCE.findall(str(arg)))
+    return referenced
 
 
 def mesh_workloads(docs: list[Doc]) -> list[Workload]:
@@ -387,8 +512,8 @@ def mesh_workloads(docs: list[Doc]) -> list[Workload]:
             if "command" not in container:
                 continue
             program = program_for(container["command"])
-            env, secrets = container_env(container, docs)
             labels = doc["spec"]["template"]["metadata"].get("labels", {})
+            env, secrets = container_env({**container, "_pod_labels": labels}, docs)
             workloads.append(Workload(doc, container, program, env, secrets, labels))
     return workloads
 
@@ -420,10 +545,29 @@ def setting(loaded: list[BaseSettings], name: str) -> Any:
 # ---------------------------------------------------------------- cross-checks
 
 
-def check_workload(workload: Workload, docs: list[Doc]) -> list[str]:
+@dataclass
+class Deadlines:
+    """The longest deadlines callers give: the drain of a callee must outlast them."""
+
+    unary_s: float
+    stream_s: float
+
+
+def caller_deadlines(workloads: list[Workload]) -> Deadlines:
+    for workload in workloads:
+        if workload.program.kind == "gateway":
+            loaded = load_program_settings(workload)
+            return Deadlines(setting(loaded, "gateway_unary_timeout"), setting(loaded, "gateway_stream_timeout"))
+    from gateway.settings import GatewaySettings
+
+    defaults = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
+    return Deadlines(defaults.gateway_unary_timeout, defaults.gateway_stream_timeout)
+
+
+def check_workload(workload: Workload, docs: list[Doc], deadlines: Deadlines | None = None) -> list[str]:
     where = f"{describe(workload.doc)}/{workload.container['name']}"
     problems = []
-    unknown = sorted(set(workload.env) - workload.program.env_names)
+    unknown = sorted(set(workload.env) - workload.program.env_names - composition_only_env(workload.container))
     if unknown:
         problems.append(f"{where}: env {unknown} is read by no settings class of {workload.program.name}")
     try:
@@ -434,8 +578,13 @@ def check_workload(workload: Workload, docs: list[Doc]) -> list[str]:
     spec = workload.pod_spec
     if kind in ("grpc", "gateway"):
         problems += _check_ports_and_probes(workload, loaded, where)
-        problems += _check_drain(workload, loaded, where)
+        problems += _check_drain(workload, loaded, where, deadlines or Deadlines(30.0, 300.0))
         problems += _check_scrape_annotations(workload, loaded, where)
+        problems += _check_otel_resource(workload, where)
+        if setting(loaded, "grpc_lb_policy") != "round_robin":
+            problems.append(f"{where}: GRPC_LB_POLICY is {setting(loaded, 'grpc_lb_policy')}, not round_robin")
+    if kind == "grpc" and "agentmesh.io/database" in workload.labels:
+        problems += _check_connect_window(workload, loaded, where)
     # Only the addresses the server's code dials (a CLI's own addresses, e.g. the evals
     # CLI's, are for `kubectl exec` runs and default to loopback).
     for callee in sorted(code_calls(workload.program)):
@@ -467,9 +616,12 @@ def _check_ports_and_probes(workload: Workload, loaded: list[BaseSettings], wher
                     f"{where}: {probe_name} checks {probe['grpc'].get('service')!r}, served: {sorted(served)}"
                 )
     else:
-        expected = {"http": setting(loaded, "gateway_port")}
-        if setting(loaded, "gateway_host") != "0.0.0.0":
-            problems.append(f"{where}: GATEWAY_HOST resolves to {setting(loaded, 'gateway_host')}, not 0.0.0.0")
+        # /metrics (and /upstreamz) live on their own port; the public port serves the API,
+        # /healthz and /readyz (ready = this gateway can serve, not "every upstream is up").
+        expected = {"http": setting(loaded, "gateway_port"), "metrics": setting(loaded, "gateway_metrics_port")}
+        for host_field in ("gateway_host", "gateway_metrics_host"):
+            if setting(loaded, host_field) != "0.0.0.0":
+                problems.append(f"{where}: {host_field.upper()} resolves to {setting(loaded, host_field)}, not 0.0.0.0")
         for probe_name, paths in (
             ("startupProbe", {"/healthz"}),
             ("readinessProbe", {"/readyz"}),
@@ -487,43 +639,102 @@ def _check_ports_and_probes(workload: Workload, loaded: list[BaseSettings], wher
     return problems
 
 
-def _gateway_drain_s() -> float:
-    source = (ROOT / "gateway" / "__main__.py").read_text()
-    match = re.search(r"timeout_graceful_shutdown=(\d+(?:\.\d+)?)", source)
-    if not match:
-        raise CheckFailed("gateway/__main__.py: no timeout_graceful_shutdown= found to compare the grace period with")
-    return float(match.group(1))
-
-
-def _check_drain(workload: Workload, loaded: list[BaseSettings], where: str) -> list[str]:
+def _check_drain(workload: Workload, loaded: list[BaseSettings], where: str, deadlines: Deadlines) -> list[str]:
+    """grace >= preStop + drain + margin, and the drain outlasts the longest call a caller
+    may have in flight (the gateway's stream deadline for the agent and the gateway itself,
+    its unary deadline for the others)."""
     spec = workload.pod_spec
-    drain = setting(loaded, "shutdown_grace_s") if workload.program.kind == "grpc" else _gateway_drain_s()
+    problems = []
+    if workload.program.kind == "grpc":
+        drain = float(setting(loaded, "shutdown_grace_s"))
+        drain_name = "SHUTDOWN_GRACE_S"
+        longest, longest_name = (
+            (deadlines.stream_s, "GATEWAY_STREAM_TIMEOUT")
+            if workload.program.name == "agent"
+            else (deadlines.unary_s, "GATEWAY_UNARY_TIMEOUT")
+        )
+    else:
+        drain = float(setting(loaded, "gateway_shutdown_grace_s"))
+        drain_name = "GATEWAY_SHUTDOWN_GRACE_S"
+        longest, longest_name = deadlines.stream_s, "GATEWAY_STREAM_TIMEOUT"
+        if _gateway_drain_source() != "gateway_shutdown_grace_s":
+            problems.append("gateway/__main__.py: uvicorn's timeout_graceful_shutdown must come from the settings")
     pre_stop = ((workload.container.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds")
     if pre_stop is None:
-        return [f"{where}: needs a preStop sleep (endpoints must drop the pod before SIGTERM)"]
+        return [*problems, f"{where}: needs a preStop sleep (endpoints must drop the pod before SIGTERM)"]
+    margin = SHUTDOWN_MARGIN_S
+    if workload.program.kind == "grpc":
+        with contextlib.suppress(KeyError):
+            margin += float(setting(loaded, "background_drain_timeout_s"))
     grace = spec.get("terminationGracePeriodSeconds", 30)
-    if not drain < grace - pre_stop:
-        return [f"{where}: drain {drain}s must be < terminationGracePeriodSeconds {grace} - preStop {pre_stop}"]
+    if grace < pre_stop + drain + margin:
+        problems.append(
+            f"{where}: terminationGracePeriodSeconds {grace} < preStop {pre_stop} + {drain_name} {drain:g}"
+            f" + margin {margin:g}"
+        )
+    if drain < longest:
+        problems.append(f"{where}: {drain_name} {drain:g}s is shorter than {longest_name} {longest:g}s")
+    return problems
+
+
+def _gateway_drain_source() -> str | None:
+    source = (ROOT / "gateway" / "__main__.py").read_text()
+    match = re.search(r"timeout_graceful_shutdown=(?:int\()?settings\.(\w+)", source)
+    return match.group(1) if match else None
+
+
+def _check_connect_window(workload: Workload, loaded: list[BaseSettings], where: str) -> list[str]:
+    """The database connect retries must end inside the startup probe's window."""
+    probe = workload.container.get("startupProbe") or {}
+    window = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+    timeout = float(setting(loaded, "db_connect_timeout_s"))
+    if timeout >= window:
+        return [f"{where}: DB_CONNECT_TIMEOUT_S {timeout:g}s must end inside the startup probe window {window}s"]
     return []
+
+
+def _check_otel_resource(workload: Workload, where: str) -> list[str]:
+    attributes = dict(
+        item.split("=", 1) for item in workload.env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",") if "=" in item
+    )
+    wanted = {"k8s.pod.name", "k8s.namespace.name", "service.version"}
+    problems = []
+    if not wanted <= set(attributes):
+        problems.append(f"{where}: OTEL_RESOURCE_ATTRIBUTES must carry {sorted(wanted)}, has {sorted(attributes)}")
+    tag = workload.container["image"].rsplit(":", 1)[-1]
+    if attributes.get("service.version") != tag:
+        problems.append(
+            f"{where}: service.version {attributes.get('service.version')!r} (label app.kubernetes.io/version)"
+            f" is not the image tag {tag!r}"
+        )
+    if "OTEL_TRACES_SAMPLER" not in workload.env:
+        problems.append(f"{where}: OTEL_TRACES_SAMPLER unset (every trace would be kept)")
+    return problems
 
 
 def _check_scrape_annotations(workload: Workload, loaded: list[BaseSettings], where: str) -> list[str]:
     annotations = workload.doc["spec"]["template"]["metadata"].get("annotations", {})
-    port = setting(loaded, "metrics_port" if workload.program.kind == "grpc" else "gateway_port")
+    port = setting(loaded, "metrics_port" if workload.program.kind == "grpc" else "gateway_metrics_port")
     expected = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
     wrong = {key: annotations.get(key) for key, value in expected.items() if annotations.get(key) != value}
     return [f"{where}: scrape annotations {wrong} should be {expected}"] if wrong else []
 
 
 def _check_upstream_address(addr_field: str, address: str, docs: list[Doc], where: str) -> list[str]:
-    host, _, port = address.rpartition(":")
+    """`dns:///<headless Service>:<port>`: the resolver returns every ready pod, and
+    round_robin spreads the calls over them."""
+    target = addr_field.removesuffix("_addr")
+    if not address.startswith("dns:///"):
+        return [f"{where}: {addr_field.upper()}={address} must be dns:///<service>:<port> (every pod, round_robin)"]
+    host, _, port = address.removeprefix("dns:///").rpartition(":")
     services = {doc["metadata"]["name"]: doc for doc in by_kind(docs, "Service")}
     service = services.get(host.split(".")[0])
-    target = addr_field.removesuffix("_addr")
     if service is None or not any(str(p["port"]) == port for p in service["spec"]["ports"]):
         return [f"{where}: {addr_field.upper()}={address} is not a port of a Service in the render (for {target})"]
     if service["spec"]["selector"].get("app.kubernetes.io/name") != target:
         return [f"{where}: {addr_field.upper()}={address} selects {service['spec']['selector']}, not {target}"]
+    if service["spec"].get("clusterIP") != "None":
+        return [f"{where}: {addr_field.upper()}={address}: Service {host} must be headless (clusterIP: None)"]
     return []
 
 
@@ -538,9 +749,14 @@ def check_services(docs: list[Doc], workloads: list[Workload]) -> list[str]:
             continue
         service = matches[0]
         names = {p["name"] for p in service["spec"]["ports"]}
-        wanted = {"grpc", "metrics"} if workload.program.kind == "grpc" else {"http"}
+        wanted = {"grpc": {"grpc", "metrics"}, "gateway": {"http", "metrics"}}.get(workload.program.kind, {"http"})
         if not wanted <= names:
             problems.append(f"{describe(service)}: ports {sorted(names)} must include {sorted(wanted)}")
+        if workload.program.kind == "grpc" and service["spec"].get("clusterIP") != "None":
+            problems.append(
+                f"{describe(service)}: must be headless (clusterIP: None); a virtual IP balances connections,"
+                " and gRPC keeps one connection per client, so added replicas get no calls"
+            )
         for port in service["spec"]["ports"]:
             if workload.resolve_port(port["targetPort"]) != port["port"]:
                 problems.append(
@@ -658,9 +874,13 @@ def expected_edges(docs: list[Doc], workloads: list[Workload]) -> tuple[set[Edge
             egress.add((app, callee, grpc_port[callee] or -1))
             ingress.add((app, callee, grpc_port[callee] or -1))
         if program.kind in ("grpc", "migration"):
-            egress.add((app, "postgres" if database else "external", POSTGRES_PORT))
-            if database:
-                ingress.add((app, "postgres", POSTGRES_PORT))
+            # Pooled services reach PgBouncer (components/pgbouncer), the rest the database.
+            target = "postgres" if database else "external"
+            if "agentmesh.io/database-pooled" in workload.labels and "pgbouncer" in pods:
+                target = "pgbouncer"
+            egress.add((app, target, POSTGRES_PORT))
+            if target != "external":
+                ingress.add((app, target, POSTGRES_PORT))
         if program.kind == "grpc" and issubclass(program.settings[0], LLMSettings):
             if offline_llm and "offline-llm" in workload.env.get("LLM_BASE_URL", ""):
                 egress.add((app, "offline-llm", offline_llm.port("http") or -1))
@@ -695,11 +915,9 @@ def check_network_policies(docs: list[Doc], workloads: list[Workload]) -> list[s
     want_egress, want_ingress, call_problems = expected_edges(docs, workloads)
     problems += call_problems
     # DNS is allowed to every pod; it is not a call of the code.
-    dns = {edge for edge in allowed_egress if edge[2] == DNS_PORT and edge[1].startswith("ns:kube-system/")}
+    dns = {edge for edge in allowed_egress if edge[2] == DNS_PORT}
     mesh_apps = {w.labels.get("app.kubernetes.io/name", w.name) for w in workloads}
-    for app in mesh_apps:
-        if (app, "ns:kube-system/kube-dns", DNS_PORT) not in dns:
-            problems.append(f"{app}: no DNS egress to kube-dns")
+    problems += check_dns_egress(docs, sorted(mesh_apps))
     mesh_egress = {edge for edge in allowed_egress - dns if edge[0] in mesh_apps}
     mesh_ingress = {edge for edge in allowed_ingress if edge[1] in mesh_apps or edge[0] in mesh_apps}
     for edge in sorted(want_egress - mesh_egress):
@@ -712,6 +930,36 @@ def check_network_policies(docs: list[Doc], workloads: list[Workload]) -> list[s
         )
     for edge in sorted(mesh_ingress - want_ingress):
         problems.append(f"ingress {edge[0]} -> {edge[1]}:{edge[2]} is allowed but the code makes no such call")
+    return problems
+
+
+def check_dns_egress(docs: list[Doc], apps: list[str]) -> list[str]:
+    """Every pod may resolve names through the cluster DNS pods and through NodeLocal
+    DNSCache's link-local address (where it runs, pods never talk to kube-dns directly)."""
+    pods = {pod.app: pod for pod in pods_of(docs)}
+    problems = []
+    for app in apps:
+        kube_dns = node_local = False
+        for policy in by_kind(docs, "NetworkPolicy"):
+            if app not in pods or not selects(policy["spec"]["podSelector"], pods[app].label_map):
+                continue
+            for rule in policy["spec"].get("egress", []):
+                ports = {(p.get("protocol", "TCP"), p.get("port")) for p in rule.get("ports", [])}
+                if ("UDP", DNS_PORT) not in ports or ("TCP", DNS_PORT) not in ports:
+                    continue
+                for peer in rule.get("to", []):
+                    namespace = peer.get("namespaceSelector", {}).get("matchLabels", {})
+                    if namespace.get("kubernetes.io/metadata.name") == "kube-system" and selects(
+                        peer.get("podSelector", {}), {"k8s-app": "kube-dns"}
+                    ):
+                        kube_dns = True
+                    cidr = peer.get("ipBlock", {}).get("cidr")
+                    if cidr and ipaddress.ip_address(NODE_LOCAL_DNS) in ipaddress.ip_network(cidr):
+                        node_local = True
+        if not kube_dns:
+            problems.append(f"{app}: no DNS egress (UDP+TCP 53) to kube-system's k8s-app=kube-dns pods")
+        if not node_local:
+            problems.append(f"{app}: no DNS egress to NodeLocal DNSCache ({NODE_LOCAL_DNS}, UDP+TCP 53)")
     return problems
 
 
@@ -755,6 +1003,10 @@ def check_pod_security(docs: list[Doc]) -> list[str]:
             image = container["image"]
             if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
                 problems.append(f"{where}: image {image} must be pinned to a tag other than latest")
+            # Always makes every start depend on a registry (kind/minikube-loaded images
+            # have none); tags are immutable releases, so the node's copy is the right one.
+            if container.get("imagePullPolicy") != "IfNotPresent":
+                problems.append(f"{where}: imagePullPolicy {container.get('imagePullPolicy')} must be IfNotPresent")
     return problems
 
 
@@ -766,9 +1018,13 @@ def check_replicas_and_scaling(docs: list[Doc], workloads: list[Workload], overl
         if workload.doc["kind"] != "Deployment" or workload.program.kind not in ("grpc", "gateway"):
             continue
         name = workload.name
-        if overlay == "prod" and workload.doc["spec"].get("replicas", 1) < 2:
-            problems.append(f"{describe(workload.doc)}: prod runs 2+ replicas")
         hpa = hpas.get(name)
+        if "replicas" in workload.doc["spec"] and hpa is not None:
+            # Every apply would reset the HPA's count to this number, then the HPA scales again.
+            problems.append(f"{describe(workload.doc)}: sets replicas, but {describe(hpa)} owns them")
+        keys = {c.get("topologyKey") for c in workload.pod_spec.get("topologySpreadConstraints", [])}
+        if not {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys:
+            problems.append(f"{describe(workload.doc)}: spread across zones and nodes (topologySpreadConstraints)")
         if hpa is None:
             problems.append(f"{describe(workload.doc)}: no HorizontalPodAutoscaler")
         else:
@@ -792,19 +1048,95 @@ def check_replicas_and_scaling(docs: list[Doc], workloads: list[Workload], overl
     return problems
 
 
-def check_migration_jobs(workloads: list[Workload]) -> list[str]:
+def check_no_jobs(docs: list[Doc]) -> list[str]:
+    """A Job's pod template is immutable and names hashed ConfigMaps and the image: in
+    the default render it would make every re-apply after a change fail."""
+    return [
+        f"{describe(doc)}: Jobs belong in the opt-in components/migration-jobs, not the default render"
+        for doc in by_kind(docs, "Job")
+    ]
+
+
+def check_migration_component(docs: list[Doc]) -> list[str]:
     from services.common.migrate_command import TARGETS
 
-    jobs = {w.program.name for w in workloads if w.program.kind == "migration"}
-    return [f"no migration Job for {service}" for service in sorted(set(TARGETS) - jobs)]
+    problems = []
+    jobs = {}
+    for workload in mesh_workloads(docs):
+        if workload.program.kind == "migration":
+            jobs[workload.program.name] = workload.doc
+    for service in sorted(set(TARGETS) - set(jobs)):
+        problems.append(f"components/migration-jobs: no migration Job for {service}")
+    for doc in jobs.values():
+        spec = doc["spec"]
+        if not 0 < spec.get("ttlSecondsAfterFinished", -1) <= 3600:
+            problems.append(f"{describe(doc)}: ttlSecondsAfterFinished must be set (at most 1 h)")
+        if "activeDeadlineSeconds" not in spec:
+            problems.append(f"{describe(doc)}: activeDeadlineSeconds must bound a stuck migration")
+        if doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "migration":
+            problems.append(f"{describe(doc)}: needs label app.kubernetes.io/component=migration (used to delete)")
+    return problems
+
+
+def check_redis(docs: list[Doc], workloads: list[Workload]) -> list[str]:
+    """Redis with AUTH and protected mode; the gateway's URL carries the password."""
+    problems = []
+    for doc in by_kind(docs, "Deployment"):
+        if doc["metadata"]["name"] != "redis":
+            continue
+        container = doc["spec"]["template"]["spec"]["containers"][0]
+        args = [str(a) for a in container.get("args", [])]
+        options = dict(zip(args[::2], args[1::2], strict=False))
+        if options.get("--protected-mode") != "yes":
+            problems.append("Deployment/redis: --protected-mode must be yes")
+        password = options.get("--requirepass", "")
+        if not password.startswith("$(") or password.strip("$()") not in {
+            e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})
+        }:
+            problems.append("Deployment/redis: --requirepass must be $(VAR) with VAR from a Secret")
+    for workload in workloads:
+        url = workload.env.get("RATE_LIMIT_STORAGE_URL", "")
+        if url.startswith("redis://") and not urlsplit(url).password:
+            problems.append(f"{describe(workload.doc)}: RATE_LIMIT_STORAGE_URL has no password (Redis requires AUTH)")
+    return problems
+
+
+def check_shared_config(workloads: list[Workload], overlay: str) -> list[str]:
+    """Every process, the gateway included, reads the same APP_ENV and LOG_FORMAT; in prod
+    the gateway declares its proxy and names the proxy's networks."""
+    problems = []
+    seen: dict[str, set[str]] = {"APP_ENV": set(), "LOG_FORMAT": set()}
+    for workload in workloads:
+        if workload.program.kind not in ("grpc", "gateway", "migration"):
+            continue
+        for key, values in seen.items():
+            values.add(workload.env.get(key, "<unset>"))
+        if workload.program.kind == "gateway" and overlay == "prod":
+            if workload.env.get("GATEWAY_BEHIND_PROXY") != "true":
+                problems.append(f"{describe(workload.doc)}: prod sits behind an ingress: GATEWAY_BEHIND_PROXY=true")
+            if not workload.env.get("TRUSTED_PROXIES"):
+                problems.append(f"{describe(workload.doc)}: TRUSTED_PROXIES unset")
+    for key, values in seen.items():
+        if len(values) != 1 or "<unset>" in values:
+            problems.append(f"{key} differs between the processes ({sorted(values)}): one shared ConfigMap sets it")
+    if overlay == "prod" and seen["APP_ENV"] != {"production"}:
+        problems.append(f"prod runs APP_ENV={sorted(seen['APP_ENV'])}, not production")
+    return problems
 
 
 def check_operator_component(docs: list[Doc]) -> list[str]:
     problems = []
-    alerts = yaml.safe_load((K8S / "observability" / "alerts.yml").read_text())
+    alerts = yaml.safe_load(ALERTS.read_text())
     rules = by_kind(docs, "PrometheusRule")
     if len(rules) != 1 or rules[0]["spec"] != alerts:
-        problems.append("components/prometheus-operator PrometheusRule differs from k8s/observability/alerts.yml")
+        problems.append(
+            "components/prometheus-operator PrometheusRule differs from k8s/observability/alerts.yml"
+            " (regenerate: scripts/k8s_check.py --write-prometheusrule)"
+        )
+    # kube-prometheus-stack's Prometheus selects both kinds by `release: <helm release>`.
+    for doc in [*rules, *by_kind(docs, "ServiceMonitor")]:
+        if not doc["metadata"].get("labels", {}).get("release"):
+            problems.append(f"{describe(doc)}: no `release` label (kube-prometheus-stack selects by it)")
     services = {doc["metadata"]["name"]: doc for doc in by_kind(docs, "Service")}
     scraped = set()
     for monitor in by_kind(docs, "ServiceMonitor"):
@@ -817,6 +1149,8 @@ def check_operator_component(docs: list[Doc]) -> list[str]:
                     problems.append(
                         f"{describe(monitor)}: port {endpoint['port']} is not a port of {describe(service)}"
                     )
+                elif endpoint["port"] != "metrics":
+                    problems.append(f"{describe(monitor)}: scrapes port {endpoint['port']}, not the metrics port")
                 scraped.add(service["metadata"]["name"])
     annotated = {
         doc["metadata"]["name"]
@@ -825,7 +1159,332 @@ def check_operator_component(docs: list[Doc]) -> list[str]:
     }
     for name in sorted(annotated - scraped):
         problems.append(f"no ServiceMonitor scrapes {name}")
+    problems += _check_prometheus_rbac(docs)
     return problems
+
+
+def _check_prometheus_rbac(docs: list[Doc]) -> list[str]:
+    """A Role in the namespace letting Prometheus discover the targets, bound to a
+    ServiceAccount in `monitoring` (kube-prometheus' Prometheus reads only such namespaces)."""
+    needed = {("", "services"), ("", "endpoints"), ("", "pods"), ("discovery.k8s.io", "endpointslices")}
+    roles = {doc["metadata"]["name"]: doc for doc in by_kind(docs, "Role")}
+    for binding in by_kind(docs, "RoleBinding"):
+        role = roles.get(binding["roleRef"]["name"])
+        subjects = binding.get("subjects", [])
+        if role is None or not any(
+            s.get("kind") == "ServiceAccount" and s.get("namespace") == "monitoring" for s in subjects
+        ):
+            continue
+        granted = {
+            (group, resource)
+            for rule in role.get("rules", [])
+            if {"get", "list", "watch"} <= set(rule.get("verbs", []))
+            for group in rule.get("apiGroups", [])
+            for resource in rule.get("resources", [])
+        }
+        if needed <= granted:
+            return []
+        return [f"{describe(role)}: Prometheus needs get/list/watch on {sorted(needed - granted)}"]
+    return ["no Role+RoleBinding lets a Prometheus ServiceAccount in `monitoring` discover targets here"]
+
+
+# ---------------------------------------------------------------- alerts
+
+
+def _alert_rules() -> list[Doc]:
+    alerts = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in alerts["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def _grpc_code_values(expr: str) -> set[str]:
+    values = set()
+    for match in re.finditer(r'grpc_code\s*(?:=~|!~|=|!=)\s*"([^"]*)"', expr):
+        values.update(v for v in match.group(1).split("|") if v)
+    return values
+
+
+def check_alert_rules() -> list[str]:
+    """Severities, runbooks, grpc_code spelling, job labels, in alerts.yml and the dashboard."""
+    problems = []
+    codes = {code.name for code in grpc.StatusCode}
+    names = []
+    for rule in _alert_rules():
+        name = rule["alert"]
+        names.append(name)
+        severity = rule.get("labels", {}).get("severity")
+        if severity not in SEVERITIES:
+            problems.append(f"alert {name}: severity {severity!r} is not one of {'|'.join(SEVERITIES)}")
+        url = rule.get("annotations", {}).get("runbook_url", "")
+        if not url.startswith(RUNBOOK_URL_PREFIX):
+            problems.append(f"alert {name}: runbook_url must be {RUNBOOK_URL_PREFIX}<file>, got {url!r}")
+        elif not (RUNBOOKS / url.removeprefix(RUNBOOK_URL_PREFIX)).is_file():
+            problems.append(
+                f"alert {name}: runbook {url.removeprefix(RUNBOOK_URL_PREFIX)} missing under docs/runbooks/"
+            )
+        wrong = sorted(_grpc_code_values(rule["expr"]) - codes)
+        if wrong:
+            problems.append(
+                f"alert {name}: grpc_code {wrong} is never written (the interceptor writes {sorted(codes)})"
+            )
+        # The plain scrape config's job is `agentmesh-pods`, the ServiceMonitors' the Service
+        # name: a job matcher makes an alert work under one of them only.
+        if re.search(r"\bjob\s*(=|=~)", rule["expr"]):
+            problems.append(f"alert {name}: selects on `job`, which differs between scrape set-ups; use namespace")
+    linked = {n + ".md" for n in names}
+    for path in sorted(RUNBOOKS.glob("*.md")) if RUNBOOKS.is_dir() else []:
+        if path.name not in linked and path.name != "README.md":
+            problems.append(f"docs/runbooks/{path.name} is linked from no alert")
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard.get("panels", []):
+        for target in panel.get("targets", []):
+            wrong = sorted(_grpc_code_values(target.get("expr", "")) - codes)
+            if wrong:
+                problems.append(f"dashboard panel {panel.get('title')!r}: grpc_code {wrong} is never written")
+    return problems
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if not found:
+        raise CheckFailed("promtool not found (make browser installs Debian's prometheus package)")
+    return found
+
+
+def check_alert_tests() -> list[str]:
+    """`promtool check rules` and `promtool test rules`, with a firing and a silent case per alert."""
+    problems = []
+    result = subprocess.run([promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        problems.append(f"promtool check rules: {(result.stdout + result.stderr).strip()}")
+    tests = sorted(ALERT_TESTS.glob("*.yml"))
+    if not tests:
+        return [*problems, f"no promtool unit tests in {ALERT_TESTS.relative_to(ROOT)}"]
+    result = subprocess.run(
+        [promtool(), "test", "rules", *map(str, tests)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        problems.append(f"promtool test rules failed:\n{(result.stdout + result.stderr).strip()}")
+    else:
+        print(f"promtool test rules: {len(tests)} file(s) pass")
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in tests:
+        for test in yaml.safe_load(path.read_text()).get("tests", []):
+            for case in test.get("alert_rule_test", []):
+                (firing if case.get("exp_alerts") else silent).add(case["alertname"])
+    for rule in _alert_rules():
+        if rule["alert"] not in firing:
+            problems.append(f"alert {rule['alert']}: no promtool test where it fires")
+        if rule["alert"] not in silent:
+            problems.append(f"alert {rule['alert']}: no promtool test where it stays silent")
+    return problems
+
+
+def write_prometheus_rule() -> None:
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    doc = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "agentmesh", "labels": {"app.kubernetes.io/part-of": "agentmesh"}},
+        "spec": yaml.safe_load(ALERTS.read_text()),
+    }
+    header = (
+        "# Generated from k8s/observability/alerts.yml (same groups; scripts/k8s_check.py keeps them\n"
+        "# equal): regenerate with `.venv/bin/python scripts/k8s_check.py --write-prometheusrule`.\n"
+    )
+    PROMETHEUS_RULE.write_text(header + yaml.dump(doc, Dumper=Dumper, sort_keys=False, width=200))
+
+
+# ---------------------------------------------------------------- database connections
+
+
+@dataclass(frozen=True)
+class PoolRow:
+    """One line of the connection table: a workload's connections per pod and at its max."""
+
+    name: str
+    min_replicas: int
+    max_replicas: int
+    per_pod: int
+    how: str
+    via: str  # "direct" or "pgbouncer"
+
+    @property
+    def at_max(self) -> int:
+        return self.max_replicas * self.per_pod
+
+
+def connections_per_pod(workload: Workload) -> tuple[int, str]:
+    """The most connections one pod opens, from the settings its server code uses: the
+    SQLAlchemy pool (DB_POOL_SIZE + DB_MAX_OVERFLOW) where it calls open_database, the
+    agent's psycopg pool and lock connections, plus one for start-up and LISTEN work."""
+    loaded = load_program_settings(workload)
+    source = "\n".join(path.read_text() for path in server_modules(workload.program.name))
+    total, parts = 1, ["1 spare"]
+    if "open_database(" in source:
+        size = int(setting(loaded, "db_pool_size")) + int(setting(loaded, "db_max_overflow"))
+        total += size
+        parts.insert(0, f"{size} SQLAlchemy (DB_POOL_SIZE+DB_MAX_OVERFLOW)")
+    for name in ("checkpoint_pool_max_size", "run_lock_connections"):
+        with contextlib.suppress(KeyError):
+            if name in source:
+                value = int(setting(loaded, name))
+                total += value
+                parts.insert(-1, f"{value} {name.upper()}")
+    return total, " + ".join(parts)
+
+
+def pool_table(docs: list[Doc]) -> list[PoolRow]:
+    hpas = {doc["spec"]["scaleTargetRef"]["name"]: doc["spec"] for doc in by_kind(docs, "HorizontalPodAutoscaler")}
+    rows = []
+    for workload in mesh_workloads(docs):
+        if workload.program.kind != "grpc":
+            continue
+        if "agentmesh.io/database" in workload.labels:
+            via = "direct"
+        elif "agentmesh.io/database-pooled" in workload.labels:
+            via = "pgbouncer"
+        else:
+            continue
+        hpa = hpas.get(workload.name, {})
+        replicas = workload.doc["spec"].get("replicas", 1)
+        per_pod, how = connections_per_pod(workload)
+        rows.append(
+            PoolRow(
+                workload.name, hpa.get("minReplicas", replicas), hpa.get("maxReplicas", replicas), per_pod, how, via
+            )
+        )
+    return sorted(rows, key=lambda row: GRPC_SERVICES.index(row.name) if row.name in GRPC_SERVICES else 99)
+
+
+def database_budget(docs: list[Doc]) -> tuple[int, int] | None:
+    """(max_connections, reserved) from the database-egress NetworkPolicy's annotations."""
+    for policy in by_kind(docs, "NetworkPolicy"):
+        annotations = policy["metadata"].get("annotations", {})
+        if "agentmesh.io/database-max-connections" in annotations:
+            return (
+                int(annotations["agentmesh.io/database-max-connections"]),
+                int(annotations.get("agentmesh.io/database-reserved-connections", 0)),
+            )
+    return None
+
+
+def _pgbouncer(docs: list[Doc]) -> tuple[Doc, dict[str, str]] | None:
+    for doc in by_kind(docs, "Deployment"):
+        if doc["metadata"]["name"] == "pgbouncer":
+            configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in by_kind(docs, "ConfigMap")}
+            ini = next((data["pgbouncer.ini"] for data in configmaps.values() if "pgbouncer.ini" in data), "")
+            settings = {}
+            for line in ini.splitlines():
+                key, sep, value = line.partition("=")
+                if sep and not line.lstrip().startswith((";", "#", "[")):
+                    settings[key.strip()] = value.strip()
+            return doc, settings
+    return None
+
+
+def check_database_connections(docs: list[Doc]) -> list[str]:
+    """The pools at every HPA's maximum fit the database: directly, max_connections minus
+    the reserve; behind PgBouncer, its max_client_conn, and its server connections
+    (max_db_connections per PgBouncer pod) the database."""
+    budget = database_budget(docs)
+    if budget is None:
+        return ["no agentmesh.io/database-max-connections annotation states the database's connection budget"]
+    max_connections, reserved = budget
+    problems = []
+    statefulsets = [d for d in by_kind(docs, "StatefulSet") if d["metadata"]["name"] == "postgres"]
+    for doc in statefulsets:
+        args = " ".join(map(str, doc["spec"]["template"]["spec"]["containers"][0].get("args", [])))
+        match = re.search(r"max_connections=(\d+)", args)
+        if not match or int(match.group(1)) != max_connections:
+            problems.append(f"{describe(doc)}: args must set max_connections={max_connections} (the stated budget)")
+    rows = pool_table(docs)
+    direct = sum(row.at_max for row in rows if row.via == "direct")
+    pooled = sum(row.at_max for row in rows if row.via == "pgbouncer")
+    bouncer = _pgbouncer(docs)
+    server = 0
+    if bouncer is None:
+        if pooled:
+            problems.append("services are labelled agentmesh.io/database-pooled but no PgBouncer renders")
+    else:
+        doc, ini = bouncer
+        if ini.get("pool_mode") != "transaction":
+            problems.append("pgbouncer: pool_mode must be transaction")
+        if int(ini.get("max_prepared_statements", "0")) <= 0:
+            problems.append("pgbouncer: max_prepared_statements must be > 0 (asyncpg prepares every statement)")
+        if "search_path" not in ini.get("track_extra_parameters", ""):
+            problems.append("pgbouncer: track_extra_parameters must keep search_path (sent at connect)")
+        clients = int(ini.get("max_client_conn", "100"))
+        if pooled > clients:
+            problems.append(f"pooled services at maxReplicas open {pooled} connections > max_client_conn {clients}")
+        server = doc["spec"].get("replicas", 1) * int(ini.get("max_db_connections", "0") or 0)
+        if server <= 0:
+            problems.append("pgbouncer: max_db_connections must bound its server connections")
+    if direct + server > max_connections - reserved:
+        detail = ", ".join(f"{r.name} {r.max_replicas}x{r.per_pod}" for r in rows if r.via == "direct")
+        problems.append(
+            f"database connections at maxReplicas: {direct} direct ({detail})"
+            + (f" + {server} PgBouncer" if server else "")
+            + f" > max_connections {max_connections} - reserve {reserved}"
+        )
+    return problems
+
+
+def format_pool_table(docs: list[Doc]) -> str:
+    rows = pool_table(docs)
+    budget = database_budget(docs) or (0, 0)
+    lines = [
+        "| service | replicas (HPA min-max) | connections per pod | at max |",
+        "| --- | --- | --- | --- |",
+        *(f"| {r.name} | {r.min_replicas}-{r.max_replicas} | {r.per_pod} ({r.how}) | {r.at_max} |" for r in rows),
+        f"| **total** | | at min: {sum(r.min_replicas * r.per_pod for r in rows)} |"
+        f" **{sum(r.at_max for r in rows)}** of {budget[0] - budget[1]}"
+        f" (max_connections {budget[0]} - {budget[1]} reserved) |",
+    ]
+    return "\n".join(lines)
+
+
+def check_readme_pool_table(docs: list[Doc]) -> list[str]:
+    table = format_pool_table(docs)
+    if table not in README.read_text():
+        return [
+            "k8s/README.md's connection table differs from the manifests; paste"
+            " `scripts/k8s_check.py --pool-table`:\n" + table
+        ]
+    return []
+
+
+# ---------------------------------------------------------------- image
+
+
+def check_dockerfile() -> list[str]:
+    """Every FROM pins the base by digest: `@sha256:<64 hex>` or the digest build ARG,
+    whose default must then be a real digest or refused by `make images`."""
+    text = DOCKERFILE.read_text()
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S*)", text, flags=re.MULTILINE))
+    problems = []
+    for image in re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE):
+        if "@" not in image:
+            problems.append(f"Dockerfile: FROM {image} is not pinned by digest")
+            continue
+        digest = image.split("@", 1)[1]
+        variable = re.fullmatch(r"\$\{?(\w+)\}?", digest)
+        value = args.get(variable.group(1), "") if variable else digest
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", value) and "images-refuse-unset-digest" not in _makefile_images():
+            problems.append(f"Dockerfile: FROM {image}: digest {value!r} is a placeholder nothing refuses")
+    return problems
+
+
+def _makefile_images() -> str:
+    text = (ROOT / "Makefile").read_text()
+    match = re.search(r"^images:.*?(?=^\S)", text, flags=re.MULTILINE | re.DOTALL)
+    return match.group(0) if match else ""
 
 
 # ---------------------------------------------------------------- driver
@@ -837,17 +1496,35 @@ def cross_check(docs: list[Doc], overlay: str) -> list[str]:
     except CheckFailed as exc:
         return [str(exc)]
     problems = []
+    try:
+        deadlines = caller_deadlines(workloads)
+    except Exception as exc:
+        deadlines = None
+        problems.append(f"gateway settings do not load: {exc}")
     for workload in workloads:
-        problems += check_workload(workload, docs)
+        problems += check_workload(workload, docs, deadlines)
     problems += check_services(docs, workloads)
     problems += check_network_policies(docs, workloads)
     problems += check_pod_security(docs)
     problems += check_replicas_and_scaling(docs, workloads, overlay)
-    problems += check_migration_jobs(workloads)
+    problems += check_no_jobs(docs)
+    problems += check_redis(docs, workloads)
+    problems += check_shared_config(workloads, overlay)
+    try:
+        problems += check_database_connections(docs)
+    except Exception as exc:
+        problems.append(f"database connection budget: {exc}")
     return [f"[{overlay}] {p}" for p in problems]
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if "--write-prometheusrule" in argv:
+        write_prometheus_rule()
+        print(f"wrote {PROMETHEUS_RULE.relative_to(ROOT)}")
+        return 0
+    if "--pool-table" in argv:
+        print(format_pool_table(render_overlay("prod")))
+        return 0
     problems: list[str] = []
     rendered = {overlay: render_overlay(overlay) for overlay in OVERLAYS}
     for overlay, docs in rendered.items():
@@ -855,10 +1532,38 @@ def main() -> int:
         problems += [f"[{overlay}] schema: {p}" for p in validate_schemas(docs)]
         problems += [f"[{overlay}] {p}" for p in skips_without_reason(docs)]
         problems += cross_check(docs, overlay)
+    problems += check_prod_values()
+    # The optional components, each on top of prod as an operator would add them.
+    optional = {
+        "prometheus-operator": [OPERATOR_COMPONENT],
+        "migration-jobs": [MIGRATION_COMPONENT],
+        "pgbouncer": [MIGRATION_COMPONENT, PGBOUNCER_COMPONENT],
+        "registry": [REGISTRY_COMPONENT],
+    }
+    for name, components in optional.items():
+        if not all(c.is_dir() for c in components):
+            problems.append(f"components/{name} missing")
+            continue
+        docs = render_overlay("prod", components)
+        rendered[f"prod+{name}"] = docs
+        label = f"[prod+{name}]"
+        problems += [f"{label} schema: {p}" for p in validate_schemas(docs) if "monitoring.coreos.com" not in p]
+        if name == "prometheus-operator":
+            problems += [f"{label} {p}" for p in check_operator_component(docs)]
+        else:
+            if MIGRATION_COMPONENT in components:
+                problems += [f"{label} {p}" for p in check_migration_component(docs)]
+            problems += [
+                p.replace("[prod]", label, 1) for p in cross_check(docs, "prod") if "Jobs belong in the opt-in" not in p
+            ]
     print(f"kubernetes-validate {KUBERNETES_VERSION} strict: {sum(len(d) for d in rendered.values())} objects checked")
-    operator_docs = render_with_operator_component("prod")
-    problems += [f"[prod+prometheus-operator] {p}" for p in check_operator_component(operator_docs)]
-    checkov = run_checkov(rendered)
+    problems += check_alert_rules()
+    problems += check_alert_tests()
+    problems += check_readme_pool_table(rendered["prod"])
+    problems += check_dockerfile()
+    # Components that add workloads get scanned; the others only add CRs and RBAC or images.
+    scanned = {k: v for k, v in rendered.items() if k in (*OVERLAYS, "prod+migration-jobs", "prod+pgbouncer")}
+    checkov = run_checkov({k.replace("+", "_"): v for k, v in scanned.items()})
     print(
         f"checkov: passed {checkov.passed}, failed {checkov.failed}, "
         f"skipped {checkov.skipped} (each skip with its reason)"
@@ -874,7 +1579,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        sys.exit(main(sys.argv[1:]))
     except CheckFailed as exc:
         print(f"FAIL {exc}")
         sys.exit(1)

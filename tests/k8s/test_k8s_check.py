@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("k8s_check", ROOT / "scripts" / "k8s_check.py")
@@ -49,6 +53,7 @@ def test_checkov_reports_no_failed_check() -> None:
 
 def test_operator_component_matches_rules_and_services() -> None:
     docs = k8s_check.render_with_operator_component("prod")
+    assert {d["kind"] for d in docs} >= {"Role", "RoleBinding", "PrometheusRule"}
     assert {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceMonitor"} == {
         "auth",
         "sessions",
@@ -87,7 +92,7 @@ def test_cross_check_catches_drift_from_the_code() -> None:
     auth["containers"][0]["env"].append({"name": "NOT_A_SETTING", "value": "1"})
     problems = "\n".join(k8s_check.cross_check(docs, "prod"))
     assert "readinessProbe port 50099 != GRPC_PORT 50051" in problems
-    assert "drain 20.0s must be < terminationGracePeriodSeconds 20" in problems
+    assert "terminationGracePeriodSeconds 20 < preStop 5 + SHUTDOWN_GRACE_S 30 + margin 10" in problems
     assert "['NOT_A_SETTING'] is read by no settings class" in problems
 
 
@@ -115,3 +120,233 @@ def test_code_calls_come_from_the_addr_settings_the_code_uses() -> None:
     evals = k8s_check.program_for(["python", "-m", "services.evals"])
     # The evals CLI's sessions/agent addresses are not calls of the server.
     assert k8s_check.code_calls(evals) == {"auth"}
+
+
+# ---------------------------------------------------------------- issue 17: each pitfall is caught
+
+
+def prod() -> list[dict[str, Any]]:
+    return copy.deepcopy(k8s_check.render_overlay("prod"))
+
+
+def problems_of(docs: list[dict[str, Any]], overlay: str = "prod") -> str:
+    return "\n".join(k8s_check.cross_check(docs, overlay))
+
+
+def container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_image_pull_policy_always_is_caught() -> None:
+    docs = prod()
+    container(docs, "agent")["imagePullPolicy"] = "Always"
+    assert "Deployment/agent/agent: imagePullPolicy Always must be IfNotPresent" in problems_of(docs)
+
+
+def test_a_job_in_the_default_render_is_caught_and_the_component_carries_them() -> None:
+    docs = k8s_check.render_overlay("prod", [k8s_check.MIGRATION_COMPONENT])
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Job"} == {
+        f"{s}-migrate" for s in ("auth", "sessions", "agent", "memory", "evals")
+    }
+    assert "Job/auth-migrate: Jobs belong in the opt-in components/migration-jobs" in problems_of(docs)
+    assert k8s_check.check_migration_component(docs) == []
+    find(docs, "Job", "auth-migrate")["spec"].pop("ttlSecondsAfterFinished")
+    assert "Job/auth-migrate: ttlSecondsAfterFinished must be set" in "\n".join(
+        k8s_check.check_migration_component(docs)
+    )
+    assert not [d for d in prod() if d["kind"] == "Job"]
+
+
+def test_grace_shorter_than_the_streams_it_drains_is_caught() -> None:
+    docs = prod()
+    agent = find(docs, "Deployment", "agent")["spec"]["template"]["spec"]
+    agent["terminationGracePeriodSeconds"] = 30  # the old value: drain 20 s in a 30 s grace
+    problems = problems_of(docs)
+    assert "Deployment/agent/agent: terminationGracePeriodSeconds 30 < preStop 5 + SHUTDOWN_GRACE_S 300" in problems
+    docs = prod()
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("gateway-config"))
+    configmap["data"]["GATEWAY_SHUTDOWN_GRACE_S"] = "10"  # uvicorn's old 10 s
+    assert "GATEWAY_SHUTDOWN_GRACE_S 10s is shorter than GATEWAY_STREAM_TIMEOUT 300s" in problems_of(docs)
+
+
+def test_clusterip_services_and_pick_first_are_caught() -> None:
+    docs = prod()
+    find(docs, "Service", "agent")["spec"].pop("clusterIP")
+    configmap = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("sessions-config")
+    )
+    configmap["data"]["AGENT_ADDR"] = "agent:50053"
+    mesh = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("mesh-config"))
+    mesh["data"]["GRPC_LB_POLICY"] = "pick_first"
+    problems = problems_of(docs)
+    assert "Service/agent: must be headless (clusterIP: None)" in problems
+    assert "AGENT_ADDR=agent:50053 must be dns:///<service>:<port>" in problems
+    assert "Deployment/memory/memory: GRPC_LB_POLICY is pick_first, not round_robin" in problems
+
+
+def test_gateway_without_the_shared_config_is_caught() -> None:
+    """The old gateway read only gateway-config: no APP_ENV (production guards off), console logs."""
+    docs = prod()
+    gateway = container(docs, "gateway")
+    gateway["envFrom"] = [e for e in gateway["envFrom"] if not e["configMapRef"]["name"].startswith("shared-config")]
+    problems = problems_of(docs)
+    assert "APP_ENV differs between the processes (['<unset>', 'production'])" in problems
+    assert "LOG_FORMAT differs between the processes" in problems
+
+
+def test_gateway_metrics_on_the_public_port_and_readiness_are_caught() -> None:
+    docs = prod()
+    gateway = find(docs, "Deployment", "gateway")
+    gateway["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "8080"
+    gateway["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] = "/healthz"
+    problems = problems_of(docs)
+    assert "Deployment/gateway/gateway: scrape annotations {'prometheus.io/port': '8080'}" in problems
+    assert "Deployment/gateway/gateway: readinessProbe" in problems
+
+
+def test_replicas_under_an_hpa_and_no_zone_spread_are_caught() -> None:
+    docs = prod()
+    sessions = find(docs, "Deployment", "sessions")
+    sessions["spec"]["replicas"] = 2
+    sessions["spec"]["template"]["spec"]["topologySpreadConstraints"] = [
+        c
+        for c in sessions["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        if c["topologyKey"] != "topology.kubernetes.io/zone"
+    ]
+    problems = problems_of(docs)
+    assert "Deployment/sessions: sets replicas, but HorizontalPodAutoscaler/sessions owns them" in problems
+    assert "Deployment/sessions: spread across zones and nodes" in problems
+
+
+def test_dns_only_to_kube_dns_is_caught() -> None:
+    """NodeLocal DNSCache: pods query 169.254.20.10, which the kube-dns pod rule does not cover."""
+    docs = prod()
+    dns = find(docs, "NetworkPolicy", "allow-dns")
+    dns["spec"]["egress"][0]["to"] = [peer for peer in dns["spec"]["egress"][0]["to"] if "ipBlock" not in peer]
+    assert "gateway: no DNS egress to NodeLocal DNSCache (169.254.20.10, UDP+TCP 53)" in problems_of(docs)
+
+
+def test_redis_without_auth_is_caught() -> None:
+    docs = prod()
+    redis = container(docs, "redis")
+    redis["args"] = ["--save", "", "--protected-mode", "no"]
+    gateway = container(docs, "gateway")
+    for var in gateway["env"]:
+        if var["name"] == "RATE_LIMIT_STORAGE_URL":
+            var["value"] = "redis://redis:6379/0"
+    problems = problems_of(docs)
+    assert "Deployment/redis: --protected-mode must be yes" in problems
+    assert "Deployment/redis: --requirepass must be $(VAR) with VAR from a Secret" in problems
+    assert "Deployment/gateway: RATE_LIMIT_STORAGE_URL has no password" in problems
+
+
+def test_missing_otel_resource_attributes_are_caught() -> None:
+    docs = prod()
+    auth = container(docs, "auth")
+    auth["env"] = [v for v in auth["env"] if v["name"] != "OTEL_RESOURCE_ATTRIBUTES"]
+    find(docs, "Deployment", "memory")["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = "0.0.9"
+    problems = problems_of(docs)
+    assert "Deployment/auth/auth: OTEL_RESOURCE_ATTRIBUTES must carry" in problems
+    assert (
+        "Deployment/memory/memory: service.version '0.0.9' (label app.kubernetes.io/version) is not the image tag"
+        in (problems)
+    )
+
+
+def test_pools_beyond_max_connections_are_caught() -> None:
+    """The old sizing: 10 + 10 per pod, HPA maximum 10 (agent 20)."""
+    docs = prod()
+    mesh = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("mesh-config"))
+    mesh["data"].update(DB_POOL_SIZE="10", DB_MAX_OVERFLOW="10")
+    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        hpa["spec"]["maxReplicas"] = 20 if hpa["metadata"]["name"] == "agent" else 10
+    problems = problems_of(docs)
+    assert "database connections at maxReplicas: 1" in problems and "> max_connections 100 - reserve 10" in problems
+    assert [row.at_max for row in k8s_check.pool_table(docs)] == [210, 210, 460, 210, 210]
+
+
+def test_pgbouncer_component_routes_the_pooled_services_and_fits() -> None:
+    docs = k8s_check.render_overlay("prod", [k8s_check.MIGRATION_COMPONENT, k8s_check.PGBOUNCER_COMPONENT])
+    assert [p for p in k8s_check.cross_check(docs, "prod") if "Jobs belong" not in p] == []
+    rows = {row.name: row.via for row in k8s_check.pool_table(docs)}
+    assert rows == {
+        "auth": "pgbouncer",
+        "sessions": "pgbouncer",
+        "agent": "direct",
+        "memory": "pgbouncer",
+        "evals": "pgbouncer",
+    }
+    ini = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("pgbouncer-config"))
+    ini["data"]["pgbouncer.ini"] = ini["data"]["pgbouncer.ini"].replace(
+        "max_db_connections = 12", "max_db_connections = 40"
+    )
+    assert "> max_connections 100 - reserve 10" in problems_of(docs)
+
+
+def test_prod_refuses_to_render_without_its_required_values() -> None:
+    with pytest.raises(k8s_check.CheckFailed, match="DATABASE_CIDR"):
+        k8s_check.render(k8s_check.K8S / "overlays" / "prod")
+    assert k8s_check.check_prod_values() == []
+
+
+def test_alert_rule_checks_catch_the_old_rules() -> None:
+    """The old rules: CamelCase grpc_code (never written), `page`/`ticket` severities, no
+    runbooks, TargetDown on a job label that ServiceMonitors never produce."""
+    assert k8s_check.check_alert_rules() == []
+    old = yaml.safe_load(subprocess_git_show("k8s/observability/alerts.yml"))
+    original = k8s_check.ALERTS
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:
+        yaml.safe_dump(old, handle)
+    try:
+        k8s_check.ALERTS = Path(handle.name)
+        problems = "\n".join(k8s_check.check_alert_rules())
+    finally:
+        k8s_check.ALERTS = original
+        Path(handle.name).unlink()
+    assert "alert AgentmeshHighErrorRatio: grpc_code ['DataLoss', 'DeadlineExceeded', 'Internal'" in problems
+    assert "alert AgentmeshHighErrorRatio: severity 'page' is not one of critical|warning" in problems
+    assert "alert AgentmeshTargetDown: selects on `job`" in problems
+    assert "runbook_url must be" in problems
+
+
+def test_promtool_unit_tests_pass_and_cover_every_alert() -> None:
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool missing (make browser)")
+    assert k8s_check.check_alert_tests() == []
+
+
+def test_promtool_tests_fail_on_the_old_rules(tmp_path: Path) -> None:
+    """The unit tests can fail: against the committed-before rules they do."""
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool missing (make browser)")
+    (tmp_path / "alerts.yml").write_text(subprocess_git_show("k8s/observability/alerts.yml"))
+    (tmp_path / "tests").mkdir()
+    shutil.copy(k8s_check.ALERT_TESTS / "alerts_test.yml", tmp_path / "tests" / "alerts_test.yml")
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(tmp_path / "tests" / "alerts_test.yml")], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "alertname: AgentmeshHighErrorRatio" in result.stdout + result.stderr
+    assert "alertname: AgentmeshPodNotReady" in result.stdout + result.stderr
+
+
+def test_dockerfile_without_a_digest_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert k8s_check.check_dockerfile() == []
+    unpinned = tmp_path / "Dockerfile"
+    unpinned.write_text("FROM python:3.11-slim-bookworm AS build\nFROM python:3.11-slim-bookworm\n")
+    monkeypatch.setattr(k8s_check, "DOCKERFILE", unpinned)
+    assert len(k8s_check.check_dockerfile()) == 2
+
+
+def test_readme_pool_table_matches_the_manifests() -> None:
+    assert k8s_check.check_readme_pool_table(k8s_check.render_overlay("prod")) == []
+
+
+# The rules as they were before issue 17 (the first commit that touched this file's tests).
+OLD_RULES_COMMIT = "eb42350"
+
+
+def subprocess_git_show(path: str) -> str:
+    return subprocess.run(
+        ["git", "show", f"{OLD_RULES_COMMIT}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout

@@ -37,8 +37,8 @@ from meshctl.mesh import Mesh, free_port
 from tests.k8s.test_k8s_check import ROOT, k8s_check
 
 SCRAPE_CONFIG = ROOT / "k8s" / "observability" / "prometheus.yml"
-# Start order: auth first (everyone fetches its JWKS), the gateway last (its /readyz asks
-# every upstream).
+# Start order: auth first (everyone fetches its JWKS, the gateway's /readyz needs them),
+# the gateway last.
 ORDER = ("auth", "sessions", "memory", "evals", "agent", "gateway")
 
 
@@ -81,32 +81,41 @@ def local_env(
     redis_port: int,
     database_url: str,
 ) -> dict[str, str]:
-    """The container's env with cluster addresses replaced by loopback ones."""
-    env, secret_names = k8s_check.container_env(workload.container, RENDERED)
-    for name in secret_names:
-        if name in secret:
-            env[name] = secret[name]
-        else:
-            del env[name]  # optional secretKeyRef absent from the dev Secret
+    """The container's env with cluster addresses replaced by loopback ones: secretKeyRefs
+    become the dev Secret's values (optional ones it lacks are dropped), then `$(VAR)`
+    references expand as the kubelet would (the Redis URL carries the dev password)."""
+    env_vars = []
+    for var in workload.container.get("env", []):
+        ref = var.get("valueFrom", {}).get("secretKeyRef")
+        if ref is None:
+            env_vars.append(var)
+        elif ref["key"] in secret:
+            env_vars.append({"name": var["name"], "value": secret[ref["key"]]})
+    container = {**workload.container, "env": env_vars, "_pod_labels": workload.labels}
+    env, _ = k8s_check.container_env(container, RENDERED)
     env["DATABASE_URL"] = database_url
     own = ports[workload.name]
     for key, value in list(env.items()):
-        if key in ("GRPC_HOST", "METRICS_HOST", "GATEWAY_HOST"):
+        if key in ("GRPC_HOST", "METRICS_HOST", "GATEWAY_HOST", "GATEWAY_METRICS_HOST"):
             env[key] = "127.0.0.1"
+        elif key == "GATEWAY_METRICS_PORT":
+            env[key] = str(own["metrics"])
         elif key == "GRPC_PORT":
             env[key] = str(own["grpc"])
         elif key == "METRICS_PORT":
             env[key] = str(own["metrics"])
         elif key == "GATEWAY_PORT":
             env[key] = str(own["http"])
-        elif key.endswith("_ADDR") and ":" in value:
-            host, _, _port = value.partition(":")
+        elif key.endswith("_ADDR") and value.startswith("dns:///"):
+            # The headless Service's name becomes loopback; the dns resolver and
+            # round_robin policy stay as the manifest sets them.
+            host, _, _port = value.removeprefix("dns:///").partition(":")
             if host in ports:
-                env[key] = f"127.0.0.1:{ports[host]['grpc']}"
+                env[key] = f"dns:///127.0.0.1:{ports[host]['grpc']}"
         elif key == "LLM_BASE_URL" and "offline-llm" in value:
             env[key] = mesh.llm_url
-        elif key == "RATE_LIMIT_STORAGE_URL" and value.startswith("redis://redis:6379"):
-            env[key] = value.replace("redis:6379", f"127.0.0.1:{redis_port}")
+        elif key == "RATE_LIMIT_STORAGE_URL" and "@redis:6379" in value:
+            env[key] = value.replace("@redis:6379", f"@127.0.0.1:{redis_port}")
     # Only what the manifest sets, plus what any process needs to run at all.
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     return {**base, **env, "PYTHONUNBUFFERED": "1", "DATA_DIR": str(mesh.data_dir)}
@@ -155,16 +164,23 @@ RENDERED: list[dict[str, Any]] = []
 
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """redis-server with the manifest's AUTH and protected mode, and the dev Secret's password."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed (apt-get install -y redis-server)")
+    docs = k8s_check.render_overlay("dev")
+    password = dev_secret(docs)["REDIS_PASSWORD"]
+    redis = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "redis")
+    args = [str(a) for a in redis["spec"]["template"]["spec"]["containers"][0]["args"]]
+    args = [password if a == "$(REDIS_PASSWORD)" else a for a in args]
     port = free_port()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", *args],
         cwd=tmp_path_factory.mktemp("redis"),
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+    ping = ["redis-cli", "-p", str(port), "--no-auth-warning", "-a", password, "ping"]
+    while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
         assert time.monotonic() < deadline, "redis-server did not start"
         time.sleep(0.1)
     yield port
@@ -318,3 +334,16 @@ def test_prometheus_scrapes_every_pod_through_the_relabelling(prometheus: str, l
         f"{prometheus}/api/v1/series", params={"match[]": 'process_start_time_seconds{namespace="agentmesh"}'}
     ).json()["data"]
     assert {s["service"] for s in series} >= {"auth", "sessions", "memory", "evals", "agent"}
+
+
+def test_redis_refuses_clients_without_the_password(redis_port: int) -> None:
+    reply = subprocess.run(["redis-cli", "-p", str(redis_port), "ping"], capture_output=True, text=True).stdout
+    assert "NOAUTH" in reply
+
+
+def test_gateway_serves_metrics_on_its_own_port_only(local_pods: dict[str, LocalPod]) -> None:
+    gateway = local_pods["gateway"]
+    public = httpx.get(f"http://127.0.0.1:{gateway.ports['http']}/metrics", timeout=5)
+    assert public.status_code == 404
+    metrics = httpx.get(f"http://127.0.0.1:{gateway.ports['metrics']}/metrics", timeout=5)
+    assert metrics.status_code == 200 and "http_requests_total" in metrics.text
