@@ -78,7 +78,12 @@ class MemoryApp(ServiceApp):
             max_memories_per_user=s.max_memories_per_user,
             default_min_score=s.memory_min_score,
         )
-        self.sweeper = MemorySweeper(store, interval_s=s.memory_sweep_interval_s, batch=s.memory_sweep_batch)
+        self.sweeper = MemorySweeper(
+            store,
+            interval_s=s.memory_sweep_interval_s,
+            batch=s.memory_sweep_batch,
+            key_ttl_s=s.memory_idempotency_ttl_s,
+        )
         self.sweeper.start()
         return [
             Mount(

@@ -28,6 +28,7 @@ MAX_SEARCH_LIMIT = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 DEFAULT_HISTORY_PAGE_SIZE = 50
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
 CHANGES = ("ADD", "UPDATE", "DELETE")
 ROLES = frozenset({"user", "assistant", "system", "tool"})
 
@@ -39,6 +40,7 @@ class AddRequest:
     session_id: str = ""
     context_facts: Sequence[str] = field(default_factory=tuple)
     expire_time: datetime | None = None
+    idempotency_key: str = ""
 
 
 def validate_add(request: AddRequest) -> None:
@@ -65,6 +67,13 @@ def validate_add(request: AddRequest) -> None:
             f"each context fact must be at most {MAX_FACT_LENGTH} characters", reason="CONTEXT_FACT_TOO_LONG"
         )
     parse_optional_session_id(request.session_id)
+    if len(request.idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH or any(
+        not ch.isprintable() for ch in request.idempotency_key
+    ):
+        raise InvalidArgument(
+            f"idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+            reason="IDEMPOTENCY_KEY_INVALID",
+        )
     if request.expire_time is not None:
         check_future(request.expire_time)
 
@@ -116,7 +125,12 @@ class Memories:
         self._default_min_score = default_min_score
 
     async def add(self, user_id: str, request: AddRequest) -> list[Outcome]:
+        """The outcome per candidate; [] for a call whose idempotency key was already
+        applied (checked before the model is asked, and again under the lock)."""
         validate_add(request)
+        key = request.idempotency_key
+        if key and await self._store.key_used(user_id, key):
+            return []
         candidates = [Candidate(fact.strip(), given=True) for fact in request.facts]
         candidates += await self._extractor.extract(
             content for role, content in request.messages if role == "user" and content.strip()
@@ -132,6 +146,8 @@ class Memories:
             async with self._store.locked_user(
                 user_id, max_memories=self._max_memories, new_expire_time=request.expire_time
             ) as memories:
+                if key and not await memories.claim(key):
+                    return []
                 outcomes = [
                     await self._resolver.resolve(memories, candidate, vector, request.session_id)
                     for candidate, vector in kept

@@ -99,6 +99,7 @@ def add_request(request: memory_pb2.AddMemoriesRequest) -> AddRequest:
         facts=list(request.facts),
         session_id=request.session_id,
         context_facts=list(request.context_facts),
+        idempotency_key=request.idempotency_key,
         expire_time=time_of(request.expire_time, "expire_time") if request.HasField("expire_time") else None,
     )
 

@@ -55,6 +55,9 @@ class MemorySettings(CommonSettings, LLMSettings):
     # per transaction; search and list skip them from their first expired second anyway.
     memory_sweep_interval_s: float = Field(default=60.0, gt=0)
     memory_sweep_batch: int = Field(default=500, ge=1, le=10_000)
+    # How long an AddMemories idempotency key is remembered (a redelivery after that
+    # would apply again): far longer than any retry schedule.
+    memory_idempotency_ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
 
     @property
     def effective_extraction_model(self) -> str:

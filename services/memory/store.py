@@ -93,6 +93,13 @@ SWEEP_EXPIRED = text(
     " history AS (DELETE FROM memory_history h USING gone g WHERE h.memory_id = g.id AND h.user_id = g.user_id)"
     " SELECT count(*) FROM gone"
 )
+SEEN_KEY = text("SELECT 1 FROM add_requests WHERE user_id = :user_id AND idempotency_key = :key")
+CLAIM_KEY = text(
+    "INSERT INTO add_requests (user_id, idempotency_key) VALUES (:user_id, :key)"
+    " ON CONFLICT DO NOTHING RETURNING idempotency_key"
+)
+SWEEP_KEYS = text("DELETE FROM add_requests WHERE created_at < clock_timestamp() - make_interval(secs => :ttl_s)")
+DELETE_ALL_KEYS = text("DELETE FROM add_requests WHERE user_id = :user_id")
 COUNT_USER = text("SELECT count(*) FROM memories WHERE user_id = :user_id")
 LIST_FIRST_PAGE = text(
     "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time FROM memories"
@@ -280,7 +287,13 @@ class UserMemories:
             self._count -= 1
         return _row(row) if row else None
 
+    async def claim(self, key: str) -> bool:
+        """Records an idempotency key in this transaction; False when it was already used."""
+        row = (await self._conn.execute(CLAIM_KEY, {"user_id": self.user_id, "key": key})).first()
+        return row is not None
+
     async def delete_all(self) -> int:
+        await self._conn.execute(DELETE_ALL_KEYS, {"user_id": self.user_id})
         await self._conn.execute(DELETE_ALL_HISTORY, {"user_id": self.user_id})
         return int((await self._conn.execute(DELETE_ALL, {"user_id": self.user_id})).rowcount)
 
@@ -443,6 +456,14 @@ class MemoryStore:
             params.update(created_at=after[0], id=after[1])
         async with self._engine.connect() as conn:
             return [_history(row) for row in (await conn.execute(query, params)).all()]
+
+    async def key_used(self, user_id: str, key: str) -> bool:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(SEEN_KEY, {"user_id": uuid.UUID(user_id), "key": key})).first() is not None
+
+    async def sweep_keys(self, ttl_s: float) -> int:
+        async with self._engine.begin() as conn:
+            return int((await conn.execute(SWEEP_KEYS, {"ttl_s": ttl_s})).rowcount)
 
     async def exists(self, user_id: str, memory_id: uuid.UUID) -> bool:
         async with self._engine.connect() as conn:

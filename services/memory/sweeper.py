@@ -13,8 +13,9 @@ log = get_logger(__name__)
 
 
 class MemorySweeper:
-    def __init__(self, store: MemoryStore, *, interval_s: float, batch: int) -> None:
+    def __init__(self, store: MemoryStore, *, interval_s: float, batch: int, key_ttl_s: float) -> None:
         self._store = store
+        self._key_ttl_s = key_ttl_s
         self._interval_s = interval_s
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
@@ -35,8 +36,9 @@ class MemorySweeper:
             deleted += batch
             if batch < self._batch:
                 break
-        if deleted:
-            log.info("memories_expired", deleted=deleted)
+        keys = await self._store.sweep_keys(self._key_ttl_s)
+        if deleted or keys:
+            log.info("memories_expired", deleted=deleted, idempotency_keys=keys)
         return deleted
 
     async def _run(self) -> None:

@@ -246,3 +246,25 @@ async def test_search_skips_noise_unless_asked(memory_stub, user: MeshUser) -> N
     assert len(everything.results) == 2
     assert all(r.score < 0.25 for r in everything.results)
     assert [r.memory.text for r in relevant.results] == ["Plays the cello"]
+
+
+async def test_a_redelivered_add_changes_nothing(memory_stub, user: MeshUser, other_user: MeshUser) -> None:
+    key = str(uuid.uuid4())
+    first = await add_facts(memory_stub, user, "Lives in Oslo", idempotency_key=key)
+    (moved,) = await add_facts(memory_stub, user, "Lives in Bergen")
+    # The first call delivered again (its answer was lost): not applied a second time,
+    # so it neither re-adds Oslo nor undoes the later change.
+    again = await add_facts(memory_stub, user, "Lives in Oslo", idempotency_key=key)
+    theirs = await add_facts(memory_stub, other_user, "Lives in Oslo", idempotency_key=key)
+
+    assert [e.event for e in first] == [ADD]
+    assert again == []
+    assert [e.event for e in theirs] == [ADD]
+    assert sorted(await list_texts(memory_stub, user)) == ["Lives in Bergen", "Lives in Oslo"]
+    assert moved.event == ADD
+    bad = await rpc_failure(
+        memory_stub.AddMemories(
+            memory_pb2.AddMemoriesRequest(facts=["Likes tea"], idempotency_key="k" * 129), metadata=user.metadata
+        )
+    )
+    assert (bad.code, bad.reason) == (INVALID, "IDEMPOTENCY_KEY_INVALID")

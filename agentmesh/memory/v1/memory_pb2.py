@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentmesh/memory/v1/memory.proto\x12\x13\x61gentmesh.memory.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\x06Memory\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"4\n\x13\x43onversationMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd6\x01\n\x0bMemoryEvent\x12\x36\n\x05\x65vent\x18\x01 \x01(\x0e\x32\'.agentmesh.memory.v1.MemoryEvent.Action\x12+\n\x06memory\x18\x02 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\x15\n\rprevious_text\x18\x03 \x01(\t\"K\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41\x44\x44\x10\x01\x12\n\n\x06UPDATE\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03\x12\x08\n\x04NOOP\x10\x04\"\xc1\x01\n\x12\x41\x64\x64MemoriesRequest\x12:\n\x08messages\x18\x01 \x03(\x0b\x32(.agentmesh.memory.v1.ConversationMessage\x12\r\n\x05\x66\x61\x63ts\x18\x02 \x03(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x15\n\rcontext_facts\x18\x04 \x03(\t\x12\x35\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"G\n\x13\x41\x64\x64MemoriesResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .agentmesh.memory.v1.MemoryEvent\"a\n\x15SearchMemoriesRequest\x12\x13\n\x05query\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\tmin_score\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"J\n\x0cSearchResult\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\"L\n\x16SearchMemoriesResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.agentmesh.memory.v1.SearchResult\"V\n\x13ListMemoriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x14ListMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x13\x44\x65leteMemoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14\x44\x65leteMemoryResponse\"\x1a\n\x18\x44\x65leteAllMemoriesRequest\"2\n\x19\x44\x65leteAllMemoriesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"\x98\x01\n\x13UpdateMemoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x06memory\x18\x02 \x01(\x0b\x32\x1b.agentmesh.memory.v1.MemoryB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"C\n\x14UpdateMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\"Y\n\x17GetMemoryHistoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc6\x01\n\x12MemoryHistoryEntry\x12\x36\n\x05\x65vent\x18\x01 \x01(\x0e\x32\'.agentmesh.memory.v1.MemoryEvent.Action\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rprevious_text\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x18GetMemoryHistoryResponse\x12\x38\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\'.agentmesh.memory.v1.MemoryHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcb\x07\n\rMemoryService\x12y\n\x0b\x41\x64\x64Memories\x12\'.agentmesh.memory.v1.AddMemoriesRequest\x1a(.agentmesh.memory.v1.AddMemoriesResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/memories:\x01*\x12\x89\x01\n\x0eSearchMemories\x12*.agentmesh.memory.v1.SearchMemoriesRequest\x1a+.agentmesh.memory.v1.SearchMemoriesResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/memories:search:\x01*\x12y\n\x0cListMemories\x12(.agentmesh.memory.v1.ListMemoriesRequest\x1a).agentmesh.memory.v1.ListMemoriesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/memories\x12\x88\x01\n\x0cUpdateMemory\x12(.agentmesh.memory.v1.UpdateMemoryRequest\x1a).agentmesh.memory.v1.UpdateMemoryResponse\"#\x82\xd3\xe4\x93\x02\x1d\x32\x18/v1/memories/{memory_id}:\x01*\x12\x99\x01\n\x10GetMemoryHistory\x12,.agentmesh.memory.v1.GetMemoryHistoryRequest\x1a-.agentmesh.memory.v1.GetMemoryHistoryResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/memories/{memory_id}/history\x12\x85\x01\n\x0c\x44\x65leteMemory\x12(.agentmesh.memory.v1.DeleteMemoryRequest\x1a).agentmesh.memory.v1.DeleteMemoryResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/memories/{memory_id}\x12\x88\x01\n\x11\x44\x65leteAllMemories\x12-.agentmesh.memory.v1.DeleteAllMemoriesRequest\x1a..agentmesh.memory.v1.DeleteAllMemoriesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e*\x0c/v1/memoriesb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentmesh/memory/v1/memory.proto\x12\x13\x61gentmesh.memory.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\x06Memory\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"4\n\x13\x43onversationMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd6\x01\n\x0bMemoryEvent\x12\x36\n\x05\x65vent\x18\x01 \x01(\x0e\x32\'.agentmesh.memory.v1.MemoryEvent.Action\x12+\n\x06memory\x18\x02 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\x15\n\rprevious_text\x18\x03 \x01(\t\"K\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41\x44\x44\x10\x01\x12\n\n\x06UPDATE\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03\x12\x08\n\x04NOOP\x10\x04\"\xe0\x01\n\x12\x41\x64\x64MemoriesRequest\x12:\n\x08messages\x18\x01 \x03(\x0b\x32(.agentmesh.memory.v1.ConversationMessage\x12\r\n\x05\x66\x61\x63ts\x18\x02 \x03(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x15\n\rcontext_facts\x18\x04 \x03(\t\x12\x35\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fidempotency_key\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\"G\n\x13\x41\x64\x64MemoriesResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .agentmesh.memory.v1.MemoryEvent\"a\n\x15SearchMemoriesRequest\x12\x13\n\x05query\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\tmin_score\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"J\n\x0cSearchResult\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\"L\n\x16SearchMemoriesResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.agentmesh.memory.v1.SearchResult\"V\n\x13ListMemoriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x14ListMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x13\x44\x65leteMemoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14\x44\x65leteMemoryResponse\"\x1a\n\x18\x44\x65leteAllMemoriesRequest\"2\n\x19\x44\x65leteAllMemoriesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"\x98\x01\n\x13UpdateMemoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x06memory\x18\x02 \x01(\x0b\x32\x1b.agentmesh.memory.v1.MemoryB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"C\n\x14UpdateMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\"Y\n\x17GetMemoryHistoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc6\x01\n\x12MemoryHistoryEntry\x12\x36\n\x05\x65vent\x18\x01 \x01(\x0e\x32\'.agentmesh.memory.v1.MemoryEvent.Action\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rprevious_text\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x18GetMemoryHistoryResponse\x12\x38\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\'.agentmesh.memory.v1.MemoryHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcb\x07\n\rMemoryService\x12y\n\x0b\x41\x64\x64Memories\x12\'.agentmesh.memory.v1.AddMemoriesRequest\x1a(.agentmesh.memory.v1.AddMemoriesResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/memories:\x01*\x12\x89\x01\n\x0eSearchMemories\x12*.agentmesh.memory.v1.SearchMemoriesRequest\x1a+.agentmesh.memory.v1.SearchMemoriesResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/memories:search:\x01*\x12y\n\x0cListMemories\x12(.agentmesh.memory.v1.ListMemoriesRequest\x1a).agentmesh.memory.v1.ListMemoriesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/memories\x12\x88\x01\n\x0cUpdateMemory\x12(.agentmesh.memory.v1.UpdateMemoryRequest\x1a).agentmesh.memory.v1.UpdateMemoryResponse\"#\x82\xd3\xe4\x93\x02\x1d\x32\x18/v1/memories/{memory_id}:\x01*\x12\x99\x01\n\x10GetMemoryHistory\x12,.agentmesh.memory.v1.GetMemoryHistoryRequest\x1a-.agentmesh.memory.v1.GetMemoryHistoryResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/memories/{memory_id}/history\x12\x85\x01\n\x0c\x44\x65leteMemory\x12(.agentmesh.memory.v1.DeleteMemoryRequest\x1a).agentmesh.memory.v1.DeleteMemoryResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/memories/{memory_id}\x12\x88\x01\n\x11\x44\x65leteAllMemories\x12-.agentmesh.memory.v1.DeleteAllMemoriesRequest\x1a..agentmesh.memory.v1.DeleteAllMemoriesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e*\x0c/v1/memoriesb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMORY'].fields_by_name['expire_time']._serialized_options = b'\342A\001\001'
   _globals['_ADDMEMORIESREQUEST'].fields_by_name['expire_time']._loaded_options = None
   _globals['_ADDMEMORIESREQUEST'].fields_by_name['expire_time']._serialized_options = b'\342A\001\001'
+  _globals['_ADDMEMORIESREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_ADDMEMORIESREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\001'
   _globals['_SEARCHMEMORIESREQUEST'].fields_by_name['query']._loaded_options = None
   _globals['_SEARCHMEMORIESREQUEST'].fields_by_name['query']._serialized_options = b'\342A\001\002'
   _globals['_LISTMEMORIESREQUEST'].fields_by_name['session_id']._loaded_options = None
@@ -82,37 +84,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMORYEVENT_ACTION']._serialized_start=614
   _globals['_MEMORYEVENT_ACTION']._serialized_end=689
   _globals['_ADDMEMORIESREQUEST']._serialized_start=692
-  _globals['_ADDMEMORIESREQUEST']._serialized_end=885
-  _globals['_ADDMEMORIESRESPONSE']._serialized_start=887
-  _globals['_ADDMEMORIESRESPONSE']._serialized_end=958
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=960
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1057
-  _globals['_SEARCHRESULT']._serialized_start=1059
-  _globals['_SEARCHRESULT']._serialized_end=1133
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1135
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1211
-  _globals['_LISTMEMORIESREQUEST']._serialized_start=1213
-  _globals['_LISTMEMORIESREQUEST']._serialized_end=1299
-  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1301
-  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1395
-  _globals['_DELETEMEMORYREQUEST']._serialized_start=1397
-  _globals['_DELETEMEMORYREQUEST']._serialized_end=1443
-  _globals['_DELETEMEMORYRESPONSE']._serialized_start=1445
-  _globals['_DELETEMEMORYRESPONSE']._serialized_end=1467
-  _globals['_DELETEALLMEMORIESREQUEST']._serialized_start=1469
-  _globals['_DELETEALLMEMORIESREQUEST']._serialized_end=1495
-  _globals['_DELETEALLMEMORIESRESPONSE']._serialized_start=1497
-  _globals['_DELETEALLMEMORIESRESPONSE']._serialized_end=1547
-  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1550
-  _globals['_UPDATEMEMORYREQUEST']._serialized_end=1702
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=1704
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=1771
-  _globals['_GETMEMORYHISTORYREQUEST']._serialized_start=1773
-  _globals['_GETMEMORYHISTORYREQUEST']._serialized_end=1862
-  _globals['_MEMORYHISTORYENTRY']._serialized_start=1865
-  _globals['_MEMORYHISTORYENTRY']._serialized_end=2063
-  _globals['_GETMEMORYHISTORYRESPONSE']._serialized_start=2065
-  _globals['_GETMEMORYHISTORYRESPONSE']._serialized_end=2174
-  _globals['_MEMORYSERVICE']._serialized_start=2177
-  _globals['_MEMORYSERVICE']._serialized_end=3148
+  _globals['_ADDMEMORIESREQUEST']._serialized_end=916
+  _globals['_ADDMEMORIESRESPONSE']._serialized_start=918
+  _globals['_ADDMEMORIESRESPONSE']._serialized_end=989
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=991
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1088
+  _globals['_SEARCHRESULT']._serialized_start=1090
+  _globals['_SEARCHRESULT']._serialized_end=1164
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1166
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1242
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=1244
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=1330
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1332
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1426
+  _globals['_DELETEMEMORYREQUEST']._serialized_start=1428
+  _globals['_DELETEMEMORYREQUEST']._serialized_end=1474
+  _globals['_DELETEMEMORYRESPONSE']._serialized_start=1476
+  _globals['_DELETEMEMORYRESPONSE']._serialized_end=1498
+  _globals['_DELETEALLMEMORIESREQUEST']._serialized_start=1500
+  _globals['_DELETEALLMEMORIESREQUEST']._serialized_end=1526
+  _globals['_DELETEALLMEMORIESRESPONSE']._serialized_start=1528
+  _globals['_DELETEALLMEMORIESRESPONSE']._serialized_end=1578
+  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1581
+  _globals['_UPDATEMEMORYREQUEST']._serialized_end=1733
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=1735
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=1802
+  _globals['_GETMEMORYHISTORYREQUEST']._serialized_start=1804
+  _globals['_GETMEMORYHISTORYREQUEST']._serialized_end=1893
+  _globals['_MEMORYHISTORYENTRY']._serialized_start=1896
+  _globals['_MEMORYHISTORYENTRY']._serialized_end=2094
+  _globals['_GETMEMORYHISTORYRESPONSE']._serialized_start=2096
+  _globals['_GETMEMORYHISTORYRESPONSE']._serialized_end=2205
+  _globals['_MEMORYSERVICE']._serialized_start=2208
+  _globals['_MEMORYSERVICE']._serialized_end=3179
 # @@protoc_insertion_point(module_scope)

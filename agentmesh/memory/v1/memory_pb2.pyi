@@ -60,18 +60,20 @@ class MemoryEvent(_message.Message):
     def __init__(self, event: _Optional[_Union[MemoryEvent.Action, str]] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., previous_text: _Optional[str] = ...) -> None: ...
 
 class AddMemoriesRequest(_message.Message):
-    __slots__ = ("messages", "facts", "session_id", "context_facts", "expire_time")
+    __slots__ = ("messages", "facts", "session_id", "context_facts", "expire_time", "idempotency_key")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FACTS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[ConversationMessage]
     facts: _containers.RepeatedScalarFieldContainer[str]
     session_id: str
     context_facts: _containers.RepeatedScalarFieldContainer[str]
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, messages: _Optional[_Iterable[_Union[ConversationMessage, _Mapping]]] = ..., facts: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., context_facts: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[ConversationMessage, _Mapping]]] = ..., facts: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., context_facts: _Optional[_Iterable[str]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class AddMemoriesResponse(_message.Message):
     __slots__ = ("events",)
