@@ -47,6 +47,8 @@ def main() -> None:
         log_level=settings.log_level.lower(),
         # X-Forwarded-For is honoured only from TRUSTED_PROXIES, by the gateway itself.
         proxy_headers=False,
+        # The gateway serves no WebSockets: an upgrade request is plain HTTP to it.
+        ws="none",
         access_log=False,
         timeout_graceful_shutdown=int(settings.gateway_shutdown_grace_s),
         timeout_keep_alive=int(settings.gateway_keepalive_timeout),

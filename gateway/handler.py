@@ -73,6 +73,10 @@ class Gateway:
     metrics_address: str = ""
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            # No route is a WebSocket; refusing the handshake answers 403 instead of a crash.
+            await send({"type": "websocket.close", "code": 1008})
+            return
         response = await self.handle(Request(scope, receive))
         await response(scope, receive, send)
 

@@ -189,3 +189,11 @@ async def test_docs_redirect_is_relative(http: httpx.AsyncClient) -> None:
     # Before: `Location: http://evil.example/docs/`, built from the Host header.
     response = await http.get("/docs/", headers={"host": "evil.example"}, follow_redirects=False)
     assert response.headers["location"] == "/docs"
+
+
+async def test_a_websocket_upgrade_is_not_a_server_error(mesh_gateway: GatewayProcess) -> None:
+    from tests.gateway.test_hostile_input import upgrade_status
+
+    for path in ("/v1/sessions", "/docs"):
+        status_line = await upgrade_status(mesh_gateway.url, path)
+        assert status_line.startswith(b"HTTP/1.1 ") and b" 5" not in status_line[8:11], (path, status_line)
