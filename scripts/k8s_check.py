@@ -677,6 +677,30 @@ def _check_drain(workload: Workload, loaded: list[BaseSettings], where: str, dea
     return problems
 
 
+@dataclass(frozen=True)
+class DrainPlan:
+    """How the manifests stop one Deployment's pod, for a local rolling-restart test to
+    replay: sleep `pre_stop_s` (endpoints drop the pod), SIGTERM, SIGKILL after `grace_s`."""
+
+    pre_stop_s: float
+    drain_s: float
+    grace_s: float
+    env: dict[str, str]
+
+
+def drain_plan(docs: list[Doc], deployment: str) -> DrainPlan:
+    workload = next(w for w in mesh_workloads(docs) if w.name == deployment and w.doc["kind"] == "Deployment")
+    loaded = load_program_settings(workload)
+    drain_field = "shutdown_grace_s" if workload.program.kind == "grpc" else "gateway_shutdown_grace_s"
+    lifecycle = (workload.container.get("lifecycle") or {}).get("preStop") or {}
+    return DrainPlan(
+        pre_stop_s=float(lifecycle.get("sleep", {}).get("seconds", 0)),
+        drain_s=float(setting(loaded, drain_field)),
+        grace_s=float(workload.pod_spec.get("terminationGracePeriodSeconds", 30)),
+        env={k: v for k, v in workload.env.items() if k in ("SHUTDOWN_GRACE_S", "GATEWAY_SHUTDOWN_GRACE_S")},
+    )
+
+
 def _gateway_drain_source() -> str | None:
     source = (ROOT / "gateway" / "__main__.py").read_text()
     match = re.search(r"timeout_graceful_shutdown=(?:int\()?settings\.(\w+)", source)

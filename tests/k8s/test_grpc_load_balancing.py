@@ -56,7 +56,9 @@ async def call_both(replicas: list[ChildProcess], user: MeshUser, policy: str) -
             await stub.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=user.metadata, timeout=10)
     finally:
         await channel.close()
-    return [handled(r) - b for r, b in zip(replicas, before, strict=True)]
+    counts = [handled(r) - b for r, b in zip(replicas, before, strict=True)]
+    print(f"{policy or 'default'}: calls per replica {counts}")
+    return counts
 
 
 async def test_round_robin_spreads_calls_over_both_replicas(replicas: list[ChildProcess], user: MeshUser) -> None:

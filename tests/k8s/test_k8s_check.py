@@ -338,6 +338,16 @@ def test_dockerfile_without_a_digest_is_caught(monkeypatch: pytest.MonkeyPatch, 
     assert len(k8s_check.check_dockerfile()) == 2
 
 
+def test_drain_plan_gives_a_rolling_restart_test_the_manifests_settings() -> None:
+    docs = prod()
+    agent = k8s_check.drain_plan(docs, "agent")
+    gateway = k8s_check.drain_plan(docs, "gateway")
+    assert (agent.pre_stop_s, agent.drain_s, agent.grace_s) == (5, 300, 320)
+    assert agent.env == {"SHUTDOWN_GRACE_S": "300"}
+    assert (gateway.pre_stop_s, gateway.drain_s, gateway.grace_s) == (5, 300, 320)
+    assert gateway.env == {"GATEWAY_SHUTDOWN_GRACE_S": "300"}
+
+
 def test_readme_pool_table_matches_the_manifests() -> None:
     assert k8s_check.check_readme_pool_table(k8s_check.render_overlay("prod")) == []
 
