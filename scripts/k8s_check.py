@@ -585,6 +585,16 @@ def check_workload(workload: Workload, docs: list[Doc], deadlines: Deadlines | N
             problems.append(f"{where}: GRPC_LB_POLICY is {setting(loaded, 'grpc_lb_policy')}, not round_robin")
     if kind == "grpc" and "agentmesh.io/database" in workload.labels:
         problems += _check_connect_window(workload, loaded, where)
+    if kind == "grpc":
+        # round_robin channels re-resolve DNS when a connection ends: servers must end them
+        # now and then, or pods the HPA adds stay unknown to existing clients.
+        try:
+            age = float(setting(loaded, "grpc_max_connection_age_s"))
+        except KeyError:
+            problems.append(f"{where}: no GRPC_MAX_CONNECTION_AGE_S: clients never re-resolve to new pods")
+        else:
+            if age > 1800:
+                problems.append(f"{where}: GRPC_MAX_CONNECTION_AGE_S {age:g}s: new pods wait that long for calls")
     # Only the addresses the server's code dials (a CLI's own addresses, e.g. the evals
     # CLI's, are for `kubectl exec` runs and default to loopback).
     for callee in sorted(code_calls(workload.program)):
