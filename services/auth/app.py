@@ -29,6 +29,7 @@ from services.common.tokens import AccessTokenVerifier
 log = get_logger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+HOUSEKEEPING_INTERVAL_S = 300.0
 
 
 class KeyRingSource:
@@ -56,6 +57,7 @@ class AuthApp(ServiceApp):
         self.database: Database | None = None
         self.keys: KeyRing | None = None
         self._reloader: asyncio.Task[None] | None = None
+        self._housekeeper: asyncio.Task[None] | None = None
         # This replica's revoked tokens: its own verifier reads them, its watchers get them.
         self.revocations = RevocationSet()
         self.revocation_log: RevocationLog | None = None
@@ -95,12 +97,13 @@ class AuthApp(ServiceApp):
         revocations = self.open_revocation_log(store)
         await revocations.start()
         secret = s.signing_key_secret.get_secret_value()
+        throttle = LoginThrottle(store, max_failures=s.login_max_failures, window_s=s.login_failure_window_s)
         accounts = Accounts(
             store,
             PasswordHasher(s.bcrypt_rounds),
             issuer,
             revocations,
-            LoginThrottle(store, max_failures=s.login_max_failures, window_s=s.login_failure_window_s),
+            throttle,
             SuccessorSeal(KeyCipher(secret, purpose=b"agentmesh-refresh-successors")),
             refresh_ttl_s=s.refresh_token_ttl_s,
             refresh_absolute_ttl_s=s.refresh_absolute_ttl_s,
@@ -108,6 +111,7 @@ class AuthApp(ServiceApp):
         )
         servicer = AuthServicer(accounts, keys, Roles(store, revocations), ServiceTokens(s, issuer), revocations)
         self._reloader = asyncio.create_task(self._reload_keys_periodically())
+        self._housekeeper = asyncio.create_task(self._housekeeping(revocations, throttle))
         return [
             Mount(
                 descriptor=auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
@@ -129,6 +133,16 @@ class AuthApp(ServiceApp):
             except Exception:
                 log.exception("signing_key_reload_failed")
 
+    async def _housekeeping(self, revocations: RevocationLog, throttle: LoginThrottle) -> None:
+        # Rows no check will ever read again: expired revocations, failures outside the window.
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            try:
+                await revocations.forget_expired()
+                await throttle.forget_old()
+            except Exception:
+                log.exception("auth_housekeeping_failed")
+
     def token_verifier(self) -> AccessTokenVerifier:
         assert self.keys is not None
         s = self.settings
@@ -147,9 +161,10 @@ class AuthApp(ServiceApp):
     async def stop(self) -> None:
         if self.revocation_log is not None:
             await self.revocation_log.stop()
-        if self._reloader is not None:
-            self._reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reloader
+        for task in (self._reloader, self._housekeeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.database is not None:
             await self.database.close()

@@ -28,7 +28,6 @@ CLOCK_SKEW = timedelta(seconds=60)
 SNAPSHOT_BATCH = 1000
 # A watcher this far behind is cut off; it reconnects and gets a fresh snapshot.
 WATCHER_QUEUE_SIZE = 10_000
-CLEANUP_EVERY_POLLS = 600
 
 
 def _revocation(row: RevocationRow) -> Revocation:
@@ -90,7 +89,6 @@ class RevocationLog:
                     queue.put_nowait(None)
 
     async def _poll_forever(self) -> None:
-        polls = 0
         while True:
             await asyncio.sleep(self._poll_s)
             try:
@@ -98,9 +96,6 @@ class RevocationLog:
                 horizon = self._since - POLL_OVERLAP
                 self._seen = {rid: created for rid, created in self._seen.items() if created >= horizon}
                 self._revocations.prune()
-                polls += 1
-                if polls % CLEANUP_EVERY_POLLS == 0:
-                    await self._store.delete_expired_revocations()
             except Exception:
                 # Keep what is known; the next poll's overlap catches up.
                 log.exception("revocation_poll_failed")
@@ -122,6 +117,9 @@ class RevocationLog:
                 yield batch, False
         finally:
             self._watchers.discard(queue)
+
+    async def forget_expired(self) -> None:
+        await self._store.delete_expired_revocations()
 
     def end_watches(self) -> None:
         """Ends every stream (shutdown): the services reconnect to another replica."""

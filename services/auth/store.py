@@ -57,6 +57,8 @@ FORGET_OLD_LOGIN_FAILURES = text(
     "DELETE FROM login_failures WHERE account_key = :key AND failed_at <= now() - CAST(:window AS interval)"
 )
 CLEAR_LOGIN_FAILURES = text("DELETE FROM login_failures WHERE account_key = :key")
+# Failures of accounts nobody tries again (mistyped or unknown emails) are never read again.
+FORGET_ALL_OLD_LOGIN_FAILURES = text("DELETE FROM login_failures WHERE failed_at <= now() - CAST(:window AS interval)")
 
 SIGNING_KEY_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('auth:signing-keys'))")
 ACTIVE_SIGNING_KEY = text(
@@ -274,6 +276,10 @@ class AuthStore:
     async def clear_login_failures(self, key: bytes) -> None:
         async with self._connection() as conn:
             await conn.execute(CLEAR_LOGIN_FAILURES, {"key": key})
+
+    async def forget_old_login_failures(self, window: timedelta) -> None:
+        async with self._connection() as conn:
+            await conn.execute(FORGET_ALL_OLD_LOGIN_FAILURES, {"window": window})
 
     async def active_signing_key(self, algorithm: str) -> SigningKeyRow | None:
         async with self._connection() as conn:

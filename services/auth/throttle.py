@@ -64,3 +64,6 @@ class LoginThrottle:
 
     async def clear(self, key: bytes) -> None:
         await self._store.clear_login_failures(key)
+
+    async def forget_old(self) -> None:
+        await self._store.forget_old_login_failures(self._window)
