@@ -150,3 +150,94 @@ def test_send_a_message_see_it_stream_then_see_the_history_after_reload(
     expect(page.locator("#messages li.message.assistant .content")).to_have_text(final_answer)
     assert page.locator("#messages img, #messages script").count() == 0
     assert xss_ran(page) is None
+
+
+# Every control of the signed-in page, each of which must be on screen and clickable at both widths.
+CONTROLS = [
+    "a[href='/docs']",
+    "#logout",
+    "#new-session",
+    "#session-list li",
+    "#session-name",
+    "#rename-session",
+    "#delete-session",
+    "#message-input",
+    "#send",
+]
+
+
+def assert_fits(page: Page, width: int) -> None:
+    """No horizontal scroll; every control inside the viewport, not covered, and big enough to use."""
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= width, f"the page is {scroll_width}px wide in a {width}px viewport"
+    for selector in CONTROLS:
+        control = page.locator(selector).first
+        expect(control).to_be_visible()
+        control.scroll_into_view_if_needed()
+        box = control.bounding_box()
+        assert box is not None, selector
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, f"{selector} sticks out: {box}"
+        assert box["width"] >= 24 and box["height"] >= 24, f"{selector} is too small to use: {box}"
+        # Nothing else is drawn over its middle (what a tap there would hit).
+        on_top = page.evaluate(
+            """([selector, x, y]) => {
+                const hit = document.elementFromPoint(x, y);
+                return hit !== null && document.querySelector(selector).contains(hit);
+            }""",
+            [selector, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2 - page.evaluate("window.scrollY")],
+        )
+        assert on_top, f"{selector} is covered by another element"
+    # The session name box keeps room for a name (at 390px it used to shrink to 16px).
+    assert page.locator("#session-name").bounding_box()["width"] >= 120
+    # The header stays one row: the title and every header control share one line.
+    rows = {
+        round(box["y"] + box["height"] / 2)
+        for box in (page.locator(sel).bounding_box() for sel in (".topbar h1", "a[href='/docs']", "#logout"))
+        if box is not None
+    }
+    assert max(rows) - min(rows) <= 4, f"the header wraps: centres at {sorted(rows)}"
+
+
+@requires_agent
+@pytest.mark.parametrize("width,height", [(390, 844), (1280, 800)], ids=["phone-390", "desktop-1280"])
+def test_the_page_fits_the_screen_at_phone_and_desktop_widths(
+    browser: Browser, mesh_gateway: GatewayProcess, tmp_path: Path, width: int, height: int
+) -> None:
+    context = browser.new_context(base_url=mesh_gateway.url, viewport={"width": width, "height": height})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto("/")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.screenshot(path=tmp_path / f"sign-in-{width}.png", full_page=True)
+        email = sign_up(page)
+        # A long address must not push the header wider than the screen.
+        assert email in page.locator("#whoami").text_content()
+        page.click("#new-session")
+        expect(page.locator("#composer")).to_be_visible()
+        page.fill("#message-input", "Hello from a " + ("phone" if width < 500 else "desktop") + " " + "word " * 40)
+        page.click("#send")
+        answer = page.locator("#messages li.message.assistant").last
+        expect(answer).to_have_attribute("data-done", "true", timeout=60_000)
+        page.screenshot(path=tmp_path / f"chat-{width}.png", full_page=True)
+        assert_fits(page, width)
+        for message in page.locator("#messages li.message").all():
+            box = message.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= width, f"a message sticks out: {box}"
+        # Usable, not just visible: rename through the name box at this width.
+        page.fill("#session-name", f"renamed at {width}px")
+        page.click("#rename-session")
+        expect(page.locator("#session-list li").first).to_have_text(f"renamed at {width}px")
+        assert_fits(page, width)
+    finally:
+        context.close()
+
+
+def test_the_page_links_a_favicon_that_is_served(page: Page) -> None:
+    page.goto("/")
+    href = page.locator("link[rel='icon']").get_attribute("href")
+    assert href == "/static/favicon.svg"
+    reply = page.request.get(href)
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in reply.body()
