@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import functools
 
+import grpc
+
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from agentmesh.evals.v1 import evals_pb2_grpc
 from services.agent.checkpoints import Checkpoints
 from services.agent.conversations import Conversations
 from services.agent.executor import RunExecutor
@@ -13,6 +16,7 @@ from services.agent.graph import build_agent_graph
 from services.agent.langfuse_tracing import LangfuseTracing
 from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
+from services.agent.outbox import OutboxDelivery
 from services.agent.pg_pool import dedicated_connection
 from services.agent.run_store import RunStore
 from services.agent.runs import Runs, RunSettings
@@ -21,9 +25,10 @@ from services.agent.session_access import SessionAccess
 from services.agent.settings import AgentSettings
 from services.agent.system_prompt import SystemPrompt
 from services.agent.tools.registry import build_tools
-from services.agent.trace_export import TraceExport
+from services.common.clients import open_channel
 from services.common.database import resolve_database_url
 from services.common.server import Mount, ServiceApp
+from services.common.service_identity import ServiceIdentity
 
 
 class AgentApp(ServiceApp):
@@ -35,7 +40,9 @@ class AgentApp(ServiceApp):
         self.checkpoints: Checkpoints | None = None
         self.sessions: SessionAccess | None = None
         self.memory: LongTermMemory | None = None
-        self.traces: TraceExport | None = None
+        self.identity: ServiceIdentity | None = None
+        self.outbox: OutboxDelivery | None = None
+        self._evals_channel: grpc.aio.Channel | None = None
         self.tracing: LangfuseTracing | None = None
         self.runs: Runs | None = None
 
@@ -45,8 +52,17 @@ class AgentApp(ServiceApp):
         self.checkpoints = await Checkpoints.open(url, s)
         self.sessions = SessionAccess(s.sessions_addr, s.sessions_timeout_s)
         self.memory = LongTermMemory(s)
-        self.traces = TraceExport(s)
-        self.traces.start()
+        self.identity = ServiceIdentity.from_settings(s, self.name)
+        self._evals_channel = open_channel(s.evals_addr)
+        self.outbox = OutboxDelivery(
+            self.checkpoints.pool,
+            self.identity,
+            memory=self.memory.stub if s.memory_enabled else None,
+            evals=evals_pb2_grpc.EvalServiceStub(self._evals_channel) if s.evals_enabled else None,
+            timeout_s=s.handoff_timeout_s,
+            max_backoff_s=s.handoff_max_backoff_s,
+        )
+        self.outbox.start()
         self.tracing = LangfuseTracing(s)
         tools = build_tools(
             web_search_enabled=s.web_search_enabled,
@@ -67,9 +83,11 @@ class AgentApp(ServiceApp):
             graph=graph,
             chain=chain,
             memory=self.memory,
-            traces=self.traces,
+            identity=self.identity,
+            outbox=self.outbox,
             tracing=self.tracing,
             max_tool_rounds=s.max_tool_rounds,
+            traces_enabled=s.evals_enabled,
         )
         self.runs = Runs(
             store=RunStore(self.checkpoints.pool, lease_s=s.run_lease_s),
@@ -99,13 +117,18 @@ class AgentApp(ServiceApp):
             await self.runs.drain(grace_s)
 
     async def stop(self) -> None:
-        drain_s = self.settings.background_drain_timeout_s
         if self.runs is not None:
             await self.runs.close()
+        # Hand-offs still waiting stay in the outbox: another replica (or this one after
+        # its restart) delivers them.
+        if self.outbox is not None:
+            await self.outbox.close()
         if self.memory is not None:
-            await self.memory.close(drain_s)
-        if self.traces is not None:
-            await self.traces.close(drain_s)
+            await self.memory.close()
+        if self._evals_channel is not None:
+            await self._evals_channel.close()
+        if self.identity is not None:
+            await self.identity.close()
         if self.tracing is not None:
             await self.tracing.close()
         if self.sessions is not None:

@@ -5,6 +5,9 @@ The run is a task of its own, not part of any RPC: a client that goes away does 
 stop it. Cancelling the task (CancelRun, another run's INTERRUPT/ROLLBACK, shutdown)
 closes the model's HTTP stream at once; what the run produced so far is then kept in
 the history, marked interrupted, unless it was rolled back.
+
+The agent calls memory as itself on behalf of the run's user (a service token), so a
+run needs no user token: it may start on any replica, queued long after its request.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ from services.agent.graph import TurnContext, recursion_limit, start_turn
 from services.agent.langfuse_tracing import LangfuseTracing
 from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
+from services.agent.outbox import OutboxDelivery, OutboxItem, memory_write, trace_record
 from services.agent.run_events import RunChannel
 from services.agent.run_store import RunOutcome, RunRow
-from services.agent.trace_export import TraceExport
 from services.common.errors import DomainError
 from services.common.logging import get_logger
+from services.common.service_identity import ServiceIdentity
 
 log = get_logger(__name__)
 
@@ -43,15 +47,6 @@ INTERRUPTED_KEY = "agentmesh_interrupted"
 CANCEL_INTERRUPT, CANCEL_ROLLBACK, CANCEL_SHUTDOWN = "interrupt", "rollback", "shutdown"
 # agent_runs_total keeps the outcome names dashboards and alerts already use.
 OUTCOME_LABELS = {"succeeded": "completed"}
-
-Metadata = tuple[tuple[str, str], ...]
-
-
-@dataclass
-class RunCredentials:
-    """How this replica calls memory and evals for the run's user."""
-
-    metadata: Metadata = ()
 
 
 @dataclass
@@ -98,18 +93,22 @@ class RunExecutor:
         graph: CompiledStateGraph,
         chain: ModelChain,
         memory: LongTermMemory,
-        traces: TraceExport,
+        identity: ServiceIdentity,
+        outbox: OutboxDelivery,
         tracing: LangfuseTracing,
         max_tool_rounds: int,
+        traces_enabled: bool,
     ) -> None:
         self._graph = graph
         self._chain = chain
         self._memory = memory
-        self._traces = traces
+        self._identity = identity
+        self._outbox = outbox
         self._tracing = tracing
         self._recursion_limit = recursion_limit(max_tool_rounds)
+        self._traces_enabled = traces_enabled
 
-    async def execute(self, run: RunRow, execution: Execution, credentials: RunCredentials) -> RunRow | None:
+    async def execute(self, run: RunRow, execution: Execution) -> RunRow | None:
         """Runs the turn to its end and records it; the task may be cancelled with
         `execution.cancel_action` set to say how to stop."""
         structlog.contextvars.bind_contextvars(session_id=run.session_id, run_id=run.run_id)
@@ -122,7 +121,7 @@ class RunExecutor:
                     started=agent_pb2.RunStarted(run_id=run.run_id, model=self._chain.preferred_model())
                 )
             )
-            facts = await self._memory.recall(run.input, credentials.metadata)
+            facts = await self._recall(run)
             if facts:
                 emit(agent_pb2.ChatEvent(memory=agent_pb2.MemoryUsed(facts=facts)))
             execution.context = context = TurnContext(facts=facts, emit=emit)
@@ -160,14 +159,26 @@ class RunExecutor:
         finally:
             metrics.runs_in_flight.dec()
         metrics.runs_total.labels(outcome=OUTCOME_LABELS.get(outcome.status, outcome.status)).inc()
-        finished = await channel.finish(outcome, last)
+        hand_offs = self._hand_offs(run, outcome, execution.context, last.completed.latency_ms)
+        finished = await channel.finish(outcome, last, hand_offs)
         if finished is None:
             log.warning("run_finished_elsewhere")
             return None
-        if finished.status == "succeeded" and execution.context is not None:
-            self._hand_off(finished, execution.context, credentials, last.completed.latency_ms)
+        if hand_offs:
+            self._outbox.poke()
         log.info("run_ended", status=finished.status, model=finished.model)
         return finished
+
+    async def _recall(self, run: RunRow) -> list[str]:
+        if not self._memory.enabled:
+            return []
+        try:
+            metadata = await self._identity.metadata(on_behalf_of=run.user_id)
+        except DomainError as exc:
+            log.warning("memory_search_skipped", reason=exc.reason)
+            metrics.memory_lookups_total.labels(result="error").inc()
+            return []
+        return await self._memory.recall(run.input, metadata)
 
     def _recording_emit(self, execution: Execution) -> Callable[[agent_pb2.ChatEvent], None]:
         channel = execution.channel
@@ -222,18 +233,21 @@ class RunExecutor:
         except Exception:
             log.exception("interrupted_turn_not_kept")
 
-    def _hand_off(self, run: RunRow, context: TurnContext, credentials: RunCredentials, latency_ms: int) -> None:
-        self._memory.remember(
-            user_message=run.input,
-            answer=run.output,
-            session_id=run.session_id,
-            context_facts=context.facts,
-            metadata=credentials.metadata,
-        )
-        self._traces.submit(trace_of(run, context, latency_ms), credentials.metadata)
+    def _hand_offs(
+        self, run: RunRow, outcome: RunOutcome, context: TurnContext | None, latency_ms: int
+    ) -> list[OutboxItem]:
+        """What a succeeded run owes memory and evals, recorded with its end (the outbox)."""
+        if outcome.status != "succeeded" or context is None:
+            return []
+        items = []
+        if self._memory.enabled:
+            items.append(memory_write(run.user_id, self._memory.write_request(run, outcome.output, context.facts)))
+        if self._traces_enabled:
+            items.append(trace_record(trace_of(run, outcome, context, latency_ms)))
+        return items
 
 
-def trace_of(run: RunRow, context: TurnContext, latency_ms: int) -> evals_pb2.Trace:
+def trace_of(run: RunRow, outcome: RunOutcome, context: TurnContext, latency_ms: int) -> evals_pb2.Trace:
     created_at = Timestamp()
     created_at.GetCurrentTime()
     return evals_pb2.Trace(
@@ -241,10 +255,10 @@ def trace_of(run: RunRow, context: TurnContext, latency_ms: int) -> evals_pb2.Tr
         session_id=run.session_id,
         user_id=run.user_id,
         input=run.input,
-        output=run.output,
-        model=run.model,
+        output=outcome.output,
+        model=outcome.model,
         latency_ms=latency_ms,
-        usage=evals_pb2.TraceUsage(prompt_tokens=run.prompt_tokens, completion_tokens=run.completion_tokens),
+        usage=evals_pb2.TraceUsage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens),
         tool_calls=[
             evals_pb2.TraceToolCall(name=call.name, arguments_json=call.arguments_json, result=result)
             for call, result in context.tool_calls

@@ -44,3 +44,12 @@ runs_lost_total = Counter(
 run_follows_total = Counter(
     "agent_run_follows_total", "Streams following a run, by where its events came from (local, stored)", ["source"]
 )
+outbox_delivered_total = Counter(
+    "agent_outbox_deliveries_total",
+    "Outbox delivery attempts by kind (memory.add, evals.trace) and result (delivered, retry, dead)",
+    ["kind", "result"],
+)
+outbox_depth = Gauge("agent_outbox_depth", "Hand-offs waiting in the outbox, by kind", ["kind"])
+outbox_oldest_age_seconds = Gauge(
+    "agent_outbox_oldest_age_seconds", "Age of the oldest hand-off waiting in the outbox, by kind", ["kind"]
+)

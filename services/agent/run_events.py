@@ -23,6 +23,7 @@ import psycopg
 
 from agentmesh.agent.v1 import agent_pb2
 from services.agent import metrics
+from services.agent.outbox import OutboxItem
 from services.agent.run_store import CHANNEL, NOTE_CANCEL, NOTE_EVENTS, RunOutcome, RunRow, RunStore
 from services.common.logging import get_logger
 
@@ -92,9 +93,11 @@ class RunChannel:
         self._persisted += len(batch)
         metrics.run_events_written_total.inc(len(batch))
 
-    async def finish(self, outcome: RunOutcome, last: agent_pb2.ChatEvent) -> RunRow | None:
-        """Records the outcome with the run's last event (atomically), then shows the event
-        to local followers. None when the run was no longer ours to finish."""
+    async def finish(
+        self, outcome: RunOutcome, last: agent_pb2.ChatEvent, hand_offs: list[OutboxItem]
+    ) -> RunRow | None:
+        """Records the outcome with the run's last event and its hand-offs (atomically), then
+        shows the event to local followers. None when the run was no longer ours to finish."""
         self._closed = True
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
@@ -104,7 +107,9 @@ class RunChannel:
         last.run_id = self.run.run_id
         last.seq = self.last_seq + 1
         pending = [(e.seq, e.SerializeToString()) for e in self.events[self._persisted :]]
-        finished = await self._store.finish(self.run.run_id, outcome, [*pending, (last.seq, last.SerializeToString())])
+        finished = await self._store.finish(
+            self.run.run_id, outcome, [*pending, (last.seq, last.SerializeToString())], hand_offs=hand_offs
+        )
         metrics.run_events_written_total.inc(len(pending) + 1)
         self._closed = False
         self._append(last)

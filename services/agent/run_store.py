@@ -21,6 +21,8 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from services.agent.outbox import OutboxItem, write_items
+
 # Migrations as an ordered list: entry i brings the schema to version i + 1.
 MIGRATIONS: list[list[str]] = [
     [
@@ -58,6 +60,22 @@ MIGRATIONS: list[list[str]] = [
             event bytea NOT NULL,
             PRIMARY KEY (run_id, seq)
         )""",
+    ],
+    [
+        """CREATE TABLE IF NOT EXISTS outbox (
+            id bigserial PRIMARY KEY,
+            kind text NOT NULL,
+            user_id uuid NOT NULL,
+            payload bytea NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            next_attempt_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            locked_until timestamptz,
+            last_error text,
+            dead_at timestamptz,
+            trace_context text NOT NULL DEFAULT '',
+            created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+        )""",
+        "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE dead_at IS NULL",
     ],
 ]
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS run_migrations (version integer NOT NULL)"
@@ -352,9 +370,11 @@ class RunStore:
         events: Sequence[tuple[int, bytes]],
         *,
         from_statuses: Sequence[str] = ("running",),
+        hand_offs: Sequence[OutboxItem] = (),
     ) -> RunRow | None:
-        """Records the outcome and the run's remaining events (the last one ends it) in one
-        transaction; None, and nothing written, when the run is no longer in `from_statuses`."""
+        """Records the outcome, the run's remaining events (the last one ends it) and what it
+        owes other services (the outbox) in one transaction; None, and nothing written, when
+        the run is no longer in `from_statuses`."""
         run = uuid.UUID(run_id)
         params = {
             "run_id": run,
@@ -379,6 +399,7 @@ class RunStore:
                 await cur.execute(
                     INSERT_EVENTS, {"run_id": run, "seqs": [s for s, _ in events], "events": [e for _, e in events]}
                 )
+            await write_items(cur, list(hand_offs))
             await cur.execute(NOTIFY, (CHANNEL, f"{NOTE_EVENTS}:{run_id}"))
         return _run(row)
 

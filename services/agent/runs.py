@@ -29,7 +29,6 @@ from services.agent.executor import (
     CANCEL_ROLLBACK,
     CANCEL_SHUTDOWN,
     Execution,
-    RunCredentials,
     RunExecutor,
     cancelled_outcome,
     error_event,
@@ -37,7 +36,6 @@ from services.agent.executor import (
 from services.agent.run_events import RunChannel, RunNotifier, StoredFollow, follow_stored, is_terminal
 from services.agent.run_store import RunOutcome, RunRow, RunStore, SessionBusy
 from services.agent.session_access import SessionAccess
-from services.common.clients import forward_metadata
 from services.common.errors import (
     Aborted,
     DomainError,
@@ -113,7 +111,6 @@ class Runs:
         self.replica = replica_id()
         self._notifier = RunNotifier(listen, self._cancel_requested)
         self._executions: dict[str, tuple[Execution, asyncio.Task[RunRow | None]]] = {}
-        self._credentials: dict[str, RunCredentials] = {}
         self._background: set[asyncio.Task[object]] = set()
         self._maintenance: asyncio.Task[None] | None = None
         self._accepting = True
@@ -132,7 +129,6 @@ class Runs:
         await self._sessions.require_own(session_id)
         if not self._accepting:
             raise Unavailable("this agent replica is shutting down; try again", reason="AGENT_DRAINING")
-        credentials = RunCredentials(forward_metadata(principal.token))
         try:
             run = await self._insert(principal, session_id, content, strategy_name, owner=self.replica)
         except SessionBusy:
@@ -148,10 +144,9 @@ class Runs:
                     session_id, CANCEL_INTERRUPT if strategy_name == "interrupt" else CANCEL_ROLLBACK
                 )
             run = await self._insert(principal, session_id, content, strategy_name, owner=None)
-            self._credentials[run.run_id] = credentials
             self._spawn(self._dispatch(session_id))
             return run
-        self._start(run, credentials)
+        self._start(run)
         return run
 
     async def _insert(
@@ -246,16 +241,15 @@ class Runs:
 
     # ---- executing ---------------------------------------------------------------------
 
-    def _start(self, run: RunRow, credentials: RunCredentials) -> None:
+    def _start(self, run: RunRow) -> None:
         channel = RunChannel(run, self._store, flush_interval_s=self._settings.flush_interval_s)
         execution = Execution(channel=channel)
-        task = asyncio.create_task(self._executor.execute(run, execution, credentials), name=f"run-{run.run_id}")
+        task = asyncio.create_task(self._executor.execute(run, execution), name=f"run-{run.run_id}")
         self._executions[run.run_id] = (execution, task)
         task.add_done_callback(lambda _: self._ended(run))
 
     def _ended(self, run: RunRow) -> None:
         self._executions.pop(run.run_id, None)
-        self._credentials.pop(run.run_id, None)
         if self._accepting:
             self._spawn(self._dispatch(run.session_id))
 
@@ -269,14 +263,13 @@ class Runs:
             log.warning("run_dispatch_failed", session_id=session_id, error=type(exc).__name__)
             return
         if run is not None:
-            self._start(run, self._credentials.pop(run.run_id, RunCredentials()))
+            self._start(run)
 
     async def _stop(self, run: RunRow, action: str) -> None:
         if run.status == "pending":
             outcome, last = cancelled_outcome(action)
             last.run_id, last.seq = run.run_id, 1
             await self._store.cancel_pending(run.run_id, outcome, last.SerializeToString())
-            self._credentials.pop(run.run_id, None)
             self._notifier.wake(run.run_id)
             return
         if run.status != "running":

@@ -39,12 +39,13 @@ class AgentSettings(CommonSettings, LLMSettings):
     # Facts below this similarity are noise and stay out of the prompt; the memory service
     # reads the same MEMORY_MIN_SCORE as its search default (see services/memory/README.md).
     memory_min_score: float = Field(default=0.25, ge=0, le=1)
-    memory_add_timeout_s: float = Field(default=15.0, gt=0)
-    memory_max_pending_writes: int = Field(default=256, ge=1)
 
     evals_enabled: bool = True
-    eval_queue_size: int = Field(default=1000, ge=1)
-    eval_timeout_s: float = Field(default=5.0, gt=0)
+    # Deadline of one outbox delivery (a memory write runs the extraction model: minutes
+    # are possible on a slow model, seconds are normal).
+    handoff_timeout_s: float = Field(default=30.0, gt=0)
+    # Retries of a hand-off back off exponentially (with jitter) up to this.
+    handoff_max_backoff_s: float = Field(default=300.0, gt=0)
 
     checkpoint_pool_min_size: int = Field(default=2, ge=1, le=200)
     checkpoint_pool_max_size: int = Field(default=10, ge=1, le=200)
@@ -65,5 +66,3 @@ class AgentSettings(CommonSettings, LLMSettings):
     web_search_enabled: bool = False
     web_search_timeout_s: float = Field(default=5.0, gt=0)
     web_search_max_results: int = Field(default=5, ge=1, le=20)
-
-    background_drain_timeout_s: float = Field(default=5.0, ge=0)

@@ -1,0 +1,217 @@
+"""Hand-offs that must not be lost: what a finished run owes other services (the user's
+memory write, the turn's trace) is written to the agent's own database in the same
+transaction that records the run's end, then delivered until the receiver accepts it.
+
+Every replica delivers: an item is claimed for a while (`locked_until`) with SKIP LOCKED,
+so two replicas never send it at once, and a replica that dies mid-delivery only delays
+it. Receivers are idempotent (the memory write carries the run id as its idempotency key,
+the trace its trace id), so a delivery repeated after a lost answer changes nothing.
+Items a receiver refuses for good (bad request, unknown user) are kept as dead letters
+and counted, never retried forever. Each item keeps the W3C trace context of the run
+that wrote it, so its delivery is still a span of the turn's trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import psycopg
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
+from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
+from services.agent import metrics
+from services.common.errors import DomainError
+from services.common.logging import get_logger
+from services.common.service_identity import ServiceIdentity
+
+log = get_logger(__name__)
+
+MEMORY_ADD = "memory.add"
+EVALS_TRACE = "evals.trace"
+
+INSERT_ITEM = "INSERT INTO outbox (kind, user_id, payload, trace_context) VALUES (%s, %s, %s, %s)"
+CLAIM_DUE = (
+    "UPDATE outbox SET locked_until = clock_timestamp() + make_interval(secs => %(lock_s)s),"
+    " attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox WHERE dead_at IS NULL"
+    " AND next_attempt_at <= clock_timestamp() AND (locked_until IS NULL OR locked_until < clock_timestamp())"
+    " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING id, kind, user_id, payload, attempts, trace_context"
+)
+DELIVERED = "DELETE FROM outbox WHERE id = %s"
+RETRY_LATER = (
+    "UPDATE outbox SET locked_until = NULL, last_error = %(error)s,"
+    " next_attempt_at = clock_timestamp() + make_interval(secs => %(delay_s)s) WHERE id = %(id)s"
+)
+DEAD = "UPDATE outbox SET dead_at = clock_timestamp(), locked_until = NULL, last_error = %(error)s WHERE id = %(id)s"
+DEPTH = (
+    "SELECT kind, count(*) AS n, coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) AS age_s"
+    " FROM outbox WHERE dead_at IS NULL GROUP BY kind"
+)
+
+# Codes that mean the receiver will never take this item; anything else is retried.
+REFUSED_FOR_GOOD = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
+)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    kind: str
+    user_id: str
+    payload: bytes
+    trace_context: str = ""
+
+
+def _current_trace_context() -> str:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return json.dumps(carrier) if carrier else ""
+
+
+def memory_write(user_id: str, request: memory_pb2.AddMemoriesRequest) -> OutboxItem:
+    return OutboxItem(MEMORY_ADD, user_id, request.SerializeToString(), _current_trace_context())
+
+
+def trace_record(trace: evals_pb2.Trace) -> OutboxItem:
+    payload = evals_pb2.RecordTraceRequest(trace=trace).SerializeToString()
+    return OutboxItem(EVALS_TRACE, trace.user_id, payload, _current_trace_context())
+
+
+async def write_items(cur: psycopg.AsyncCursor, items: list[OutboxItem]) -> None:
+    """Inside the caller's transaction (the run's end)."""
+    for item in items:
+        await cur.execute(INSERT_ITEM, (item.kind, uuid.UUID(item.user_id), item.payload, item.trace_context))
+
+
+def backoff_s(attempts: int, cap_s: float) -> float:
+    # Full jitter: a receiver back from an outage is not stampeded by every replica at once.
+    return random.uniform(0, min(cap_s, 0.5 * 2 ** min(attempts, 12)))
+
+
+class OutboxDelivery:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        identity: ServiceIdentity,
+        *,
+        memory: memory_pb2_grpc.MemoryServiceStub | None,
+        evals: evals_pb2_grpc.EvalServiceStub | None,
+        timeout_s: float,
+        max_backoff_s: float,
+        idle_poll_s: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._identity = identity
+        self._senders: dict[str, Callable[[bytes, str], Awaitable[None]]] = {}
+        if memory is not None:
+            self._senders[MEMORY_ADD] = self._sender(
+                memory.AddMemories, memory_pb2.AddMemoriesRequest, act_as_user=True
+            )
+        if evals is not None:
+            self._senders[EVALS_TRACE] = self._sender(
+                evals.RecordTrace, evals_pb2.RecordTraceRequest, act_as_user=False
+            )
+        self._timeout_s = timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._idle_poll_s = idle_poll_s
+        self._due = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _sender(
+        self, call: Callable[..., Awaitable[object]], request_type: type, *, act_as_user: bool
+    ) -> Callable[[bytes, str], Awaitable[None]]:
+        async def send(payload: bytes, user_id: str) -> None:
+            metadata = await self._identity.metadata(on_behalf_of=user_id if act_as_user else None)
+            await call(request_type.FromString(payload), metadata=metadata, timeout=self._timeout_s)
+
+        return send
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._deliver_forever(), name="outbox-delivery")
+
+    def poke(self) -> None:
+        """New items are waiting: deliver now instead of at the next poll."""
+        self._due.set()
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self._idle_poll_s)
+            self._due.clear()
+            try:
+                while await self.deliver_due():
+                    pass
+                await self._report_depth()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("outbox_delivery_paused", error=type(exc).__name__)
+
+    async def deliver_due(self, limit: int = 20) -> int:
+        """Delivers one batch of due items; returns how many were claimed."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(CLAIM_DUE, {"lock_s": self._timeout_s * 3, "limit": limit})
+            claimed = await cur.fetchall()
+        if claimed:
+            await asyncio.gather(*(self._deliver(row) for row in claimed))
+        return len(claimed)
+
+    async def _deliver(self, row: dict) -> None:
+        kind, item_id = row["kind"], row["id"]
+        send = self._senders.get(kind)
+        if send is None:
+            return await self._retry(item_id, kind, row["attempts"], f"{kind} delivery is disabled here")
+        carrier = json.loads(row["trace_context"]) if row["trace_context"] else {}
+        attached = otel_context.attach(propagate.extract(carrier))
+        try:
+            await send(bytes(row["payload"]), str(row["user_id"]))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                pass  # delivered before; the answer was lost
+            elif exc.code() in REFUSED_FOR_GOOD:
+                return await self._dead(item_id, kind, f"{exc.code().name}: {exc.details()}")
+            else:
+                return await self._retry(item_id, kind, row["attempts"], exc.code().name)
+        except DomainError as exc:  # no service token (auth unreachable)
+            return await self._retry(item_id, kind, row["attempts"], exc.reason)
+        finally:
+            otel_context.detach(attached)
+        async with self._pool.connection() as conn:
+            await conn.execute(DELIVERED, (item_id,))
+        metrics.outbox_delivered_total.labels(kind=kind, result="delivered").inc()
+
+    async def _retry(self, item_id: int, kind: str, attempts: int, error: str) -> None:
+        delay = backoff_s(attempts, self._max_backoff_s)
+        async with self._pool.connection() as conn:
+            await conn.execute(RETRY_LATER, {"id": item_id, "error": error[:500], "delay_s": delay})
+        metrics.outbox_delivered_total.labels(kind=kind, result="retry").inc()
+        log.info("outbox_delivery_retry", kind=kind, attempts=attempts, error=error, delay_s=round(delay, 2))
+
+    async def _dead(self, item_id: int, kind: str, error: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(DEAD, {"id": item_id, "error": error[:500]})
+        metrics.outbox_delivered_total.labels(kind=kind, result="dead").inc()
+        log.warning("outbox_item_refused", kind=kind, error=error)
+
+    async def _report_depth(self) -> None:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(DEPTH)
+            rows = {row["kind"]: row for row in await cur.fetchall()}
+        for kind in (MEMORY_ADD, EVALS_TRACE):
+            row = rows.get(kind)
+            metrics.outbox_depth.labels(kind=kind).set(row["n"] if row else 0)
+            metrics.outbox_oldest_age_seconds.labels(kind=kind).set(float(row["age_s"]) if row else 0.0)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
