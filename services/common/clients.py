@@ -79,12 +79,15 @@ def open_channel(
 
 def forward_metadata(token: str | None = None) -> tuple[tuple[str, str], ...]:
     """Metadata for a call made on behalf of the current caller."""
+    principal = optional_principal()
     if token is None:
-        principal = optional_principal()
         token = principal.token if principal is not None else None
     entries: list[tuple[str, str]] = []
     if token:
         entries.append(("authorization", f"Bearer {token}"))
+    # A service acting for a user passes that on, or the next hop would see the bare service.
+    if principal is not None and principal.on_behalf_of and token == principal.token:
+        entries.append(("x-on-behalf-of", principal.on_behalf_of))
     request_id = structlog.contextvars.get_contextvars().get("request_id")
     if request_id:
         entries.append(("x-request-id", str(request_id)))

@@ -40,6 +40,11 @@ class Principal:
     def is_service(self) -> bool:
         return bool(self.service)
 
+    @property
+    def on_behalf_of(self) -> str:
+        """The user a service acts for (`x-on-behalf-of`), else ""."""
+        return self.user_id if self.service and self.user_id != f"service:{self.service}" else ""
+
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 

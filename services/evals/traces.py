@@ -53,9 +53,8 @@ def trace_record(trace: evals_pb2.Trace, caller: Principal) -> TraceRecord:
         raise InvalidArgument(f"at most {MAX_TOOL_CALLS} tool calls", reason="TOO_MANY_TOOL_CALLS")
     if trace.latency_ms < 0 or trace.usage.prompt_tokens < 0 or trace.usage.completion_tokens < 0:
         raise InvalidArgument("latency and token counts must not be negative", reason="TRACE_FIELD_INVALID")
-    on_behalf_of = "" if caller.user_id.startswith("service:") else caller.user_id
     # The trace must say whose turn it was (USER_ID_REQUIRED otherwise).
-    user_id = parse_id(trace.user_id or on_behalf_of, "user_id")
+    user_id = parse_id(trace.user_id or caller.on_behalf_of, "user_id")
     return TraceRecord(
         trace_id=trace.trace_id,
         session_id=trace.session_id,

@@ -15,8 +15,9 @@ from services.auth.roles import normalise_roles
 from services.auth.server import jwk_message
 from services.auth.settings import AuthSettings
 from services.auth.throttle import LoginThrottled, account_key
+from services.common.clients import forward_metadata
 from services.common.errors import InvalidArgument
-from services.common.principal import Principal
+from services.common.principal import Principal, reset_principal, set_principal
 from services.common.revocations import FAMILY, USER, Revocation, RevocationSet
 from services.common.service_identity import dev_service_credential
 
@@ -100,3 +101,18 @@ def test_a_jwk_has_exactly_the_members_of_its_key_type(algorithm: str, members: 
         message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
     assert set(rendered) == members
+
+
+def test_a_service_acting_for_a_user_passes_the_user_on() -> None:
+    acting = Principal(user_id="u1", service="memory", token="service-token")
+    own = Principal(user_id="service:memory", service="memory", token="service-token")
+    user = Principal(user_id="u1", token="user-token")
+    assert (acting.on_behalf_of, own.on_behalf_of, user.on_behalf_of) == ("u1", "", "")
+    for caller, expected in ((acting, ("x-on-behalf-of", "u1")), (own, None), (user, None)):
+        reset = set_principal(caller)
+        try:
+            metadata = forward_metadata()
+        finally:
+            reset_principal(reset)
+        assert ("authorization", f"Bearer {caller.token}") in metadata
+        assert (expected in metadata) if expected else all(key != "x-on-behalf-of" for key, _ in metadata)
