@@ -47,8 +47,11 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the auth service (the default)")
     commands.add_parser("rotate-keys", help="create a new signing key and retire the active one")
-    for name, verb in (("grant-role", "grant"), ("revoke-role", "revoke")):
-        sub = commands.add_parser(name, help=f"{verb} a role to or from the account with this email")
+    for name, help_text in (
+        ("grant-role", "give the account with this email a role"),
+        ("revoke-role", "take a role from the account with this email"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--email", required=True)
         sub.add_argument("--role", required=True, choices=KNOWN_ROLES)
     args = parser.parse_args()
