@@ -4,7 +4,7 @@ Readiness used to ask all five upstreams on every probe, so an evals outage took
 out of its Service and the whole API went dark for one optional backend. Now:
 - `/readyz` (public port) answers only ready or not: the gateway serves, and it can verify tokens
   (it has the auth service's signing keys, fetched once and kept through an auth outage).
-- Upstream health is checked in the background and published as `gateway_upstream_up{service}`
+- Upstream health is checked in the background and published as `gateway_upstream_up{upstream}`
   plus `/upstreamz` (addresses and statuses) on the metrics port, with `/metrics`, bound to
   GATEWAY_METRICS_HOST:GATEWAY_METRICS_PORT (loopback by default), never the public port.
 """
@@ -31,6 +31,12 @@ from services.common.logging import get_logger
 log = get_logger(__name__)
 
 AUTH_SERVICE = "agentmesh.auth.v1.AuthService"
+
+
+def short_name(service_full_name: str) -> str:
+    """`agentmesh.evals.v1.EvalService` -> `evals` (the name of its `<NAME>_ADDR` setting)."""
+    parts = service_full_name.split(".")
+    return parts[-3] if len(parts) >= 3 else service_full_name
 
 
 @dataclass
@@ -93,10 +99,12 @@ class UpstreamMonitor:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.snapshot = UpstreamSnapshot()
+        # Labelled `upstream` (short name: `evals`), not `service`, which Prometheus' Kubernetes
+        # discovery already sets on every target (it would become `exported_service`).
         self._up = Gauge(
             "gateway_upstream_up",
             "1 when the upstream answered SERVING to the gateway's last health check, else 0.",
-            ["service"],
+            ["upstream"],
             registry=registry,
         )
         self._keys = Gauge(
@@ -109,7 +117,7 @@ class UpstreamMonitor:
         results = await asyncio.gather(*(self.upstreams.health(name, self.timeout_s) for name in names))
         snapshot = UpstreamSnapshot(dict(zip(names, results, strict=True)), time.time())
         for name, status in snapshot.statuses.items():
-            self._up.labels(service=name).set(1 if status == "SERVING" else 0)
+            self._up.labels(upstream=short_name(name)).set(1 if status == "SERVING" else 0)
         if AUTH_SERVICE in self.upstreams.addresses:
             await self.keys.fetch()
         self._keys.set(self.keys.count)
@@ -140,7 +148,11 @@ class UpstreamMonitor:
         return {
             "checked_at": snapshot.checked_at,
             "upstreams": {
-                name: {"address": address, "status": snapshot.statuses.get(name, "UNKNOWN")}
+                name: {
+                    "upstream": short_name(name),
+                    "address": address,
+                    "status": snapshot.statuses.get(name, "UNKNOWN"),
+                }
                 for name, address in sorted(addresses.items())
             },
             "jwks": {"keys": self.keys.count, "fetched_at": self.keys.fetched_at},

@@ -342,8 +342,8 @@ async def test_readyz_does_not_depend_on_every_upstream(standin: Standin) -> Non
                 assert upstreams["agentmesh.sessions.v1.SessionService"]["address"] == standin.address
                 assert detail["jwks"]["keys"] == 1
                 text = (await admin.get("/metrics")).text
-            assert 'gateway_upstream_up{service="agentmesh.agent.v1.AgentService"} 0.0' in text
-            assert 'gateway_upstream_up{service="agentmesh.sessions.v1.SessionService"} 1.0' in text
+            assert 'gateway_upstream_up{upstream="agent"} 0.0' in text
+            assert 'gateway_upstream_up{upstream="sessions"} 1.0' in text
             # Not on the public port any more.
             assert (await http.get("/upstreamz")).status_code == 404
     finally:

@@ -175,7 +175,7 @@ async def test_readyz_says_ready_without_details_and_survives_an_evals_outage(me
         assert detail["upstreams"]["agentmesh.evals.v1.EvalService"]["status"].startswith("UNAVAILABLE")
         assert detail["upstreams"]["agentmesh.auth.v1.AuthService"]["status"] == "SERVING"
         metrics = httpx.get(f"{gateway.metrics_url}/metrics", timeout=10).text
-        assert 'gateway_upstream_up{service="agentmesh.evals.v1.EvalService"} 0.0' in metrics
+        assert 'gateway_upstream_up{upstream="evals"} 0.0' in metrics
 
 
 async def test_readyz_is_not_ready_without_signing_keys(mesh_env: dict[str, str]) -> None:
