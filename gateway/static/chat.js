@@ -8,7 +8,9 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   sessionId: store.getItem("agentmesh.session") || "",
-  streaming: null, // AbortController of the running turn
+  // Runs this page follows, by run id: {sessionId, controller}. A run outlives the page: a
+  // reload finds it again through ListRuns and follows it from its first event.
+  following: new Map(),
   loads: 0, // increases with every history load; stale loads are dropped
 };
 
@@ -206,16 +208,39 @@ async function selectSession(sessionId) {
     if (load !== state.loads) return;
     const list = $("messages");
     list.replaceChildren();
-    for (const message of body.messages || []) list.append(messageElement(message.role, message.content));
+    for (const message of body.messages || []) {
+      const item = messageElement(message.role, message.content);
+      if (message.interrupted) markStopped(item);
+      list.append(item);
+    }
     list.scrollTop = list.scrollHeight;
     // The composer appears only now, so a message sent at once is never wiped by the history load.
     $("composer").hidden = false;
+    await resumeActiveRuns(sessionId, load);
   } catch (error) {
     showError("chat-error", error);
   }
 }
 
+// Runs still pending or running on the session (this page was reloaded mid-answer, or they were
+// started elsewhere): show each one's question and follow it from its first event.
+async function resumeActiveRuns(sessionId, load) {
+  const body = await apiJson("GET", `/v1/sessions/${encodeURIComponent(sessionId)}/runs?page_size=10`);
+  if (load !== state.loads) return;
+  const active = (body.runs || []).filter((run) => ["RUN_STATUS_PENDING", "RUN_STATUS_RUNNING"].includes(run.status));
+  for (const run of active.reverse()) {
+    if (state.following.has(run.run_id)) continue;
+    const turn = startTurn((run.input && run.input.content) || "");
+    followRun(turn, run.run_id);
+  }
+}
+
 function renderConversation(sessionId) {
+  // Streams of the pane being replaced stop here; their runs go on and are picked up
+  // again (resumeActiveRuns) when their session is shown.
+  for (const turn of state.following.values()) turn.controller.abort();
+  state.following.clear();
+  $("stop").hidden = true;
   const active = Boolean(sessionId);
   $("session-bar").hidden = !active;
   $("composer").hidden = true;
@@ -305,10 +330,17 @@ function showMemory(facts) {
   $("memory").hidden = facts.length === 0;
 }
 
+function markStopped(item) {
+  item.dataset.done = "stopped";
+  addMeta(item, "stopped");
+}
+
 function applyChatEvent(event, turn) {
+  if (event.run_id && !turn.runId) turn.follow(event.run_id);
   if (event.started) {
     turn.status(`thinking (${event.started.model || "model"})`);
   } else if (event.token) {
+    turn.status(""); // the answer itself shows progress now
     turn.answer.querySelector(".content").textContent += event.token.text || "";
   } else if (event.tool_call) {
     const call = event.tool_call;
@@ -326,7 +358,79 @@ function applyChatEvent(event, turn) {
     addMeta(turn.answer, `${done.model || ""} · ${usage.prompt_tokens || 0}+${usage.completion_tokens || 0} tokens · ${done.latency_ms || 0} ms`);
     turn.answer.dataset.done = "true";
   } else if (event.error) {
-    turn.fail(event.error.message || "the turn failed");
+    if (event.error.reason === "RUN_CANCELLED") markStopped(turn.answer);
+    else turn.fail(event.error.message || "the turn failed");
+  }
+}
+
+// The user's message and an empty answer that the run's events fill in.
+function startTurn(text) {
+  const list = $("messages");
+  list.append(messageElement("user", text));
+  const answer = messageElement("assistant", "");
+  answer.dataset.done = "false";
+  list.append(answer);
+  list.scrollTop = list.scrollHeight;
+  const turn = {
+    list,
+    answer,
+    runId: "",
+    sessionId: state.sessionId,
+    controller: new AbortController(),
+    status: (text) => { $("status").textContent = text; },
+    fail: (message) => { showError("chat-error", message); answer.dataset.done = "error"; },
+    follow: (runId) => {
+      turn.runId = runId;
+      state.following.set(runId, turn);
+      $("stop").hidden = false;
+    },
+  };
+  return turn;
+}
+
+// Relays an SSE response into the turn; returns once the stream ends.
+async function relay(response, turn) {
+  if (!response.ok) throw await parseError(response);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const feed = sseParser((name, data) => {
+    const payload = JSON.parse(data);
+    if (name === "error") turn.fail(payload.message || "the stream failed");
+    else applyChatEvent(payload, turn);
+    turn.list.scrollTop = turn.list.scrollHeight;
+  });
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    feed(value);
+  }
+}
+
+function endTurn(turn) {
+  state.following.delete(turn.runId);
+  if (turn.answer.dataset.done === "false" && !turn.controller.signal.aborted) {
+    turn.fail("the answer stream ended early; reload the page to pick it up again");
+  }
+  if (![...state.following.values()].some((t) => t.sessionId === state.sessionId)) {
+    $("stop").hidden = true;
+    turn.status("");
+  }
+}
+
+async function followRun(turn, runId) {
+  turn.follow(runId);
+  turn.status("reconnecting");
+  try {
+    const response = await api(
+      "GET",
+      `/v1/sessions/${encodeURIComponent(turn.sessionId)}/runs/${encodeURIComponent(runId)}:stream`,
+      undefined,
+      { headers: { Accept: "text/event-stream" }, signal: turn.controller.signal },
+    );
+    await relay(response, turn);
+  } catch (error) {
+    if (error.name !== "AbortError") turn.fail(error.message || String(error));
+  } finally {
+    endTurn(turn);
   }
 }
 
@@ -334,58 +438,42 @@ async function sendMessage(event) {
   event.preventDefault();
   const input = $("message-input");
   const text = input.value;
-  if (!text.trim() || !state.sessionId || state.streaming) return;
+  if (!text.trim() || !state.sessionId) return;
   showError("chat-error", null);
   input.value = "";
-
-  const list = $("messages");
-  list.append(messageElement("user", text));
-  const answer = messageElement("assistant", "");
-  answer.dataset.done = "false";
-  list.append(answer);
-  const controller = new AbortController();
-  state.streaming = controller;
-  $("send").disabled = true;
-  $("stop").hidden = false;
-  const turn = {
-    list,
-    answer,
-    status: (text) => { $("status").textContent = text; },
-    fail: (message) => { showError("chat-error", message); answer.dataset.done = "error"; },
-  };
+  const turn = startTurn(text);
   turn.status("sending");
   try {
+    // A message sent while an answer is still coming is queued behind it (ENQUEUE), not refused.
     const response = await api(
       "POST",
       `/v1/sessions/${encodeURIComponent(state.sessionId)}:stream`,
-      { message: { role: "user", content: text } },
-      { headers: { Accept: "text/event-stream" }, signal: controller.signal },
+      { message: { role: "user", content: text }, multitask_strategy: "ENQUEUE" },
+      { headers: { Accept: "text/event-stream" }, signal: turn.controller.signal },
     );
-    if (!response.ok) throw await parseError(response);
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    const feed = sseParser((name, data) => {
-      const payload = JSON.parse(data);
-      if (name === "error") turn.fail(payload.message || "the stream failed");
-      else applyChatEvent(payload, turn);
-      list.scrollTop = list.scrollHeight;
-    });
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      feed(value);
-    }
+    await relay(response, turn);
   } catch (error) {
     if (error.name !== "AbortError") turn.fail(error.message || String(error));
   } finally {
-    state.streaming = null;
-    $("send").disabled = false;
-    $("stop").hidden = true;
-    turn.status("");
+    endTurn(turn);
   }
 }
 
-function stopStreaming() {
-  if (state.streaming) state.streaming.abort();
+// Stop cancels the session's runs on the server (keeping what they said), whoever started them.
+async function stopRuns() {
+  const session = state.sessionId;
+  const runs = [...state.following.values()].filter((turn) => turn.sessionId === session && turn.runId);
+  for (const turn of runs) {
+    try {
+      await apiJson(
+        "POST",
+        `/v1/sessions/${encodeURIComponent(session)}/runs/${encodeURIComponent(turn.runId)}:cancel`,
+        { action: "INTERRUPT" },
+      );
+    } catch (error) {
+      showError("chat-error", error);
+    }
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -399,7 +487,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("rename-session").addEventListener("click", renameSession);
   $("delete-session").addEventListener("click", deleteSession);
   $("composer").addEventListener("submit", sendMessage);
-  $("stop").addEventListener("click", stopStreaming);
+  $("stop").addEventListener("click", stopRuns);
   $("message-input").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey) $("composer").requestSubmit();
   });
