@@ -672,10 +672,10 @@ def _check_drain(workload: Workload, loaded: list[BaseSettings], where: str, dea
     pre_stop = ((workload.container.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {}).get("seconds")
     if pre_stop is None:
         return [*problems, f"{where}: needs a preStop sleep (endpoints must drop the pod before SIGTERM)"]
+    # The agent's run drain (services/agent/runs.py Runs.drain) runs beside server.stop() and
+    # ends within SHUTDOWN_GRACE_S (0.8 x grace - 1 s to finish, then the rest is ended), so
+    # the margin is the same for every service: pools close and spans flush.
     margin = SHUTDOWN_MARGIN_S
-    if workload.program.kind == "grpc":
-        with contextlib.suppress(KeyError):
-            margin += float(setting(loaded, "background_drain_timeout_s"))
     grace = spec.get("terminationGracePeriodSeconds", 30)
     if grace < pre_stop + drain + margin:
         problems.append(
@@ -1357,20 +1357,27 @@ class PoolRow:
 def connections_per_pod(workload: Workload) -> tuple[int, str]:
     """The most connections one pod opens, from the settings its server code uses: the
     SQLAlchemy pool (DB_POOL_SIZE + DB_MAX_OVERFLOW) where it calls open_database, the
-    agent's psycopg pool and lock connections, plus one for start-up and LISTEN work."""
+    agent's psycopg pool (checkpoints, runs, run events and the outbox share it) and its
+    LISTEN connection (one per replica, held for the process' life), plus one spare for
+    start-up work (schema creation, a LISTEN reconnect overlapping the old socket's close)."""
     loaded = load_program_settings(workload)
-    source = "\n".join(path.read_text() for path in server_modules(workload.program.name))
+    # Calls only: services/common/database.py, which defines open_database, is in every
+    # service's module list.
+    source = "\n".join(
+        re.sub(r"(?m)^\s*(async\s+)?def \w+\(", "", path.read_text()) for path in server_modules(workload.program.name)
+    )
     total, parts = 1, ["1 spare"]
-    if "open_database(" in source:
+    if re.search(r"\bopen_database\(", source):
         size = int(setting(loaded, "db_pool_size")) + int(setting(loaded, "db_max_overflow"))
         total += size
         parts.insert(0, f"{size} SQLAlchemy (DB_POOL_SIZE+DB_MAX_OVERFLOW)")
-    for name in ("checkpoint_pool_max_size", "run_lock_connections"):
-        with contextlib.suppress(KeyError):
-            if name in source:
-                value = int(setting(loaded, name))
-                total += value
-                parts.insert(-1, f"{value} {name.upper()}")
+    if "checkpoint_pool_max_size" in source:
+        value = int(setting(loaded, "checkpoint_pool_max_size"))
+        total += value
+        parts.insert(-1, f"{value} CHECKPOINT_POOL_MAX_SIZE")
+    if re.search(r"\bdedicated_connection\b", source):
+        total += 1
+        parts.insert(-1, "1 LISTEN")
     return total, " + ".join(parts)
 
 

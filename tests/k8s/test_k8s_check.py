@@ -261,8 +261,24 @@ def test_pools_beyond_max_connections_are_caught() -> None:
     for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
         hpa["spec"]["maxReplicas"] = 20 if hpa["metadata"]["name"] == "agent" else 10
     problems = problems_of(docs)
-    assert "database connections at maxReplicas: 1" in problems and "> max_connections 100 - reserve 10" in problems
-    assert [row.at_max for row in k8s_check.pool_table(docs)] == [210, 210, 460, 210, 210]
+    assert "database connections at maxReplicas: 960 direct" in problems
+    assert "> max_connections 100 - reserve 10" in problems
+    # The agent opens no SQLAlchemy pool: DB_POOL_SIZE does not change its row.
+    assert [row.at_max for row in k8s_check.pool_table(docs)] == [210, 210, 120, 210, 210]
+
+
+def test_agent_connections_are_its_psycopg_pool_and_its_listen_connection() -> None:
+    """The agent's runs, run events and outbox share the checkpoint pool; LISTEN holds one more
+    connection per replica. The services/common/database.py definition of open_database is
+    not a call (the table used to count 3 SQLAlchemy connections the agent never opened)."""
+    docs = prod()
+    agent = next(row for row in k8s_check.pool_table(docs) if row.name == "agent")
+    assert (agent.per_pod, agent.how) == (6, "4 CHECKPOINT_POOL_MAX_SIZE + 1 LISTEN + 1 spare")
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("agent-config"))
+    config["data"]["CHECKPOINT_POOL_MAX_SIZE"] = "30"
+    agent = next(row for row in k8s_check.pool_table(docs) if row.name == "agent")
+    assert agent.per_pod == 32
+    assert "database connections at maxReplicas" in problems_of(docs)
 
 
 def test_pgbouncer_component_routes_the_pooled_services_and_fits() -> None:
