@@ -54,10 +54,15 @@ async def test_a_throttled_login_answers_429_with_retry_after(gateway_url: str) 
     assert info["reason"] == "LOGIN_THROTTLED"
 
 
-async def test_logout_over_http_needs_only_the_refresh_token(gateway_url: str, auth_stub) -> None:
+@pytest.mark.parametrize("authorization", [None, "Bearer eyJhbGciOiJFZERTQSJ9.eyJleHAiOjF9.c2ln"])
+async def test_logout_over_http_needs_only_the_refresh_token(
+    gateway_url: str, auth_stub, authorization: str | None
+) -> None:
+    # The chat page's "Sign out" after 15 idle minutes sends its expired access token along.
     user = await register_user(auth_stub)
+    headers = {"Authorization": authorization} if authorization else {}
     async with httpx.AsyncClient(base_url=gateway_url) as client:
-        response = await client.post("/v1/auth/logout", json={"refresh_token": user.refresh_token})
+        response = await client.post("/v1/auth/logout", json={"refresh_token": user.refresh_token}, headers=headers)
         assert response.status_code == 200, response.text
         refresh = await client.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
         assert refresh.status_code == 401
