@@ -6,15 +6,21 @@ Tool calls, when the tool is offered and `tool_choice` is not "none":
   calculate something;
 - `current_time` with `{}` when it asks for the time or the date;
 - `web_search` with `{"query": "X"}` for "search the web for X", "look up X online", "google X".
+- `ask_user` with `{"question": "What is X?"}` when the user asks to be asked something first:
+  "ask me X first" / "ask me about X first" / "ask me a question first" (then the question is
+  "What should I know before I answer?"); checked before the other tools, so "ask me my age
+  first, then what is 2+2" asks first.
 Several calculations separated by ";" ("what is 1+1; 2+2; 3+3?") are parallel calls, one
 `calculator` call per expression in one reply, as models with parallel tool calls do.
 A forced `tool_choice` calls the named tool, with the arguments above when they apply and otherwise
 the smallest arguments valid against the tool's parameter schema.
 
 After a tool result the answer states it ("The result is 84.", "It is <time>.", a short summary of
-the search results, or the tool's error). Otherwise the answer comes from what the user said in the
-conversation and from the system prompt's "# What you know about the user" bullet list, and falls
-back to restating the question while saying it comes from the offline model.
+the search results, the user's answer to an `ask_user` question, "You rejected the X call, so I
+did not run it." when the result says the user rejected the call, or the tool's error). Otherwise
+the answer comes from what the user said in the conversation and from the system prompt's "# What
+you know about the user" bullet list, and falls back to restating the question while saying it
+comes from the offline model.
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ _SEARCH_RES = (
     re.compile(r"\blook up\s+(?P<q>.+?)\s+(?:online|on the web|on the internet)\b", re.I),
     re.compile(r"\b(?:google|web search(?: for)?|search for|look up)\s+(?P<q>.+)", re.I),
 )
+_ASK_FIRST_RE = re.compile(r"\bask me (?:for |about )?(?P<what>.+?) first\b", re.I)
+_REJECTED_RE = re.compile(r"\buser rejected\b", re.I)
 _TOXIC_RE = re.compile(r"\b(?:" + "|".join(re.escape(t) for t in OFFENSIVE_TERMS) + r")\b", re.I)
 _ERROR_RE = re.compile(r"^\s*(?:error|exception|failed|traceback)\b|\"error\"\s*:", re.I)
 
@@ -126,7 +134,21 @@ def _search_query(text: str) -> str | None:
     return None
 
 
+def _question_first(text: str) -> str | None:
+    match = _ASK_FIRST_RE.search(text)
+    if not match:
+        return None
+    what = match.group("what").strip(" ?.!")
+    if not what or re.fullmatch(r"(?:a|one|some) questions?", what, re.I):
+        return "What should I know before I answer?"
+    what = re.sub(r"\bmy\b", "your", re.sub(r"\bme\b", "you", what, flags=re.I), flags=re.I)
+    return f"What is {what}?"
+
+
 def _tool_arguments(name: str, text: str) -> dict[str, Any] | None:
+    if name == "ask_user":
+        question = _question_first(text)
+        return {"question": question} if question else None
     if name == "calculator":
         expression = find_expression(text)
         return {"expression": expression} if expression else None
@@ -159,7 +181,7 @@ def decide_tool_call(text: str, tools: list[dict[str, Any]], tool_choice: Any) -
         if arguments is None:
             arguments = minimal_value(schemas.get(forced, {}))
         return ToolCall(forced, json.dumps(arguments))
-    for name in ("calculator", "current_time", "web_search"):
+    for name in ("ask_user", "calculator", "current_time", "web_search"):
         if name in schemas:
             arguments = _tool_arguments(name, text)
             if arguments is not None:
@@ -211,6 +233,10 @@ def answer_tool_result(messages: list[dict[str, Any]]) -> str:
     last = messages[-1]
     result = message_text(last).strip()
     name = _tool_name_for(messages, str(last.get("tool_call_id", "")))
+    if _REJECTED_RE.search(result):
+        return f"You rejected the {name or 'tool'} call, so I did not run it."
+    if name == "ask_user":
+        return f"Thank you. You told me: {result}"
     if _ERROR_RE.search(result):
         tool = f"The {name} tool" if name else "The tool"
         return f"{tool} reported an error: {result}"

@@ -4,11 +4,13 @@ all created once at start and shared by every request."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 
 import grpc
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2_grpc
+from services.agent.approvals import ApprovalPolicy
 from services.agent.checkpoints import Checkpoints
 from services.agent.conversations import Conversations
 from services.agent.executor import RunExecutor
@@ -17,7 +19,7 @@ from services.agent.langfuse_tracing import LangfuseTracing
 from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
 from services.agent.outbox import OutboxDelivery
-from services.agent.pg_pool import dedicated_connection
+from services.agent.pg_pool import dedicated_connection, ping_pool
 from services.agent.run_store import RunStore
 from services.agent.runs import Runs, RunSettings
 from services.agent.server import AgentServicer
@@ -78,7 +80,9 @@ class AgentApp(ServiceApp):
             max_tool_rounds=s.max_tool_rounds,
             checkpointer=self.checkpoints.saver,
             max_tool_calls_per_round=s.max_tool_calls_per_round,
+            policy=ApprovalPolicy.from_names(s.tools_require_approval),
         )
+        store = RunStore(self.checkpoints.pool, lease_s=s.run_lease_s)
         executor = RunExecutor(
             graph=graph,
             chain=chain,
@@ -88,9 +92,11 @@ class AgentApp(ServiceApp):
             tracing=self.tracing,
             max_tool_rounds=s.max_tool_rounds,
             traces_enabled=s.evals_enabled,
+            store=store,
+            approval_ttl_s=s.approval_ttl_s,
         )
         self.runs = Runs(
-            store=RunStore(self.checkpoints.pool, lease_s=s.run_lease_s),
+            store=store,
             executor=executor,
             sessions=self.sessions,
             listen=functools.partial(dedicated_connection, url),
@@ -111,6 +117,10 @@ class AgentApp(ServiceApp):
                 servicer=AgentServicer(self.runs, conversations),
             )
         ]
+
+    def database_ping(self) -> Callable[[], Awaitable[None]] | None:
+        # The health probe's ping (services.common.server.DatabaseHealth): the checkpoint pool.
+        return functools.partial(ping_pool, self.checkpoints.pool) if self.checkpoints is not None else None
 
     async def drain(self, grace_s: float) -> None:
         if self.runs is not None:

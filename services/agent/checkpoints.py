@@ -61,16 +61,22 @@ class Checkpoints:
             max_size=settings.checkpoint_pool_max_size,
             timeout_s=settings.db_pool_timeout_s,
             search_path=SCHEMA,
+            bounds=settings,
             row_factory=dict_row,
         )
         saver = PooledPostgresSaver(pool)  # type: ignore[arg-type]
         async with pool.connection() as conn:
+            # Waiting for another replica's setup is not a stalled statement.
+            await conn.execute("SET statement_timeout = 0")
+            conn.call_timeout_s = None  # type: ignore[attr-defined]
             await conn.execute(SETUP_LOCK)
             try:
                 await saver.setup()
                 await RunStore(pool, lease_s=settings.run_lease_s).migrate()
             finally:
                 await conn.execute(SETUP_UNLOCK)
+                await conn.execute("RESET statement_timeout")
+                del conn.call_timeout_s  # back to the class's bound
         log.info("checkpointer_ready", schema=SCHEMA)
         return cls(pool, saver)
 

@@ -13,6 +13,7 @@ run needs no user token: it may start on any replica, queued long after its requ
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Overwrite
+from langgraph.types import Command, Overwrite
 
 from agentmesh.agent.v1 import agent_pb2
 from agentmesh.evals.v1 import evals_pb2
@@ -35,7 +36,8 @@ from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
 from services.agent.outbox import OutboxDelivery, OutboxItem, memory_write, trace_record
 from services.agent.run_events import RunChannel
-from services.agent.run_store import RunOutcome, RunRow
+from services.agent.run_messages import interrupt_event
+from services.agent.run_store import NewInterrupt, RunOutcome, RunRow, RunStore
 from services.common.errors import DomainError
 from services.common.logging import get_logger
 from services.common.service_identity import ServiceIdentity
@@ -98,6 +100,8 @@ class RunExecutor:
         tracing: LangfuseTracing,
         max_tool_rounds: int,
         traces_enabled: bool,
+        store: RunStore,
+        approval_ttl_s: float,
     ) -> None:
         self._graph = graph
         self._chain = chain
@@ -107,31 +111,31 @@ class RunExecutor:
         self._tracing = tracing
         self._recursion_limit = recursion_limit(max_tool_rounds)
         self._traces_enabled = traces_enabled
+        self._store = store
+        self._approval_ttl_s = approval_ttl_s
 
-    async def execute(self, run: RunRow, execution: Execution) -> RunRow | None:
-        """Runs the turn to its end and records it; the task may be cancelled with
-        `execution.cancel_action` set to say how to stop."""
+    async def execute(self, run: RunRow, execution: Execution, resume: dict[str, Any] | None = None) -> RunRow | None:
+        """Runs the turn to its end (or to a pause for a person) and records it; the task may
+        be cancelled with `execution.cancel_action` set to say how to stop. With `resume`
+        (decisions by tool call id) a paused run goes on from its checkpoint."""
         structlog.contextvars.bind_contextvars(session_id=run.session_id, run_id=run.run_id)
         channel = execution.channel
         emit = self._recording_emit(execution)
         metrics.runs_in_flight.inc()
         try:
-            emit(
-                agent_pb2.ChatEvent(
-                    started=agent_pb2.RunStarted(run_id=run.run_id, model=self._chain.preferred_model())
-                )
-            )
+            if resume is None:
+                started = agent_pb2.RunStarted(run_id=run.run_id, model=self._chain.preferred_model())
+                emit(agent_pb2.ChatEvent(started=started))
             facts = await self._recall(run)
-            if facts:
+            if facts and resume is None:
                 emit(agent_pb2.ChatEvent(memory=agent_pb2.MemoryUsed(facts=facts)))
             execution.context = context = TurnContext(facts=facts, emit=emit)
-            await self._graph.ainvoke(
-                start_turn(HumanMessage(content=run.input)),
-                self._run_config(run),
-                context=context,
-                durability="exit",
-            )
-            outcome, last = self._succeeded(context, execution.started)
+            graph_input = Command(resume=resume) if resume is not None else start_turn(HumanMessage(content=run.input))
+            result = await self._graph.ainvoke(graph_input, self._run_config(run), context=context, durability="exit")
+            paused = result.get("__interrupt__") if isinstance(result, dict) else None
+            if paused:
+                return await self._pause(run, execution, context, paused)
+            outcome, last = self._succeeded(run, context, execution.started)
         except asyncio.CancelledError:
             action = execution.cancel_action or CANCEL_INTERRUPT
             # Uncancel: the recording below must run to its end.
@@ -198,11 +202,45 @@ class RunExecutor:
             **self._tracing.run_config(session_id=run.session_id, user_id=run.user_id),
         }
 
+    async def _pause(self, run: RunRow, execution: Execution, context: TurnContext, paused: list[Any]) -> RunRow | None:
+        """Records the interrupts the graph stopped at and ends the run's stream there."""
+        calls = [call for item in paused for call in (getattr(item, "value", None) or {}).get("calls", [])]
+        interrupts = [
+            NewInterrupt(
+                kind=call["kind"],
+                tool_call_id=call["tool_call_id"],
+                tool_name=call["name"],
+                arguments_json=json.dumps(call["arguments"]),
+                arguments_sha256=call["arguments_sha256"],
+                question=call["question"],
+            )
+            for call in calls
+        ]
+        stored = await execution.channel.pause(
+            lambda events: self._store.pause(
+                run.run_id,
+                prompt_tokens=sum(a.prompt_tokens for a in context.answers),
+                completion_tokens=sum(a.completion_tokens for a in context.answers),
+                interrupts=interrupts,
+                ttl_s=self._approval_ttl_s,
+                events=events,
+            ),
+            interrupt_event,
+        )
+        if stored is None:
+            log.warning("run_paused_elsewhere")
+            return None
+        for item in interrupts:
+            metrics.interrupts_total.labels(kind=item.kind).inc()
+        log.info("run_paused", interrupts=len(stored))
+        return await self._store.get(run.run_id)
+
     @staticmethod
-    def _succeeded(context: TurnContext, started: float) -> tuple[RunOutcome, agent_pb2.ChatEvent]:
+    def _succeeded(run: RunRow, context: TurnContext, started: float) -> tuple[RunOutcome, agent_pb2.ChatEvent]:
         final = context.answers[-1]
-        prompt = sum(a.prompt_tokens for a in context.answers)
-        completion = sum(a.completion_tokens for a in context.answers)
+        # A resumed run adds what it spent before its pauses (kept on its record).
+        prompt = run.prompt_tokens + sum(a.prompt_tokens for a in context.answers)
+        completion = run.completion_tokens + sum(a.completion_tokens for a in context.answers)
         answer = str(final.message.text)
         latency_ms = round((time.perf_counter() - started) * 1000)
         outcome = RunOutcome(
@@ -260,7 +298,12 @@ def trace_of(run: RunRow, outcome: RunOutcome, context: TurnContext, latency_ms:
         latency_ms=latency_ms,
         usage=evals_pb2.TraceUsage(prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens),
         tool_calls=[
-            evals_pb2.TraceToolCall(name=call.name, arguments_json=call.arguments_json, result=result)
+            evals_pb2.TraceToolCall(
+                name=call.name,
+                arguments_json=call.arguments_json,
+                result=result,
+                decision=context.decisions.get(call.id, ""),
+            )
             for call, result in context.tool_calls
         ],
         created_at=created_at,

@@ -7,6 +7,11 @@ turn leaves the conversation as it was: no dangling tool call, no unanswered use
 message. The next turn overwrites `turn`.
 
 Runs use `durability="exit"`: one checkpoint write per turn instead of one per step.
+
+Tool calls that need a person (TOOLS_REQUIRE_APPROVAL, `ask_user`) are not run by
+`tools`: `review` pauses the run with LangGraph's `interrupt()` (the pause lives in the
+checkpoint, so any replica can resume it after any restart) and turns the decisions
+into tool results. Calls that need nobody run at once, before the pause.
 """
 
 from __future__ import annotations
@@ -24,9 +29,19 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Overwrite
+from langgraph.types import Overwrite, interrupt
 
 from agentmesh.agent.v1 import agent_pb2
+from services.agent.approvals import (
+    ANSWER,
+    APPROVE,
+    EDIT,
+    REJECTED_RESULT,
+    UNANSWERED_RESULT,
+    ApprovalPolicy,
+    arguments_sha256,
+    pending_request,
+)
 from services.agent.context_window import context_window
 from services.agent.llm_chain import ModelAnswer, ModelChain
 from services.agent.system_prompt import SystemPrompt
@@ -46,6 +61,8 @@ class TurnContext:
     emit: Callable[[agent_pb2.ChatEvent], None]
     answers: list[ModelAnswer] = field(default_factory=list)
     tool_calls: list[tuple[agent_pb2.ToolCall, str]] = field(default_factory=list)
+    # tool_call_id -> the person's decision ("approve", "edit", ...), for the trace.
+    decisions: dict[str, str] = field(default_factory=dict)
 
 
 def start_turn(message: AnyMessage) -> dict[str, Overwrite]:
@@ -58,6 +75,24 @@ def start_turn(message: AnyMessage) -> dict[str, Overwrite]:
 async def _route(state: ConversationState) -> Literal["tools", "commit"]:
     last = state["turn"][-1]
     return "tools" if isinstance(last, AIMessage) and last.tool_calls else "commit"
+
+
+def _unanswered_calls(turn: list[AnyMessage]) -> list[dict]:
+    """Calls of the turn's last model message that no tool message answers yet."""
+    for index in range(len(turn) - 1, -1, -1):
+        message = turn[index]
+        if isinstance(message, AIMessage) and message.tool_calls:
+            answered = {m.tool_call_id for m in turn[index + 1 :] if isinstance(m, ToolMessage)}
+            return [call for call in message.tool_calls if (call.get("id") or "") not in answered]
+    return []
+
+
+async def _after_tools(state: ConversationState) -> Literal["review", "chat"]:
+    return "review" if _unanswered_calls(state["turn"]) else "chat"
+
+
+def _tool_record(call: dict) -> agent_pb2.ToolCall:
+    return agent_pb2.ToolCall(id=call.get("id") or "", name=call["name"], arguments_json=json.dumps(call["args"]))
 
 
 async def _commit(state: ConversationState) -> dict[str, object]:
@@ -73,7 +108,10 @@ def build_agent_graph(
     max_tool_rounds: int,
     checkpointer: BaseCheckpointSaver | None,
     max_tool_calls_per_round: int = 8,
+    policy: ApprovalPolicy | None = None,
 ) -> CompiledStateGraph:
+    policy = policy or ApprovalPolicy.from_names([])
+
     async def chat(state: ConversationState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict:
         context = runtime.context
         window = context_window(prompt.render(context.facts), state["messages"], state["turn"], max_context_tokens)
@@ -89,11 +127,17 @@ def build_agent_graph(
         )
         context.answers.append(answer)
         for call in answer.message.tool_calls:
-            event = agent_pb2.ToolCall(
-                id=call.get("id") or "", name=call["name"], arguments_json=json.dumps(call["args"])
-            )
-            emit(agent_pb2.ChatEvent(tool_call=event))
+            emit(agent_pb2.ChatEvent(tool_call=_tool_record(call)))
         return {"turn": [answer.message]}
+
+    def report(context: TurnContext, call: dict, result: ToolMessage, decision: str = "") -> None:
+        content = result.text
+        if decision != "reject":  # a rejected call did not run: it has no result to show
+            event = agent_pb2.ToolResult(id=result.tool_call_id, name=call["name"], content=content)
+            context.emit(agent_pb2.ChatEvent(tool_result=event))
+        context.tool_calls.append((_tool_record(call), content))
+        if decision:
+            context.decisions[call.get("id") or ""] = decision
 
     async def run_tools(state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
         context = runtime.context
@@ -102,8 +146,9 @@ def build_agent_graph(
         # A round runs at most max_tool_calls_per_round calls; the rest are answered, not run,
         # so the model learns why and can ask again next round (every call needs an answer).
         allowed, refused = last.tool_calls[:max_tool_calls_per_round], last.tool_calls[max_tool_calls_per_round:]
-        results: list[ToolMessage] = await asyncio.gather(*(tools.run(call) for call in allowed))
-        results += [
+        now = [call for call in allowed if not policy.needs_person(call["name"])]
+        results: list[ToolMessage] = await asyncio.gather(*(tools.run(call) for call in now))
+        refusals = [
             ToolMessage(
                 content=f"Not run: at most {max_tool_calls_per_round} tool calls per round. "
                 "Call it again in the next round if you still need it.",
@@ -113,27 +158,50 @@ def build_agent_graph(
             )
             for call in refused
         ]
-        for call, result in zip(last.tool_calls, results, strict=True):
-            content = result.text
-            event = agent_pb2.ToolResult(id=result.tool_call_id, name=call["name"], content=content)
-            context.emit(agent_pb2.ChatEvent(tool_result=event))
-            record = agent_pb2.ToolCall(
-                id=call.get("id") or "", name=call["name"], arguments_json=json.dumps(call["args"])
-            )
-            context.tool_calls.append((record, content))
+        for call, result in zip([*now, *refused], [*results, *refusals], strict=True):
+            report(context, call, result)
+        return {"turn": [*results, *refusals]}
+
+    async def review(state: ConversationState, runtime: Runtime[TurnContext]) -> dict:
+        """Pauses for a person's decision on each waiting call, then applies them."""
+        context = runtime.context
+        waiting = _unanswered_calls(state["turn"])
+        decisions: dict = interrupt({"calls": [pending_request(call) for call in waiting]})
+        results = []
+        for call in waiting:
+            decided = decisions.get(call.get("id") or "") or {}
+            result, decision = await apply_decision(call, decided)
+            report(context, call, result, decision)
+            results.append(result)
         return {"turn": results}
+
+    async def apply_decision(call: dict, decided: dict) -> tuple[ToolMessage, str]:
+        call_id, decision = call.get("id") or "", str(decided.get("decision", "reject"))
+        if decision == ANSWER:
+            answer = str(decided.get("answer", "")) or UNANSWERED_RESULT
+            return ToolMessage(content=answer, tool_call_id=call_id, name=call["name"]), decision
+        if decision == EDIT:
+            edited = {**call, "args": decided.get("arguments") or {}}
+            return await tools.run(edited), decision
+        # An approval counts only for the very arguments that were shown.
+        if decision == APPROVE and decided.get("arguments_sha256") == arguments_sha256(call.get("args") or {}):
+            return await tools.run(call), decision
+        message = ToolMessage(content=REJECTED_RESULT, tool_call_id=call_id, name=call["name"], status="error")
+        return message, "reject"
 
     builder = StateGraph(ConversationState, context_schema=TurnContext)
     builder.add_node("chat", chat)
     builder.add_node("tools", run_tools)
+    builder.add_node("review", review)
     builder.add_node("commit", _commit)
     builder.add_edge(START, "chat")
     builder.add_conditional_edges("chat", _route, ["tools", "commit"])
-    builder.add_edge("tools", "chat")
+    builder.add_conditional_edges("tools", _after_tools, ["review", "chat"])
+    builder.add_edge("review", "chat")
     builder.add_edge("commit", END)
     return builder.compile(checkpointer=checkpointer, name="agentmesh-agent")
 
 
 def recursion_limit(max_tool_rounds: int) -> int:
-    # chat + tools per round, then the answering chat and the commit, plus one spare.
-    return 2 * max_tool_rounds + 3
+    # chat + tools + review per round, then the answering chat and the commit, plus one spare.
+    return 3 * max_tool_rounds + 3

@@ -53,3 +53,14 @@ outbox_depth = Gauge("agent_outbox_depth", "Hand-offs waiting in the outbox, by 
 outbox_oldest_age_seconds = Gauge(
     "agent_outbox_oldest_age_seconds", "Age of the oldest hand-off waiting in the outbox, by kind", ["kind"]
 )
+interrupts_total = Counter(
+    "agent_interrupts_total", "Runs paused for a person, by kind (tool_approval, question)", ["kind"]
+)
+decisions_total = Counter(
+    "agent_decisions_total", "Decisions on interrupts, by decision (approve, reject, edit, answer)", ["decision"]
+)
+decision_seconds = Histogram(
+    "agent_decision_seconds",
+    "Time from an interrupt to its decision",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
+)

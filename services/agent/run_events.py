@@ -24,7 +24,15 @@ import psycopg
 from agentmesh.agent.v1 import agent_pb2
 from services.agent import metrics
 from services.agent.outbox import OutboxItem
-from services.agent.run_store import CHANNEL, NOTE_CANCEL, NOTE_EVENTS, RunOutcome, RunRow, RunStore
+from services.agent.run_store import (
+    CHANNEL,
+    NOTE_CANCEL,
+    NOTE_EVENTS,
+    InterruptRow,
+    RunOutcome,
+    RunRow,
+    RunStore,
+)
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -36,7 +44,9 @@ FOLLOW_POLL_S = 1.0
 
 
 def is_terminal(event: agent_pb2.ChatEvent) -> bool:
-    return event.WhichOneof("event") in TERMINAL_EVENTS
+    """The last event of a stream: the run ended, or paused for a person (its last interrupt)."""
+    kind = event.WhichOneof("event")
+    return kind in TERMINAL_EVENTS or (kind == "interrupt" and event.interrupt.last)
 
 
 class RunChannel:
@@ -98,11 +108,7 @@ class RunChannel:
     ) -> RunRow | None:
         """Records the outcome with the run's last event and its hand-offs (atomically), then
         shows the event to local followers. None when the run was no longer ours to finish."""
-        self._closed = True
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        await self._stop_flusher()
         await self._flush()
         last.run_id = self.run.run_id
         last.seq = self.last_seq + 1
@@ -115,6 +121,44 @@ class RunChannel:
         self._append(last)
         self._closed = True
         return finished
+
+    async def pause(
+        self,
+        store_pause: Callable[
+            [Callable[[list[InterruptRow]], list[tuple[int, bytes]]]], Awaitable[list[InterruptRow] | None]
+        ],
+        present: Callable[[InterruptRow, bool], agent_pb2.ChatEvent],
+    ) -> list[InterruptRow] | None:
+        """Pauses the run: the interrupts and the events presenting them are stored in one
+        transaction (by `store_pause`), then shown to local followers."""
+        await self._stop_flusher()
+        await self._flush()
+        base = self.last_seq
+        presented: list[agent_pb2.ChatEvent] = []
+
+        def events(rows: list[InterruptRow]) -> list[tuple[int, bytes]]:
+            presented.clear()
+            for index, row in enumerate(rows):
+                event = present(row, index == len(rows) - 1)
+                event.run_id, event.seq = self.run.run_id, base + 1 + index
+                presented.append(event)
+            pending = [(e.seq, e.SerializeToString()) for e in self.events[self._persisted :]]
+            return [*pending, *((e.seq, e.SerializeToString()) for e in presented)]
+
+        stored = await store_pause(events)
+        if stored is not None:
+            self._closed = False
+            for event in presented:
+                self._append(event)
+            self._closed = True
+        return stored
+
+    async def _stop_flusher(self) -> None:
+        self._closed = True
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
 
     async def follow(self, after_seq: int) -> AsyncIterator[agent_pb2.ChatEvent]:
         """Events after `after_seq` from memory, then live, until the last one."""

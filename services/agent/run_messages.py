@@ -7,7 +7,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.agent.v1 import agent_pb2
-from services.agent.run_store import RunRow
+from services.agent.run_store import InterruptRow, RunRow
 
 STATUSES = {
     "pending": agent_pb2.RUN_STATUS_PENDING,
@@ -33,7 +33,7 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def run_message(run: RunRow) -> agent_pb2.Run:
+def run_message(run: RunRow, pending: list[InterruptRow] | None = None) -> agent_pb2.Run:
     message = agent_pb2.Run(
         run_id=run.run_id,
         session_id=run.session_id,
@@ -53,6 +53,7 @@ def run_message(run: RunRow) -> agent_pb2.Run:
     )
     if run.output or run.status == "succeeded":
         message.output.CopyFrom(agent_pb2.Message(role="assistant", content=run.output))
+    message.interrupts.extend(interrupt_message(row) for row in pending or [])
     if run.error_code:
         message.error.CopyFrom(
             agent_pb2.RunError(code=run.error_code, message=run.error_message, reason=run.error_reason)
@@ -77,3 +78,40 @@ def chat_response(user_message: str, events: list[agent_pb2.ChatEvent]) -> agent
             response.model = event.completed.model
             response.latency_ms = event.completed.latency_ms
     return response
+
+
+KINDS = {"tool_approval": agent_pb2.INTERRUPT_KIND_TOOL_APPROVAL, "question": agent_pb2.INTERRUPT_KIND_QUESTION}
+DECISIONS = {
+    "approve": agent_pb2.DECISION_APPROVE,
+    "reject": agent_pb2.DECISION_REJECT,
+    "edit": agent_pb2.DECISION_EDIT,
+    "answer": agent_pb2.DECISION_ANSWER,
+}
+DECISION_NAMES = {value: name for name, value in DECISIONS.items()}
+
+
+def interrupt_message(row: InterruptRow, last: bool = False) -> agent_pb2.RunInterrupt:
+    return agent_pb2.RunInterrupt(
+        interrupt_id=row.interrupt_id,
+        kind=KINDS[row.kind],
+        tool_call=agent_pb2.ToolCall(id=row.tool_call_id, name=row.tool_name, arguments_json=row.arguments_json),
+        arguments_sha256=row.arguments_sha256,
+        question=row.question,
+        expires_at=_timestamp(row.expires_at),
+        last=last,
+    )
+
+
+def interrupt_event(row: InterruptRow, last: bool) -> agent_pb2.ChatEvent:
+    return agent_pb2.ChatEvent(interrupt=interrupt_message(row, last))
+
+
+def decision_message(row: InterruptRow) -> agent_pb2.RunDecision:
+    return agent_pb2.RunDecision(
+        interrupt=interrupt_message(row),
+        decision=DECISIONS.get(row.decision or "", agent_pb2.DECISION_UNSPECIFIED),
+        edited_arguments_json=row.edited_arguments_json,
+        answer=row.answer,
+        decided_by=row.decided_by or "",
+        decide_time=_timestamp(row.decide_time),
+    )

@@ -12,7 +12,7 @@ replicas, with no lock held for the length of a turn.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,6 +76,33 @@ MIGRATIONS: list[list[str]] = [
             created_at timestamptz NOT NULL DEFAULT clock_timestamp()
         )""",
         "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at) WHERE dead_at IS NULL",
+    ],
+    [
+        # A run paused for a person holds its session like a running one.
+        "DROP INDEX IF EXISTS runs_one_running_per_session",
+        "CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active_per_session ON runs (session_id)"
+        " WHERE status IN ('running', 'interrupted')",
+        """CREATE TABLE IF NOT EXISTS run_interrupts (
+            interrupt_id uuid PRIMARY KEY,
+            run_id uuid NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            pause integer NOT NULL,
+            position integer NOT NULL,
+            kind text NOT NULL,
+            tool_call_id text NOT NULL,
+            tool_name text NOT NULL,
+            arguments_json text NOT NULL,
+            arguments_sha256 text NOT NULL,
+            question text NOT NULL DEFAULT '',
+            expires_at timestamptz NOT NULL,
+            decision text,
+            edited_arguments_json text NOT NULL DEFAULT '',
+            answer text NOT NULL DEFAULT '',
+            decided_by text,
+            decide_time timestamptz,
+            create_time timestamptz NOT NULL DEFAULT clock_timestamp()
+        )""",
+        "CREATE INDEX IF NOT EXISTS run_interrupts_by_run ON run_interrupts (run_id, pause, position)",
+        "CREATE INDEX IF NOT EXISTS run_interrupts_expiring ON run_interrupts (expires_at) WHERE decision IS NULL",
     ],
 ]
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS run_migrations (version integer NOT NULL)"
@@ -165,6 +192,49 @@ PRUNE_EVENTS = (
     " AND end_time < clock_timestamp() - make_interval(secs => %s) LIMIT 1000)"
 )
 DELETE_SESSION_RUNS = "DELETE FROM runs WHERE session_id = %s"
+PAUSE_RUN = (
+    "UPDATE runs SET status = 'interrupted', lease_owner = NULL, lease_expires_at = NULL,"
+    " prompt_tokens = prompt_tokens + %(prompt_tokens)s, completion_tokens = completion_tokens + %(completion_tokens)s,"
+    " last_seq = greatest(last_seq, %(last_seq)s) WHERE run_id = %(run_id)s AND status = 'running'"
+    f" RETURNING {RUN_COLUMNS}"
+)
+INTERRUPT_COLUMNS = (
+    "interrupt_id, run_id, pause, position, kind, tool_call_id, tool_name, arguments_json, arguments_sha256,"
+    " question, expires_at, decision, edited_arguments_json, answer, decided_by, decide_time, create_time"
+)
+NEXT_PAUSE = "SELECT coalesce(max(pause), 0) + 1 AS pause FROM run_interrupts WHERE run_id = %s"
+INSERT_INTERRUPT = (
+    "INSERT INTO run_interrupts (interrupt_id, run_id, pause, position, kind, tool_call_id, tool_name,"
+    " arguments_json, arguments_sha256, question, expires_at) VALUES (%(interrupt_id)s, %(run_id)s, %(pause)s,"
+    " %(position)s, %(kind)s, %(tool_call_id)s, %(tool_name)s, %(arguments_json)s, %(arguments_sha256)s,"
+    " %(question)s, clock_timestamp() + make_interval(secs => %(ttl_s)s))"
+    f" RETURNING {INTERRUPT_COLUMNS}"
+)
+RUN_INTERRUPTS = f"SELECT {INTERRUPT_COLUMNS} FROM run_interrupts WHERE run_id = %s ORDER BY pause, position"
+GET_INTERRUPT = f"SELECT {INTERRUPT_COLUMNS} FROM run_interrupts WHERE interrupt_id = %s"
+DECIDE = (
+    "UPDATE run_interrupts SET decision = %(decision)s, edited_arguments_json = %(edited)s, answer = %(answer)s,"
+    " decided_by = %(by)s, decide_time = clock_timestamp() WHERE interrupt_id = %(interrupt_id)s"
+    " AND decision IS NULL AND expires_at > clock_timestamp()"
+    f" RETURNING {INTERRUPT_COLUMNS}"
+)
+EXPIRE_INTERRUPTS = (
+    "UPDATE run_interrupts SET decision = 'reject', decided_by = 'system:expired', decide_time = clock_timestamp()"
+    " WHERE interrupt_id IN (SELECT interrupt_id FROM run_interrupts WHERE decision IS NULL"
+    " AND expires_at <= clock_timestamp() LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING run_id"
+)
+UNDECIDED_OF_RUN = "SELECT count(*) AS n FROM run_interrupts WHERE run_id = %s AND decision IS NULL"
+CLAIM_FOR_RESUME = (
+    "UPDATE runs SET status = 'running', lease_owner = %(owner)s,"
+    " lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)"
+    " WHERE run_id = %(run_id)s AND status = 'interrupted'"
+    " AND NOT EXISTS (SELECT 1 FROM run_interrupts i WHERE i.run_id = %(run_id)s AND i.decision IS NULL)"
+    f" RETURNING {RUN_COLUMNS}"
+)
+INTERRUPTED_RUNS_READY = (
+    "SELECT r.run_id FROM runs r WHERE r.status = 'interrupted' AND NOT EXISTS"
+    " (SELECT 1 FROM run_interrupts i WHERE i.run_id = r.run_id AND i.decision IS NULL) LIMIT %s"
+)
 TRY_SWEEP_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('agent:run-events-sweeper', 0)) AS locked"
 
 # One NOTIFY channel for every run: payload `events:<run_id>` or `cancel:<run_id>:<action>`.
@@ -176,8 +246,47 @@ ACTIVE = frozenset({"pending", "running"})
 ENDED = frozenset({"succeeded", "failed", "cancelled"})
 
 
+@dataclass(frozen=True)
+class InterruptRow:
+    interrupt_id: str
+    run_id: str
+    pause: int
+    position: int
+    kind: str
+    tool_call_id: str
+    tool_name: str
+    arguments_json: str
+    arguments_sha256: str
+    question: str
+    expires_at: datetime
+    decision: str | None
+    edited_arguments_json: str
+    answer: str
+    decided_by: str | None
+    decide_time: datetime | None
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class NewInterrupt:
+    kind: str
+    tool_call_id: str
+    tool_name: str
+    arguments_json: str
+    arguments_sha256: str
+    question: str
+
+
+def _interrupt(row: dict[str, Any]) -> InterruptRow:
+    return InterruptRow(**{**row, "interrupt_id": str(row["interrupt_id"]), "run_id": str(row["run_id"])})
+
+
 class SessionBusy(Exception):
     """Another run of the session holds the running slot."""
+
+
+class _NotRunning(Exception):
+    """Rolls a pause back: the run was not running any more (cancelled meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -435,6 +544,108 @@ class RunStore:
                 return 0
             await cur.execute(PRUNE_EVENTS, (ttl_s,))
             return cur.rowcount
+
+    async def pause(
+        self,
+        run_id: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        interrupts: Sequence[NewInterrupt],
+        ttl_s: float,
+        events: Callable[[list[InterruptRow]], Sequence[tuple[int, bytes]]],
+    ) -> list[InterruptRow] | None:
+        """Pauses the run for a person: its interrupts and the events presenting them (built
+        by `events` from the stored rows) in one transaction; None if it was not running."""
+        run = uuid.UUID(run_id)
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(NEXT_PAUSE, (run,))
+                pause_row = await cur.fetchone()
+                pause = int(pause_row["pause"]) if pause_row else 1
+                stored = []
+                for position, item in enumerate(interrupts):
+                    await cur.execute(
+                        INSERT_INTERRUPT,
+                        {
+                            "interrupt_id": uuid.uuid4(),
+                            "run_id": run,
+                            "pause": pause,
+                            "position": position,
+                            "kind": item.kind,
+                            "tool_call_id": item.tool_call_id,
+                            "tool_name": item.tool_name,
+                            "arguments_json": item.arguments_json,
+                            "arguments_sha256": item.arguments_sha256,
+                            "question": item.question,
+                            "ttl_s": ttl_s,
+                        },
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+                    stored.append(_interrupt(row))
+                presented = list(events(stored))
+                params = {
+                    "run_id": run,
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "last_seq": presented[-1][0] if presented else 0,
+                }
+                await cur.execute(PAUSE_RUN, params)
+                if await cur.fetchone() is None:
+                    raise _NotRunning
+                await cur.execute(
+                    INSERT_EVENTS,
+                    {"run_id": run, "seqs": [s for s, _ in presented], "events": [e for _, e in presented]},
+                )
+                await cur.execute(NOTIFY, (CHANNEL, f"{NOTE_EVENTS}:{run_id}"))
+
+        except _NotRunning:
+            return None
+        return stored
+
+    async def interrupts(self, run_id: str) -> list[InterruptRow]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(RUN_INTERRUPTS, (uuid.UUID(run_id),))
+            return [_interrupt(row) for row in await cur.fetchall()]
+
+    async def get_interrupt(self, interrupt_id: str) -> InterruptRow | None:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(GET_INTERRUPT, (uuid.UUID(interrupt_id),))
+            row = await cur.fetchone()
+        return _interrupt(row) if row else None
+
+    async def decide(
+        self, interrupt_id: str, *, decision: str, edited_arguments_json: str, answer: str, decided_by: str
+    ) -> InterruptRow | None:
+        """Records a decision on a pending, unexpired interrupt; None when it is not one."""
+        params = {
+            "interrupt_id": uuid.UUID(interrupt_id),
+            "decision": decision,
+            "edited": edited_arguments_json,
+            "answer": answer,
+            "by": decided_by,
+        }
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(DECIDE, params)
+            row = await cur.fetchone()
+        return _interrupt(row) if row else None
+
+    async def expire_interrupts(self, limit: int) -> set[str]:
+        """Resolves interrupts past their expiry as REJECT; returns the runs concerned."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(EXPIRE_INTERRUPTS, (limit,))
+            return {str(row["run_id"]) for row in await cur.fetchall()}
+
+    async def claim_for_resume(self, run_id: str, owner: str) -> RunRow | None:
+        """The paused run, now running here, when every one of its interrupts is decided."""
+        params = {"run_id": uuid.UUID(run_id), "owner": owner, "lease_s": self._lease_s}
+        return await self._one(CLAIM_FOR_RESUME, params)
+
+    async def interrupted_runs_ready(self, limit: int) -> list[str]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(INTERRUPTED_RUNS_READY, (limit,))
+            return [str(row["run_id"]) for row in await cur.fetchall()]
 
     async def delete_session_runs(self, session_id: str) -> None:
         async with self._pool.connection() as conn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import time
@@ -23,6 +24,7 @@ import psycopg
 
 from agentmesh.agent.v1 import agent_pb2
 from services.agent import metrics
+from services.agent.approvals import ANSWER, APPROVE, EDIT, KIND_QUESTION, REJECT
 from services.agent.client_message import user_message_text
 from services.agent.executor import (
     CANCEL_INTERRUPT,
@@ -34,11 +36,13 @@ from services.agent.executor import (
     error_event,
 )
 from services.agent.run_events import RunChannel, RunNotifier, StoredFollow, follow_stored, is_terminal
-from services.agent.run_store import RunOutcome, RunRow, RunStore, SessionBusy
+from services.agent.run_messages import DECISION_NAMES
+from services.agent.run_store import InterruptRow, RunOutcome, RunRow, RunStore, SessionBusy
 from services.agent.session_access import SessionAccess
 from services.common.errors import (
     Aborted,
     DomainError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
@@ -84,14 +88,18 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def parse_run_id(run_id: str) -> str:
+def parse_uuid(value: str, field: str, reason: str) -> str:
     try:
-        parsed = uuid.UUID(run_id)
+        parsed = uuid.UUID(value)
     except ValueError:
         parsed = None
-    if parsed is None or str(parsed) != run_id:
-        raise InvalidArgument("run_id must be a lower-case hyphenated UUID", reason="RUN_ID_INVALID")
-    return run_id
+    if parsed is None or str(parsed) != value:
+        raise InvalidArgument(f"{field} must be a lower-case hyphenated UUID", reason=reason)
+    return value
+
+
+def parse_run_id(run_id: str) -> str:
+    return parse_uuid(run_id, "run_id", "RUN_ID_INVALID")
 
 
 class Runs:
@@ -191,6 +199,100 @@ class Runs:
         await self._stop(run, name)
         return await self.get(principal, session_id, run_id)
 
+    async def pending_interrupts(self, run: RunRow) -> list[InterruptRow]:
+        if run.status != "interrupted":
+            return []
+        return [row for row in await self._store.interrupts(run.run_id) if row.decision is None]
+
+    async def decisions(self, principal: Principal, session_id: str, run_id: str) -> list[InterruptRow]:
+        run = await self.get(principal, session_id, run_id)
+        return await self._store.interrupts(run.run_id)
+
+    async def resume(
+        self,
+        principal: Principal,
+        session_id: str,
+        run_id: str,
+        interrupt_id: str,
+        decision: int,
+        arguments_json: str,
+        answer: str,
+    ) -> RunRow:
+        """Records a person's decision on one interrupt; the run goes on once all of its
+        pause's interrupts are decided. The same decision twice is accepted once."""
+        run = await self.get(principal, session_id, run_id)
+        row = await self._store.get_interrupt(parse_uuid(interrupt_id, "interrupt_id", "INTERRUPT_ID_INVALID"))
+        if row is None or row.run_id != run.run_id:
+            raise FailedPrecondition("this interrupt does not belong to the run", reason="INTERRUPT_NOT_OF_RUN")
+        name, edited = self._checked_decision(row, decision, arguments_json, answer)
+        if row.decision is None:
+            if run.status != "interrupted":
+                raise FailedPrecondition("the run is not waiting for a decision", reason="RUN_NOT_PAUSED")
+            decided = await self._store.decide(
+                row.interrupt_id,
+                decision=name,
+                edited_arguments_json=edited,
+                answer=answer,
+                decided_by=principal.user_id,
+            )
+            if decided is not None:
+                metrics.decisions_total.labels(decision=name).inc()
+                metrics.decision_seconds.observe((decided.decide_time - decided.create_time).total_seconds())
+            row = decided or await self._store.get_interrupt(row.interrupt_id) or row
+        if row.decision is None:
+            raise FailedPrecondition("the interrupt expired; it was resolved as REJECT", reason="INTERRUPT_EXPIRED")
+        if (row.decision, row.edited_arguments_json, row.answer) != (name, edited, answer):
+            if row.decided_by == "system:expired":
+                raise FailedPrecondition("the interrupt expired; it was resolved as REJECT", reason="INTERRUPT_EXPIRED")
+            raise FailedPrecondition("the interrupt was already decided otherwise", reason="INTERRUPT_ALREADY_DECIDED")
+        await self._resume_if_ready(run.run_id)
+        return await self.get(principal, session_id, run_id)
+
+    @staticmethod
+    def _checked_decision(row: InterruptRow, decision: int, arguments_json: str, answer: str) -> tuple[str, str]:
+        name = DECISION_NAMES.get(decision)
+        allowed = (ANSWER, REJECT) if row.kind == KIND_QUESTION else (APPROVE, REJECT, EDIT)
+        if name not in allowed:
+            raise InvalidArgument(
+                f"decision must be one of {', '.join(n.upper() for n in allowed)} for this interrupt",
+                reason="DECISION_INVALID",
+            )
+        if name == EDIT:
+            try:
+                parsed = json.loads(arguments_json)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise InvalidArgument("arguments_json must be a JSON object for EDIT", reason="ARGUMENTS_INVALID")
+            return name, json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+        if arguments_json:
+            raise InvalidArgument("arguments_json is only for EDIT", reason="ARGUMENTS_INVALID")
+        if name == ANSWER and not answer.strip():
+            raise InvalidArgument("answer must not be empty", reason="ANSWER_REQUIRED")
+        if name != ANSWER and answer:
+            raise InvalidArgument("answer is only for ANSWER", reason="ANSWER_INVALID")
+        return name, ""
+
+    async def _resume_if_ready(self, run_id: str) -> None:
+        if not self._accepting:
+            return
+        run = await self._store.claim_for_resume(run_id, self.replica)
+        if run is None:
+            return  # still waiting for other decisions, or resumed by another replica
+        rows = await self._store.interrupts(run_id)
+        last_pause = max(row.pause for row in rows)
+        decisions = {
+            row.tool_call_id: {
+                "decision": row.decision,
+                "arguments": json.loads(row.edited_arguments_json) if row.edited_arguments_json else {},
+                "arguments_sha256": row.arguments_sha256,
+                "answer": row.answer,
+            }
+            for row in rows
+            if row.pause == last_pause
+        }
+        self._start(run, resume=decisions)
+
     async def follow(self, run_id: str, after_seq: int) -> AsyncIterator[agent_pb2.ChatEvent]:
         """Every event after `after_seq` exactly once, in order, then live until the run ends."""
         if after_seq < 0:
@@ -241,10 +343,12 @@ class Runs:
 
     # ---- executing ---------------------------------------------------------------------
 
-    def _start(self, run: RunRow) -> None:
-        channel = RunChannel(run, self._store, flush_interval_s=self._settings.flush_interval_s)
+    def _start(self, run: RunRow, resume: dict[str, object] | None = None) -> None:
+        channel = RunChannel(
+            run, self._store, flush_interval_s=self._settings.flush_interval_s, first_seq=run.last_seq + 1
+        )
         execution = Execution(channel=channel)
-        task = asyncio.create_task(self._executor.execute(run, execution), name=f"run-{run.run_id}")
+        task = asyncio.create_task(self._executor.execute(run, execution, resume), name=f"run-{run.run_id}")
         self._executions[run.run_id] = (execution, task)
         task.add_done_callback(lambda _: self._ended(run))
 
@@ -272,6 +376,9 @@ class Runs:
             await self._store.cancel_pending(run.run_id, outcome, last.SerializeToString())
             self._notifier.wake(run.run_id)
             return
+        if run.status == "interrupted":
+            await self._end_paused(run, action)
+            return
         if run.status != "running":
             return
         if not self._cancel_local(run.run_id, action):
@@ -285,9 +392,21 @@ class Runs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), 0.5)
 
+    async def _end_paused(self, run: RunRow, action: str) -> None:
+        """Cancels a run waiting for a person: nothing executes it, so this replica ends it."""
+        if action != CANCEL_ROLLBACK:
+            await self._executor.keep_interrupted(run, await self._streamed_text(run))
+        outcome, last = cancelled_outcome(action)
+        last.run_id, last.seq = run.run_id, run.last_seq + 1
+        await self._store.finish(
+            run.run_id, outcome, [(last.seq, last.SerializeToString())], from_statuses=("interrupted",)
+        )
+        self._notifier.wake(run.run_id)
+        self._spawn(self._dispatch(run.session_id))
+
     async def _cancel_session_runs(self, session_id: str, action: str) -> None:
         for run in await self._store.active_in_session(session_id):
-            if run.status == "pending":
+            if run.status in ("pending", "interrupted"):
                 await self._stop(run, action)
             elif not self._cancel_local(run.run_id, action):
                 await self._store.request_cancel(run.run_id, action)
@@ -321,6 +440,7 @@ class Runs:
                     await self._renew()
                 await self._fail_lost_runs()
                 await self._dispatch_pending()
+                await self._resume_decided()
                 if now - last_prune >= prune_every_s:
                     last_prune = now
                     pruned = await self._store.prune_events(self._settings.events_ttl_s)
@@ -366,6 +486,17 @@ class Runs:
                     text.append(event.token.text)
                 after = seq
         return "".join(text)
+
+    async def _resume_decided(self) -> None:
+        """Interrupts past their expiry are resolved as REJECT; paused runs whose every
+        interrupt is decided (also by a replica that died before resuming) go on here."""
+        if not self._accepting:
+            return
+        expired = await self._store.expire_interrupts(limit=50)
+        if expired:
+            metrics.decisions_total.labels(decision="expired").inc(len(expired))
+        for run_id in expired | set(await self._store.interrupted_runs_ready(limit=20)):
+            await self._resume_if_ready(run_id)
 
     async def _dispatch_pending(self) -> None:
         if not self._accepting:

@@ -8,7 +8,7 @@ import grpc
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from services.agent.conversations import Conversations
-from services.agent.run_messages import chat_response, run_message
+from services.agent.run_messages import chat_response, decision_message, run_message
 from services.agent.runs import Runs, ending_error
 from services.common.principal import current_principal
 
@@ -49,7 +49,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def GetRun(self, request: agent_pb2.GetRunRequest, context: grpc.aio.ServicerContext):
         run = await self._runs.get(current_principal(), request.session_id, request.run_id)
-        return agent_pb2.GetRunResponse(run=run_message(run))
+        return agent_pb2.GetRunResponse(run=run_message(run, await self._runs.pending_interrupts(run)))
 
     async def ListRuns(self, request: agent_pb2.ListRunsRequest, context: grpc.aio.ServicerContext):
         runs, token = await self._runs.list(request.session_id, request.page_size, request.page_token)
@@ -65,6 +65,22 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def CancelRun(self, request: agent_pb2.CancelRunRequest, context: grpc.aio.ServicerContext):
         run = await self._runs.cancel(current_principal(), request.session_id, request.run_id, request.action)
         return agent_pb2.CancelRunResponse(run=run_message(run))
+
+    async def ResumeRun(self, request: agent_pb2.ResumeRunRequest, context: grpc.aio.ServicerContext):
+        run = await self._runs.resume(
+            current_principal(),
+            request.session_id,
+            request.run_id,
+            request.interrupt_id,
+            request.decision,
+            request.arguments_json,
+            request.answer,
+        )
+        return agent_pb2.ResumeRunResponse(run=run_message(run, await self._runs.pending_interrupts(run)))
+
+    async def ListRunDecisions(self, request: agent_pb2.ListRunDecisionsRequest, context: grpc.aio.ServicerContext):
+        rows = await self._runs.decisions(current_principal(), request.session_id, request.run_id)
+        return agent_pb2.ListRunDecisionsResponse(decisions=[decision_message(row) for row in rows])
 
     async def GetHistory(self, request: agent_pb2.GetHistoryRequest, context: grpc.aio.ServicerContext):
         messages = await self._conversations.history(request.session_id)

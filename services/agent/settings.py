@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from services.common.llm_settings import LLMSettings
 from services.common.settings import CommonSettings
@@ -62,6 +65,19 @@ class AgentSettings(CommonSettings, LLMSettings):
     run_events_flush_ms: int = Field(default=25, ge=1, le=1000)
     # Turns pending or running per user, across every replica.
     max_active_runs_per_user: int = Field(default=4, ge=1, le=1000)
+
+    # Tools whose calls wait for a person's approval (comma-separated; `*` for all). A
+    # call of `ask_user` always waits for the user's answer.
+    tools_require_approval: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["web_search"])
+    # An interrupt not decided within this is resolved as REJECT and the run goes on.
+    approval_ttl_s: float = Field(default=900.0, ge=1.0)
+
+    @field_validator("tools_require_approval", mode="before")
+    @classmethod
+    def _split_tools(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     web_search_enabled: bool = False
     web_search_timeout_s: float = Field(default=5.0, gt=0)

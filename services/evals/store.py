@@ -108,6 +108,7 @@ class ToolCallRecord:
     name: str
     arguments_json: str
     result: str
+    decision: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class MetricSummary:
 
 
 def _trace(row) -> TraceRecord:
-    calls = [ToolCallRecord(c["name"], c["arguments_json"], c["result"]) for c in row.tool_calls]
+    calls = [ToolCallRecord(c["name"], c["arguments_json"], c["result"], c.get("decision", "")) for c in row.tool_calls]
     return TraceRecord(
         row.trace_id,
         row.session_id,

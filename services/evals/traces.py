@@ -34,7 +34,7 @@ def _tool_call(call: evals_pb2.TraceToolCall) -> ToolCallRecord:
             raise InvalidArgument("tool_calls.arguments_json must be JSON", reason="TOOL_ARGUMENTS_INVALID") from None
     _check_length("tool_calls.result", call.result, MAX_TEXT_CHARS)
     _check_length("tool_calls.arguments_json", call.arguments_json, MAX_TEXT_CHARS)
-    return ToolCallRecord(call.name, call.arguments_json, call.result)
+    return ToolCallRecord(call.name, call.arguments_json, call.result, call.decision)
 
 
 def trace_record(trace: evals_pb2.Trace, caller: Principal) -> TraceRecord:

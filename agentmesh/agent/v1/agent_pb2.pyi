@@ -41,6 +41,20 @@ class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATUS_SUCCEEDED: _ClassVar[RunStatus]
     RUN_STATUS_FAILED: _ClassVar[RunStatus]
     RUN_STATUS_CANCELLED: _ClassVar[RunStatus]
+
+class InterruptKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INTERRUPT_KIND_UNSPECIFIED: _ClassVar[InterruptKind]
+    INTERRUPT_KIND_TOOL_APPROVAL: _ClassVar[InterruptKind]
+    INTERRUPT_KIND_QUESTION: _ClassVar[InterruptKind]
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    DECISION_APPROVE: _ClassVar[Decision]
+    DECISION_REJECT: _ClassVar[Decision]
+    DECISION_EDIT: _ClassVar[Decision]
+    DECISION_ANSWER: _ClassVar[Decision]
 MULTITASK_STRATEGY_UNSPECIFIED: MultitaskStrategy
 MULTITASK_STRATEGY_REJECT: MultitaskStrategy
 MULTITASK_STRATEGY_ENQUEUE: MultitaskStrategy
@@ -59,6 +73,14 @@ RUN_STATUS_INTERRUPTED: RunStatus
 RUN_STATUS_SUCCEEDED: RunStatus
 RUN_STATUS_FAILED: RunStatus
 RUN_STATUS_CANCELLED: RunStatus
+INTERRUPT_KIND_UNSPECIFIED: InterruptKind
+INTERRUPT_KIND_TOOL_APPROVAL: InterruptKind
+INTERRUPT_KIND_QUESTION: InterruptKind
+DECISION_UNSPECIFIED: Decision
+DECISION_APPROVE: Decision
+DECISION_REJECT: Decision
+DECISION_EDIT: Decision
+DECISION_ANSWER: Decision
 
 class Message(_message.Message):
     __slots__ = ("role", "content", "interrupted")
@@ -81,7 +103,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "session_id", "status", "input", "output", "usage", "model", "error", "create_time", "start_time", "end_time", "multitask_strategy", "last_seq")
+    __slots__ = ("run_id", "session_id", "status", "input", "output", "usage", "model", "error", "create_time", "start_time", "end_time", "multitask_strategy", "last_seq", "interrupts")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +117,7 @@ class Run(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     MULTITASK_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    INTERRUPTS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     session_id: str
     status: RunStatus
@@ -108,7 +131,42 @@ class Run(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     multitask_strategy: MultitaskStrategy
     last_seq: int
-    def __init__(self, run_id: _Optional[str] = ..., session_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., output: _Optional[_Union[Message, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., model: _Optional[str] = ..., error: _Optional[_Union[RunError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., multitask_strategy: _Optional[_Union[MultitaskStrategy, str]] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    interrupts: _containers.RepeatedCompositeFieldContainer[RunInterrupt]
+    def __init__(self, run_id: _Optional[str] = ..., session_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., input: _Optional[_Union[Message, _Mapping]] = ..., output: _Optional[_Union[Message, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., model: _Optional[str] = ..., error: _Optional[_Union[RunError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., multitask_strategy: _Optional[_Union[MultitaskStrategy, str]] = ..., last_seq: _Optional[int] = ..., interrupts: _Optional[_Iterable[_Union[RunInterrupt, _Mapping]]] = ...) -> None: ...
+
+class RunInterrupt(_message.Message):
+    __slots__ = ("interrupt_id", "kind", "tool_call", "arguments_sha256", "question", "expires_at", "last")
+    INTERRUPT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    interrupt_id: str
+    kind: InterruptKind
+    tool_call: ToolCall
+    arguments_sha256: str
+    question: str
+    expires_at: _timestamp_pb2.Timestamp
+    last: bool
+    def __init__(self, interrupt_id: _Optional[str] = ..., kind: _Optional[_Union[InterruptKind, str]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., arguments_sha256: _Optional[str] = ..., question: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class RunDecision(_message.Message):
+    __slots__ = ("interrupt", "decision", "edited_arguments_json", "answer", "decided_by", "decide_time")
+    INTERRUPT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    EDITED_ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_TIME_FIELD_NUMBER: _ClassVar[int]
+    interrupt: RunInterrupt
+    decision: Decision
+    edited_arguments_json: str
+    answer: str
+    decided_by: str
+    decide_time: _timestamp_pb2.Timestamp
+    def __init__(self, interrupt: _Optional[_Union[RunInterrupt, _Mapping]] = ..., decision: _Optional[_Union[Decision, str]] = ..., edited_arguments_json: _Optional[str] = ..., answer: _Optional[str] = ..., decided_by: _Optional[str] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("session_id", "message", "multitask_strategy", "on_disconnect")
@@ -210,6 +268,42 @@ class StreamRunRequest(_message.Message):
     after_seq: int
     def __init__(self, session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
+class ResumeRunRequest(_message.Message):
+    __slots__ = ("session_id", "run_id", "interrupt_id", "decision", "arguments_json", "answer")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    INTERRUPT_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    run_id: str
+    interrupt_id: str
+    decision: Decision
+    arguments_json: str
+    answer: str
+    def __init__(self, session_id: _Optional[str] = ..., run_id: _Optional[str] = ..., interrupt_id: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., arguments_json: _Optional[str] = ..., answer: _Optional[str] = ...) -> None: ...
+
+class ResumeRunResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: Run
+    def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
+
+class ListRunDecisionsRequest(_message.Message):
+    __slots__ = ("session_id", "run_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    run_id: str
+    def __init__(self, session_id: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
+
+class ListRunDecisionsResponse(_message.Message):
+    __slots__ = ("decisions",)
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[RunDecision]
+    def __init__(self, decisions: _Optional[_Iterable[_Union[RunDecision, _Mapping]]] = ...) -> None: ...
+
 class CancelRunRequest(_message.Message):
     __slots__ = ("session_id", "run_id", "action")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -227,7 +321,7 @@ class CancelRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class ChatEvent(_message.Message):
-    __slots__ = ("started", "token", "tool_call", "tool_result", "memory", "completed", "error", "run_id", "seq")
+    __slots__ = ("started", "token", "tool_call", "tool_result", "memory", "completed", "error", "interrupt", "run_id", "seq")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +329,7 @@ class ChatEvent(_message.Message):
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    INTERRUPT_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     started: RunStarted
@@ -244,9 +339,10 @@ class ChatEvent(_message.Message):
     memory: MemoryUsed
     completed: RunCompleted
     error: RunError
+    interrupt: RunInterrupt
     run_id: str
     seq: int
-    def __init__(self, started: _Optional[_Union[RunStarted, _Mapping]] = ..., token: _Optional[_Union[TokenDelta, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryUsed, _Mapping]] = ..., completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., error: _Optional[_Union[RunError, _Mapping]] = ..., run_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, started: _Optional[_Union[RunStarted, _Mapping]] = ..., token: _Optional[_Union[TokenDelta, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResult, _Mapping]] = ..., memory: _Optional[_Union[MemoryUsed, _Mapping]] = ..., completed: _Optional[_Union[RunCompleted, _Mapping]] = ..., error: _Optional[_Union[RunError, _Mapping]] = ..., interrupt: _Optional[_Union[RunInterrupt, _Mapping]] = ..., run_id: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class RunStarted(_message.Message):
     __slots__ = ("run_id", "model")

@@ -76,6 +76,16 @@ class AgentServiceStub:
                 request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.ResumeRun = channel.unary_unary(
+                '/agentmesh.agent.v1.AgentService/ResumeRun',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ResumeRunRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ResumeRunResponse.FromString,
+                _registered_method=True)
+        self.ListRunDecisions = channel.unary_unary(
+                '/agentmesh.agent.v1.AgentService/ListRunDecisions',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunDecisionsRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunDecisionsResponse.FromString,
+                _registered_method=True)
         self.GetHistory = channel.unary_unary(
                 '/agentmesh.agent.v1.AgentService/GetHistory',
                 request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.GetHistoryRequest.SerializeToString,
@@ -157,6 +167,25 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeRun(self, request, context):
+        """Decides one pending interrupt of a paused run (a tool call waiting for approval, or
+        a question to the user); once every interrupt of the pause is decided, the run goes
+        on, on any replica, under the same run id (its events' `seq` continues). The same
+        decision sent twice returns the run again; another interrupt id, a decision after
+        expiry, or a different decision for a decided interrupt is FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRunDecisions(self, request, context):
+        """Lists every interrupt of the run with its decision: what was asked, who decided
+        what and when (the audit trail of the run's approvals and answers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetHistory(self, request, context):
         """Returns the session's conversation: user and assistant messages, oldest first.
         """
@@ -208,6 +237,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunRequest.FromString,
                     response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'ResumeRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRun,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ResumeRunRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ResumeRunResponse.SerializeToString,
+            ),
+            'ListRunDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRunDecisions,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunDecisionsRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunDecisionsResponse.SerializeToString,
             ),
             'GetHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHistory,
@@ -416,6 +455,60 @@ class AgentService:
             '/agentmesh.agent.v1.AgentService/CancelRun',
             agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunRequest.SerializeToString,
             agentmesh_dot_agent_dot_v1_dot_agent__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/ResumeRun',
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.ResumeRunRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.ResumeRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRunDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/ListRunDecisions',
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunDecisionsRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.ListRunDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

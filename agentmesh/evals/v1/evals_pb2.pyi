@@ -21,14 +21,16 @@ class TraceUsage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class TraceToolCall(_message.Message):
-    __slots__ = ("name", "arguments_json", "result")
+    __slots__ = ("name", "arguments_json", "result", "decision")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     arguments_json: str
     result: str
-    def __init__(self, name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., result: _Optional[str] = ...) -> None: ...
+    decision: str
+    def __init__(self, name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., result: _Optional[str] = ..., decision: _Optional[str] = ...) -> None: ...
 
 class Trace(_message.Message):
     __slots__ = ("trace_id", "session_id", "user_id", "input", "output", "model", "latency_ms", "usage", "tool_calls", "created_at")

@@ -13,6 +13,7 @@ from langchain_core.messages import ToolCall, ToolMessage
 from pydantic import ValidationError
 
 from services.agent import metrics
+from services.agent.tools.ask_user import ASK_USER_TOOL
 from services.agent.tools.base import Tool, ToolError
 from services.agent.tools.calculator import CALCULATOR
 from services.agent.tools.current_time import CURRENT_TIME
@@ -62,7 +63,7 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def build_tools(*, web_search_enabled: bool, web_search_max_results: int, web_search_timeout_s: float) -> ToolRegistry:
-    tools = [CALCULATOR, CURRENT_TIME]
+    tools = [CALCULATOR, CURRENT_TIME, ASK_USER_TOOL]
     if web_search_enabled:
         tools.append(make_web_search(max_results=web_search_max_results, timeout_s=web_search_timeout_s))
     return ToolRegistry(tools)
