@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import uuid
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.principal import Principal
 
 CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -47,3 +48,21 @@ def parse_id(value: str, field: str, *, required: bool = True) -> str:
 def parse_uuid(value: str, field: str) -> uuid.UUID:
     """Like `parse_id` (required), as a `uuid.UUID` for the database."""
     return uuid.UUID(parse_id(value, field))
+
+
+def acting_user_id(principal: Principal) -> str:
+    """The user whose data a call touches: the caller, or the user a service acts for.
+
+    A service token alone names no user (its subject is `service:<name>`), and
+    `x-on-behalf-of` is a header any service can set to anything: both are checked here so
+    a user-scoped query never sees a non-UUID (which would be an INTERNAL error)."""
+    if not principal.is_service:
+        return principal.user_id
+    if not principal.on_behalf_of:
+        raise PermissionDenied(
+            "this call reads or changes a user's data: a service must act on behalf of a user",
+            reason="ON_BEHALF_OF_REQUIRED",
+        )
+    if not is_canonical_id(principal.on_behalf_of):
+        raise InvalidArgument("x-on-behalf-of must be a user id (a lower-case UUID)", reason="ON_BEHALF_OF_INVALID")
+    return principal.on_behalf_of

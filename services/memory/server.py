@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from services.common.errors import InvalidArgument
+from services.common.ids import acting_user_id
 from services.common.principal import current_principal
 from services.memory.memories import AddRequest, Memories
 from services.memory.resolution import Outcome
@@ -109,11 +110,11 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
         self._memories = memories
 
     async def AddMemories(self, request: memory_pb2.AddMemoriesRequest, context: grpc.aio.ServicerContext):
-        outcomes = await self._memories.add(current_principal().user_id, add_request(request))
+        outcomes = await self._memories.add(acting_user_id(current_principal()), add_request(request))
         return memory_pb2.AddMemoriesResponse(events=[event_message(o) for o in outcomes])
 
     async def SearchMemories(self, request: memory_pb2.SearchMemoriesRequest, context: grpc.aio.ServicerContext):
-        user_id = current_principal().user_id
+        user_id = acting_user_id(current_principal())
         min_score = request.min_score if request.HasField("min_score") else None
         hits = await self._memories.search(user_id, request.query, request.limit, min_score)
         results = [memory_pb2.SearchResult(memory=memory_message(h.memory), score=h.score) for h in hits]
@@ -121,27 +122,31 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
 
     async def ListMemories(self, request: memory_pb2.ListMemoriesRequest, context: grpc.aio.ServicerContext):
         rows, token = await self._memories.list(
-            current_principal().user_id, request.page_size, request.page_token, request.session_id
+            acting_user_id(current_principal()), request.page_size, request.page_token, request.session_id
         )
         return memory_pb2.ListMemoriesResponse(memories=[memory_message(r) for r in rows], next_page_token=token)
 
     async def UpdateMemory(self, request: memory_pb2.UpdateMemoryRequest, context: grpc.aio.ServicerContext):
         text, set_expire, expire_time = memory_update(request)
         row = await self._memories.update(
-            current_principal().user_id, request.memory_id, text=text, set_expire=set_expire, expire_time=expire_time
+            acting_user_id(current_principal()),
+            request.memory_id,
+            text=text,
+            set_expire=set_expire,
+            expire_time=expire_time,
         )
         return memory_pb2.UpdateMemoryResponse(memory=memory_message(row))
 
     async def GetMemoryHistory(self, request: memory_pb2.GetMemoryHistoryRequest, context: grpc.aio.ServicerContext):
         rows, token = await self._memories.history(
-            current_principal().user_id, request.memory_id, request.page_size, request.page_token
+            acting_user_id(current_principal()), request.memory_id, request.page_size, request.page_token
         )
         return memory_pb2.GetMemoryHistoryResponse(entries=[history_message(r) for r in rows], next_page_token=token)
 
     async def DeleteMemory(self, request: memory_pb2.DeleteMemoryRequest, context: grpc.aio.ServicerContext):
-        await self._memories.delete(current_principal().user_id, request.memory_id)
+        await self._memories.delete(acting_user_id(current_principal()), request.memory_id)
         return memory_pb2.DeleteMemoryResponse()
 
     async def DeleteAllMemories(self, request: memory_pb2.DeleteAllMemoriesRequest, context: grpc.aio.ServicerContext):
-        deleted = await self._memories.delete_all(current_principal().user_id)
+        deleted = await self._memories.delete_all(acting_user_id(current_principal()))
         return memory_pb2.DeleteAllMemoriesResponse(deleted_count=deleted)

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from services.common.errors import InvalidArgument
+from services.common.ids import acting_user_id
 from services.common.principal import current_principal
 from services.sessions.chat_sessions import ChatSessions, Expiry, SessionUpdate, clean_name
 from services.sessions.store import SessionRow
@@ -102,22 +103,24 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         self._sessions = sessions
 
     async def CreateSession(self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext):
-        row = await self._sessions.create(current_principal().user_id, request.name, expiry_of(request))
+        row = await self._sessions.create(acting_user_id(current_principal()), request.name, expiry_of(request))
         return sessions_pb2.CreateSessionResponse(session=session_message(row))
 
     async def ListSessions(self, request: sessions_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext):
-        rows, token = await self._sessions.list(current_principal().user_id, request.page_size, request.page_token)
+        rows, token = await self._sessions.list(
+            acting_user_id(current_principal()), request.page_size, request.page_token
+        )
         return sessions_pb2.ListSessionsResponse(sessions=[session_message(r) for r in rows], next_page_token=token)
 
     async def GetSession(self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext):
-        row = await self._sessions.get(current_principal().user_id, request.session_id)
+        row = await self._sessions.get(acting_user_id(current_principal()), request.session_id)
         return sessions_pb2.GetSessionResponse(session=session_message(row))
 
     async def UpdateSession(self, request: sessions_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext):
         session_id, change = update_of(request)
-        row = await self._sessions.update(current_principal().user_id, session_id, change)
+        row = await self._sessions.update(acting_user_id(current_principal()), session_id, change)
         return sessions_pb2.UpdateSessionResponse(session=session_message(row))
 
     async def DeleteSession(self, request: sessions_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext):
-        await self._sessions.delete(current_principal().user_id, request.session_id)
+        await self._sessions.delete(acting_user_id(current_principal()), request.session_id)
         return sessions_pb2.DeleteSessionResponse()

@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from services.common.errors import InvalidArgument
-from services.common.ids import is_canonical_id, parse_id, parse_uuid
+from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.ids import acting_user_id, is_canonical_id, parse_id, parse_uuid
+from services.common.principal import Principal
 
 CANONICAL = "0b6c7f8e-3d1a-4c2b-9e5f-1a2b3c4d5e6f"
 
@@ -50,3 +51,15 @@ def test_empty_is_required_unless_optional() -> None:
     assert parse_id("", "session_id", required=False) == ""
     with pytest.raises(InvalidArgument):
         parse_id(CANONICAL.upper(), "session_id", required=False)
+
+
+def test_acting_user_id() -> None:
+    user = str(uuid.uuid4())
+    assert acting_user_id(Principal(user_id=user)) == user
+    assert acting_user_id(Principal(user_id=user, service="agent")) == user
+    with pytest.raises(PermissionDenied) as bare:
+        acting_user_id(Principal(user_id="service:agent", service="agent"))
+    assert bare.value.reason == "ON_BEHALF_OF_REQUIRED"
+    with pytest.raises(InvalidArgument) as bogus:
+        acting_user_id(Principal(user_id=user.upper(), service="agent"))
+    assert bogus.value.reason == "ON_BEHALF_OF_INVALID"
