@@ -21,6 +21,9 @@ from services.sessions.store import SessionStore
 log = get_logger(__name__)
 
 MAX_RETRY_DELAY_S = 300.0
+# Clears asked of the agent per pass: each holds its row lock until the pass ends, and an
+# agent that hangs costs up to AGENT_CALL_TIMEOUT_S per clear.
+CLEARS_PER_PASS = 10
 
 
 def retry_delay_s(attempts: int, base_s: float) -> float:
@@ -55,7 +58,7 @@ class SessionSweeper:
             if batch < self._batch:
                 break
         cleared = 0
-        async with self._store.due_clears(self._batch) as (pending, ledger):
+        async with self._store.due_clears(min(self._batch, CLEARS_PER_PASS)) as (pending, ledger):
             for clear in pending:
                 try:
                     await self._conversations.clear_for(clear.session_id, clear.user_id)
