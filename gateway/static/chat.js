@@ -227,7 +227,8 @@ async function selectSession(sessionId) {
 async function resumeActiveRuns(sessionId, load) {
   const body = await apiJson("GET", `/v1/sessions/${encodeURIComponent(sessionId)}/runs?page_size=10`);
   if (load !== state.loads) return;
-  const active = (body.runs || []).filter((run) => ["RUN_STATUS_PENDING", "RUN_STATUS_RUNNING"].includes(run.status));
+  const waiting = ["RUN_STATUS_PENDING", "RUN_STATUS_RUNNING", "RUN_STATUS_INTERRUPTED"];
+  const active = (body.runs || []).filter((run) => waiting.includes(run.status));
   for (const run of active.reverse()) {
     if (state.following.has(run.run_id)) continue;
     const turn = startTurn((run.input && run.input.content) || "");
@@ -337,7 +338,14 @@ function markStopped(item) {
 
 function applyChatEvent(event, turn) {
   if (event.run_id && !turn.runId) turn.follow(event.run_id);
-  if (event.started) {
+  if (event.seq) turn.lastSeq = event.seq;
+  if (event.interrupt) {
+    showInterrupt(event.interrupt, turn);
+    if (event.interrupt.last) {
+      turn.answer.dataset.done = "paused";
+      turn.status("waiting for your decision");
+    }
+  } else if (event.started) {
     turn.status(`thinking (${event.started.model || "model"})`);
   } else if (event.token) {
     turn.status(""); // the answer itself shows progress now
@@ -363,6 +371,72 @@ function applyChatEvent(event, turn) {
   }
 }
 
+// A paused run: the tool call to approve (its arguments editable) or the question to answer.
+function showInterrupt(interrupt, turn) {
+  const box = document.createElement("li");
+  box.className = "message interrupt";
+  box.dataset.interruptId = interrupt.interrupt_id;
+  const title = document.createElement("span");
+  title.className = "role";
+  const body = document.createElement("div");
+  body.className = "content";
+  const actions = document.createElement("div");
+  actions.className = "row";
+  const question = interrupt.kind === "INTERRUPT_KIND_QUESTION";
+  const field = document.createElement(question ? "input" : "textarea");
+  field.className = "interrupt-input";
+  const buttons = [];
+  if (question) {
+    title.textContent = "question";
+    body.textContent = interrupt.question || "";
+    field.setAttribute("aria-label", "Your answer");
+    buttons.push(["Answer", "DECISION_ANSWER", ""], ["Skip", "DECISION_REJECT", "secondary"]);
+  } else {
+    const call = interrupt.tool_call || {};
+    title.textContent = "approval";
+    body.textContent = `${call.name} wants to run with:`;
+    field.value = call.arguments_json || "{}";
+    field.rows = 2;
+    field.setAttribute("aria-label", "Tool arguments");
+    buttons.push(["Approve", "DECISION_APPROVE", ""], ["Edit", "DECISION_EDIT", "secondary"], ["Reject", "DECISION_REJECT", "danger"]);
+  }
+  for (const [label, decision, style] of buttons) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.dataset.decision = decision;
+    if (style) button.className = style;
+    button.addEventListener("click", () => decideInterrupt(turn, interrupt, decision, field.value, box));
+    actions.append(button);
+  }
+  box.append(title, body, field, actions);
+  turn.list.insertBefore(box, turn.answer);
+}
+
+async function decideInterrupt(turn, interrupt, decision, value, box) {
+  const body = { interrupt_id: interrupt.interrupt_id, decision };
+  if (decision === "DECISION_EDIT") body.arguments_json = value;
+  if (decision === "DECISION_ANSWER") body.answer = value;
+  for (const button of box.querySelectorAll("button")) button.disabled = true;
+  try {
+    const run = await apiJson(
+      "POST",
+      `/v1/sessions/${encodeURIComponent(turn.sessionId)}/runs/${encodeURIComponent(turn.runId)}:resume`,
+      body,
+    );
+    box.dataset.decided = decision;
+    addMeta(box, decision.replace("DECISION_", "").toLowerCase());
+    // Once every interrupt of the pause is decided the run goes on: follow it from where it stopped.
+    if (run.status !== "RUN_STATUS_INTERRUPTED" && turn.answer.dataset.done === "paused") {
+      turn.answer.dataset.done = "false";
+      followRun(turn, turn.runId, turn.lastSeq);
+    }
+  } catch (error) {
+    for (const button of box.querySelectorAll("button")) button.disabled = false;
+    showError("chat-error", error);
+  }
+}
+
 // The user's message and an empty answer that the run's events fill in.
 function startTurn(text) {
   const list = $("messages");
@@ -375,6 +449,7 @@ function startTurn(text) {
     list,
     answer,
     runId: "",
+    lastSeq: 0,
     sessionId: state.sessionId,
     controller: new AbortController(),
     status: (text) => { $("status").textContent = text; },
@@ -406,6 +481,7 @@ async function relay(response, turn) {
 }
 
 function endTurn(turn) {
+  if (turn.answer.dataset.done === "paused") return; // still this page's run: the decision resumes it
   state.following.delete(turn.runId);
   if (turn.answer.dataset.done === "false" && !turn.controller.signal.aborted) {
     turn.fail("the answer stream ended early; reload the page to pick it up again");
@@ -416,15 +492,18 @@ function endTurn(turn) {
   }
 }
 
-async function followRun(turn, runId) {
+async function followRun(turn, runId, afterSeq = 0) {
   turn.follow(runId);
-  turn.status("reconnecting");
+  turn.status(afterSeq ? "" : "reconnecting");
   try {
     const response = await api(
       "GET",
       `/v1/sessions/${encodeURIComponent(turn.sessionId)}/runs/${encodeURIComponent(runId)}:stream`,
       undefined,
-      { headers: { Accept: "text/event-stream" }, signal: turn.controller.signal },
+      {
+        headers: { Accept: "text/event-stream", ...(afterSeq ? { "Last-Event-ID": String(afterSeq) } : {}) },
+        signal: turn.controller.signal,
+      },
     );
     await relay(response, turn);
   } catch (error) {
