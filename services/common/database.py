@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from services.common.embedded_pg import embedded_database_url
 from services.common.logging import get_logger
@@ -84,6 +85,23 @@ async def resolve_database_url(settings: CommonSettings) -> str:
     return await asyncio.to_thread(embedded_database_url, settings.data_dir)
 
 
+# The client waits this much longer than statement_timeout, so a live server's own
+# cancel (a clear 57014) normally comes first.
+CLIENT_TIMEOUT_MARGIN_S = 1.0
+
+
+def client_statement_timeout_s(settings: CommonSettings) -> float:
+    """How long a client waits for one statement's answer before dropping the connection."""
+    return settings.db_statement_timeout_s + CLIENT_TIMEOUT_MARGIN_S
+
+
+def database_wait_bound_s(settings: CommonSettings) -> float:
+    """The longest one database call can wait before it fails (UNAVAILABLE): a free pooled
+    connection (DB_POOL_TIMEOUT_S), its check at checkout (one statement), a replacement
+    connection (DB_CONNECT_ATTEMPT_TIMEOUT_S), then the statement itself."""
+    return settings.db_pool_timeout_s + settings.db_connect_attempt_timeout_s + 2 * client_statement_timeout_s(settings)
+
+
 def with_driver(url: str, driver: str) -> str:
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0]
@@ -114,11 +132,22 @@ async def open_database(settings: CommonSettings, *, schema: str, migrations: Pa
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
+        # A connection the database dropped (a restart) is replaced at checkout, unseen by callers.
         pool_pre_ping=True,
         pool_recycle=1800,
         # Statement errors would otherwise carry the bound values (user text) into the logs.
         hide_parameters=True,
-        connect_args={"server_settings": {"search_path": f"{schema},public", "application_name": schema}},
+        connect_args={
+            "server_settings": {
+                "search_path": f"{schema},public",
+                "application_name": schema,
+                "statement_timeout": str(int(settings.db_statement_timeout_s * 1000)),
+            },
+            # asyncpg's own bounds: one connection attempt, and every command on the client
+            # side (a frozen server enforces no statement_timeout). The pre-ping is a command.
+            "timeout": settings.db_connect_attempt_timeout_s,
+            "command_timeout": client_statement_timeout_s(settings),
+        },
     )
     database = Database(url=url, schema=schema, engine=engine, sessions=async_sessionmaker(engine))
     try:
@@ -134,17 +163,38 @@ async def open_database(settings: CommonSettings, *, schema: str, migrations: Pa
 async def migrate(database: Database, migrations: Path) -> None:
     """Upgrades the service's schema to head. Replicas starting together take turns on
     an advisory lock, so each migration runs once."""
-    async with database.engine.connect() as conn:
-        await conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": f"migrate:{database.schema}"})
+    # Its own engine, without the serving timeouts: a migration may build an index for minutes,
+    # and waits on the lock while another replica migrates.
+    engine = create_async_engine(
+        with_driver(database.url, "asyncpg"),
+        poolclass=NullPool,
+        hide_parameters=True,
+        connect_args={
+            "server_settings": {
+                "search_path": f"{database.schema},public",
+                "application_name": f"{database.schema}-migrate",
+                "statement_timeout": "0",
+            }
+        },
+    )
+    try:
+        await _migrate_on(engine, database.schema, migrations)
+    finally:
+        await engine.dispose()
+    log.info("database_migrated", schema=database.schema)
+
+
+async def _migrate_on(engine: AsyncEngine, schema: str, migrations: Path) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": f"migrate:{schema}"})
         try:
-            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"'))
+            await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             await conn.commit()
-            await conn.run_sync(_upgrade, database.schema, migrations)
+            await conn.run_sync(_upgrade, schema, migrations)
             await conn.commit()
         finally:
-            await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": f"migrate:{database.schema}"})
+            await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": f"migrate:{schema}"})
             await conn.commit()
-    log.info("database_migrated", schema=database.schema)
 
 
 def _upgrade(connection: Connection, schema: str, migrations: Path) -> None:

@@ -91,7 +91,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> DomainError:
     """Re-raise an upstream's client-visible failure as our own domain error.
 
     Codes that describe the caller's request (not found, permission, argument) pass
-    through with the upstream's message; transport failures become UNAVAILABLE.
+    through with the upstream's message; transport failures and the hop's own timeout
+    become UNAVAILABLE.
     """
     passthrough: dict[grpc.StatusCode, type[DomainError]] = {
         grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -102,7 +103,8 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> DomainError:
         grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
         grpc.StatusCode.ABORTED: Aborted,
         grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-        grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+        # Not DEADLINE_EXCEEDED: deadlines are not propagated, so an upstream's is the hop's
+        # own timeout, and the caller's deadline was not exceeded: the upstream is unavailable.
     }
     kind = passthrough.get(exc.code())
     if kind is not None:

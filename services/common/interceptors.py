@@ -20,7 +20,8 @@ import structlog
 from grpc_status import rpc_status
 
 from services.common import metrics
-from services.common.errors import DomainError, PermissionDenied, Unauthenticated, internal_status
+from services.common.database_errors import database_unavailable
+from services.common.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable, internal_status
 from services.common.logging import get_logger
 from services.common.principal import Principal, reset_principal, set_principal
 from services.common.request_checks import crash_report, tolerant_deserializer, validate_request
@@ -84,6 +85,17 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         return principal
 
 
+DATABASE_UNAVAILABLE = Unavailable(
+    "the database is not answering right now; try again shortly", reason="DATABASE_UNAVAILABLE"
+)
+
+
+def _status_code(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, DomainError):
+        return exc.code
+    return grpc.StatusCode.UNAVAILABLE if database_unavailable(exc) else grpc.StatusCode.INTERNAL
+
+
 class _Call:
     """Per-method wrapper; holds the labels so the hot path does no string work."""
 
@@ -124,6 +136,11 @@ class _Call:
             level = log.error if exc.code == grpc.StatusCode.INTERNAL else log.info
             level("rpc_failed", code=exc.code.name, reason=exc.reason, error=exc.message)
             await context.abort_with_status(rpc_status.to_status(exc.to_status()))
+        if database_unavailable(exc):
+            # Not a bug: the database did not answer within its bounds (or dropped the
+            # connection). Clients may retry; the health probe reports it too.
+            log.warning("rpc_database_unavailable", error=type(exc).__name__)
+            await context.abort_with_status(rpc_status.to_status(DATABASE_UNAVAILABLE.to_status()))
         # Type and stack only: exception messages carry values (user text, SQL parameters).
         log.error("rpc_crashed", **crash_report(exc))
         await context.abort_with_status(rpc_status.to_status(internal_status()))
@@ -153,7 +170,7 @@ class _Call:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except Exception as exc:
-            code = exc.code if isinstance(exc, DomainError) else grpc.StatusCode.INTERNAL
+            code = _status_code(exc)
             await self._fail(exc, context)
         finally:
             self._finish(code, started)

@@ -3,7 +3,7 @@ standard gRPC dashboards work, served on their own HTTP port."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -28,6 +28,9 @@ grpc_server_msg_sent_total = Counter(
     "Messages sent by server-streaming RPCs.",
     ["grpc_type", "grpc_service", "grpc_method"],
 )
+
+# 1 while the service's database answers its health probe (services.common.server.DatabaseHealth).
+database_up = Gauge("database_up", "1 while this process's database answers the health probe, else 0.")
 
 
 def start_metrics_server(host: str, port: int) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.clients import open_channel
 from services.common.interceptors import RuntimeInterceptor
 from services.common.logging import configure_logging, get_logger
-from services.common.metrics import start_metrics_server
+from services.common.metrics import database_up, start_metrics_server
 from services.common.revocations import RevocationFeed, RevocationSet
 from services.common.service_identity import ServiceIdentity
 from services.common.settings import CommonSettings
@@ -76,6 +77,14 @@ class ServiceApp(abc.ABC):
     async def stop(self) -> None:
         """Closes what start() opened; called after the server drained."""
 
+    def database_ping(self) -> Callable[[], Awaitable[None]] | None:
+        """How the health probe asks this service's database whether it answers (a coroutine
+        that raises when it does not), or None when the service has no database. The default
+        pings `self.database` (services.common.database.Database); other apps override it."""
+        database = getattr(self, "database", None)
+        ping = getattr(database, "ping", None)
+        return ping if callable(ping) else None
+
     def token_verifier(self) -> AccessTokenVerifier:
         """Verifies access tokens with the auth service's JWKS and refuses the revoked ones
         it learns from the auth service's revocation feed (the auth service overrides)."""
@@ -118,10 +127,72 @@ class RunningServer:
         for name in ["", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    async def set_services_serving(self, serving: bool) -> None:
+        """The status of each mounted service (what readiness probes and the gateway ask);
+        the overall "" status (liveness) is left alone."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self.service_names:
+            await self.health.set(name, status)
+
     async def drain(self, grace_s: float) -> None:
         """NOT_SERVING for every service, refuse new RPCs, let in-flight ones finish."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+
+
+class DatabaseHealth:
+    """Keeps a service's health honest about its database: every `interval_s` it pings, and
+    the mounted services are NOT_SERVING while a ping fails or overstays `timeout_s`, SERVING
+    again after the first ping that succeeds; no restart needed. Liveness ("") is untouched:
+    restarting a process whose database is down cures nothing."""
+
+    def __init__(
+        self,
+        ping: Callable[[], Awaitable[None]],
+        running: RunningServer,
+        *,
+        interval_s: float,
+        timeout_s: float,
+    ) -> None:
+        self._ping = ping
+        self._running = running
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self.reachable = True
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._probe_forever(), name="database-health")
+
+    async def check(self) -> bool:
+        """One ping; updates the health status when reachability changed."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._ping()
+            reachable, error = True, ""
+        except Exception as exc:
+            reachable, error = False, type(exc).__name__
+        if reachable != self.reachable:
+            self.reachable = reachable
+            database_up.set(1 if reachable else 0)
+            await self._running.set_services_serving(reachable)
+            if reachable:
+                log.info("database_reachable_again", health="SERVING")
+            else:
+                log.warning("database_unreachable", health="NOT_SERVING", error=error)
+        return reachable
+
+    async def _probe_forever(self) -> None:
+        database_up.set(1)
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.check()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
@@ -192,6 +263,16 @@ async def serve(app: ServiceApp) -> None:
     mounts = await app.start()
     verifier = app.token_verifier()
     running = await create_server(settings, mounts, verifier, extra_interceptors=tracing_interceptors)
+    database_health: DatabaseHealth | None = None
+    ping = app.database_ping()
+    if ping is not None:
+        database_health = DatabaseHealth(
+            ping,
+            running,
+            interval_s=settings.db_health_interval_s,
+            timeout_s=settings.db_health_timeout_s,
+        )
+        database_health.start()
     log.info("serving", grpc_port=running.port, metrics_port=metrics_port, env=settings.app_env)
     # One machine-readable line on stdout: `make run` and the tests wait for it.
     print(
@@ -201,6 +282,9 @@ async def serve(app: ServiceApp) -> None:
     )
     await stop.wait()
     log.info("draining", grace_s=settings.shutdown_grace_s)
+    if database_health is not None:
+        # Before the drain: it turns every status NOT_SERVING, which a late ping must not undo.
+        await database_health.close()
     await app.before_drain()
     await asyncio.gather(running.drain(settings.shutdown_grace_s), app.drain(settings.shutdown_grace_s))
     await app.stop()

@@ -85,6 +85,18 @@ class CommonSettings(BaseSettings):
     # A database that is still starting (or a DNS name not yet resolvable) is retried with
     # backoff for this long before start-up fails; keep it inside the startup probe window.
     db_connect_timeout_s: float = Field(default=30.0, gt=0)
+    # Bounded waits while serving (issue 16): a database that stops answering makes calls fail
+    # UNAVAILABLE (DATABASE_UNAVAILABLE) instead of hanging. One statement: the server cancels it
+    # after DB_STATEMENT_TIMEOUT_S (statement_timeout), the client gives up one second later (a
+    # frozen server cancels nothing). One new connection: DB_CONNECT_ATTEMPT_TIMEOUT_S. The
+    # longest a call can wait is services.common.database.database_wait_bound_s().
+    db_statement_timeout_s: float = Field(default=5.0, gt=0)
+    db_connect_attempt_timeout_s: float = Field(default=5.0, ge=1)
+    # The health probe pings the database this often; the service's gRPC health is NOT_SERVING
+    # (readiness) while a ping fails or takes longer than DB_HEALTH_TIMEOUT_S, SERVING again
+    # when one succeeds. The overall status "" (liveness) stays SERVING: a restart cures nothing.
+    db_health_interval_s: float = Field(default=2.0, gt=0)
+    db_health_timeout_s: float = Field(default=2.0, gt=0)
     data_dir: Path = ROOT / ".data"
 
     auth_addr: str = "127.0.0.1:50051"
