@@ -1277,6 +1277,47 @@ def check_alert_rules() -> list[str]:
     return problems
 
 
+# Metric names the project's own code defines (prefixes), as opposed to kube-state-metrics' or
+# Prometheus' own (`kube_pod_status_phase`, `up`), which the code cannot vouch for.
+OWN_METRIC = re.compile(r"\b((?:agent|memory|eval|gateway|grpc_server|http_request|database)_[a-z0-9_]*)\b")
+METRIC_DEFINITION = re.compile(r'\b(?:Counter|Gauge|Histogram|Summary)\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"')
+
+
+def defined_metrics() -> set[str]:
+    """Every metric the services and the gateway define (prometheus_client constructors)."""
+    names: set[str] = set()
+    for folder in (ROOT / "services", ROOT / "gateway"):
+        for path in folder.rglob("*.py"):
+            names |= set(METRIC_DEFINITION.findall(path.read_text()))
+    return names
+
+
+def check_metric_names(alerts_text: str | None = None, dashboard_text: str | None = None) -> list[str]:
+    """Alerts and dashboard panels name metrics the code defines: a renamed metric leaves an
+    alert that can never fire and a panel that stays empty, and promtool cannot see it."""
+    defined = defined_metrics()
+    alerts = yaml.safe_load(alerts_text if alerts_text is not None else ALERTS.read_text())
+    dashboard = json.loads(dashboard_text if dashboard_text is not None else DASHBOARD.read_text())
+    exprs = [
+        (f"alert {rule['alert']}", rule["expr"])
+        for group in alerts["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+    exprs += [
+        (f"dashboard panel {panel.get('title')!r}", target.get("expr", ""))
+        for panel in dashboard.get("panels", [])
+        for target in panel.get("targets", [])
+    ]
+    problems = []
+    for where, expr in exprs:
+        for name in sorted(set(OWN_METRIC.findall(expr))):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name not in defined and base not in defined:
+                problems.append(f"{where}: metric {name} is defined nowhere in services/ or gateway/")
+    return problems
+
+
 def promtool() -> str:
     found = shutil.which("promtool")
     if not found:
@@ -1599,6 +1640,7 @@ def main(argv: list[str]) -> int:
             ]
     print(f"kubernetes-validate {KUBERNETES_VERSION} strict: {sum(len(d) for d in rendered.values())} objects checked")
     problems += check_alert_rules()
+    problems += check_metric_names()
     problems += check_alert_tests()
     problems += check_readme_pool_table(rendered["prod"])
     problems += check_dockerfile()
