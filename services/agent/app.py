@@ -13,6 +13,7 @@ from agentmesh.evals.v1 import evals_pb2_grpc
 from services.agent.approvals import ApprovalPolicy
 from services.agent.checkpoints import Checkpoints
 from services.agent.conversations import Conversations
+from services.agent.erasure import UserErasure
 from services.agent.executor import RunExecutor
 from services.agent.graph import build_agent_graph
 from services.agent.langfuse_tracing import LangfuseTracing
@@ -22,7 +23,7 @@ from services.agent.outbox import OutboxDelivery
 from services.agent.pg_pool import dedicated_connection, ping_pool
 from services.agent.run_store import RunStore
 from services.agent.runs import Runs, RunSettings
-from services.agent.server import AgentServicer
+from services.agent.server import SERVICE_METHODS, AgentServicer
 from services.agent.session_access import SessionAccess
 from services.agent.settings import AgentSettings
 from services.agent.system_prompt import SystemPrompt
@@ -114,7 +115,8 @@ class AgentApp(ServiceApp):
             Mount(
                 descriptor=agent_pb2.DESCRIPTOR.services_by_name["AgentService"],
                 add_to_server=agent_pb2_grpc.add_AgentServiceServicer_to_server,
-                servicer=AgentServicer(self.runs, conversations),
+                servicer=AgentServicer(self.runs, conversations, UserErasure(self.checkpoints.pool, self.runs)),
+                service_methods=SERVICE_METHODS,
             )
         ]
 

@@ -22,6 +22,7 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.agent.outbox import OutboxItem, write_items
+from services.common.erasure import CREATE_ERASURES
 
 # Migrations as an ordered list: entry i brings the schema to version i + 1.
 MIGRATIONS: list[list[str]] = [
@@ -104,6 +105,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX IF NOT EXISTS run_interrupts_by_run ON run_interrupts (run_id, pause, position)",
         "CREATE INDEX IF NOT EXISTS run_interrupts_expiring ON run_interrupts (expires_at) WHERE decision IS NULL",
     ],
+    # Receipts of account erasures (services.agent.erasure): ids and counts only.
+    [CREATE_ERASURES],
 ]
 MIGRATIONS_TABLE = "CREATE TABLE IF NOT EXISTS run_migrations (version integer NOT NULL)"
 MIGRATION_VERSION = "SELECT coalesce(max(version), 0) AS version FROM run_migrations"

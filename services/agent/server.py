@@ -8,15 +8,22 @@ import grpc
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from services.agent.conversations import Conversations
+from services.agent.erasure import UserErasure
 from services.agent.run_messages import chat_response, decision_message, run_message
 from services.agent.runs import Runs, ending_error
+from services.common.erasure import erasure_request
+from services.common.errors import Unavailable
 from services.common.principal import current_principal
+
+# Called by the auth service's account deletion only.
+SERVICE_METHODS = frozenset({"EraseUserData"})
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, runs: Runs, conversations: Conversations) -> None:
+    def __init__(self, runs: Runs, conversations: Conversations, erasure: UserErasure | None = None) -> None:
         self._runs = runs
         self._conversations = conversations
+        self._erasure = erasure
 
     async def Chat(self, request: agent_pb2.ChatRequest, context: grpc.aio.ServicerContext) -> agent_pb2.ChatResponse:
         events = [event async for event in self._run_and_follow(request, context)]
@@ -89,3 +96,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def ClearHistory(self, request: agent_pb2.ClearHistoryRequest, context: grpc.aio.ServicerContext):
         await self._conversations.clear(request.session_id)
         return agent_pb2.ClearHistoryResponse()
+
+    async def EraseUserData(self, request: agent_pb2.EraseUserDataRequest, context: grpc.aio.ServicerContext):
+        erasure = erasure_request(request)
+        if self._erasure is None:
+            raise Unavailable("this replica cannot erase user data", reason="ERASURE_UNAVAILABLE")
+        counts = await self._erasure.erase(erasure.erasure_id, erasure.user_id, erasure.session_ids)
+        return agent_pb2.EraseUserDataResponse(counts=counts)

@@ -10,6 +10,9 @@ import jwt
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.auth.accounts import Accounts, SuccessorSeal
+from services.auth.deletions import AccountDeletions, DeletionSettings, UserKeys
+from services.auth.erasure_calls import SelfServiceToken, ServiceErasers
+from services.auth.export import AccountExport
 from services.auth.keys import KeyCipher, KeyRing
 from services.auth.passwords import PasswordHasher
 from services.auth.revocations import RevocationLog
@@ -61,6 +64,9 @@ class AuthApp(ServiceApp):
         # This replica's revoked tokens: its own verifier reads them, its watchers get them.
         self.revocations = RevocationSet()
         self.revocation_log: RevocationLog | None = None
+        self.deletions: AccountDeletions | None = None
+        self._erasers: ServiceErasers | None = None
+        self._export: AccountExport | None = None
 
     async def open_store(self) -> AuthStore:
         if self.database is None:
@@ -98,9 +104,10 @@ class AuthApp(ServiceApp):
         await revocations.start()
         secret = s.signing_key_secret.get_secret_value()
         throttle = LoginThrottle(store, max_failures=s.login_max_failures, window_s=s.login_failure_window_s)
+        hasher = PasswordHasher(s.bcrypt_rounds)
         accounts = Accounts(
             store,
-            PasswordHasher(s.bcrypt_rounds),
+            hasher,
             issuer,
             revocations,
             throttle,
@@ -109,7 +116,34 @@ class AuthApp(ServiceApp):
             refresh_absolute_ttl_s=s.refresh_absolute_ttl_s,
             refresh_reuse_grace_s=s.refresh_reuse_grace_s,
         )
-        servicer = AuthServicer(accounts, keys, Roles(store, revocations), ServiceTokens(s, issuer), revocations)
+        addrs = {"sessions": s.sessions_addr, "agent": s.agent_addr, "memory": s.memory_addr, "evals": s.evals_addr}
+        self._erasers = ServiceErasers(addrs, SelfServiceToken(issuer), s.erase_call_timeout_s)
+        self.deletions = AccountDeletions(
+            store,
+            hasher,
+            throttle,
+            revocations,
+            self._erasers,
+            UserKeys(secret),
+            DeletionSettings(
+                start_delay_s=s.account_deletion_start_delay_s,
+                wait_s=s.account_deletion_wait_s,
+                poll_s=s.account_deletion_poll_s,
+                max_backoff_s=s.account_deletion_max_backoff_s,
+                lease_s=max(60.0, 4 * s.erase_call_timeout_s),
+            ),
+        )
+        self.deletions.start()
+        self._export = AccountExport(addrs, s.export_call_timeout_s)
+        servicer = AuthServicer(
+            accounts,
+            keys,
+            Roles(store, revocations),
+            ServiceTokens(s, issuer),
+            revocations,
+            self.deletions,
+            self._export,
+        )
         self._reloader = asyncio.create_task(self._reload_keys_periodically())
         self._housekeeper = asyncio.create_task(self._housekeeping(revocations, throttle))
         return [
@@ -159,6 +193,12 @@ class AuthApp(ServiceApp):
             self.revocation_log.end_watches()
 
     async def stop(self) -> None:
+        # A job cut short is taken over by another replica once its lease ends.
+        if self.deletions is not None:
+            await self.deletions.close()
+        for client in (self._erasers, self._export):
+            if client is not None:
+                await client.close()
         if self.revocation_log is not None:
             await self.revocation_log.stop()
         for task in (self._reloader, self._housekeeper):

@@ -60,12 +60,14 @@ class RevocationLog:
         row = await (store or self._store).insert_revocation(FAMILY, family_id, self._keep)
         self._publish([row])
 
-    async def revoke_user(self, user_id: str, store: AuthStore | None = None) -> None:
+    async def revoke_user(self, user_id: str, store: AuthStore | None = None) -> int:
         """Refuses every access token of the user issued until now (logout-all, role change,
-        account deletion). New tokens, issued after this instant, are not affected."""
+        account deletion). New tokens, issued after this instant, are not affected.
+        Returns the revocation's id."""
         now = datetime.now(UTC)
         row = await (store or self._store).insert_revocation(USER, user_id, self._keep, not_before=now)
         self._publish([row])
+        return row.id
 
     def _publish(self, rows: list[RevocationRow]) -> None:
         fresh = []

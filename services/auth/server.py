@@ -9,13 +9,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.auth.accounts import Accounts
+from services.auth.deletions import AUTH_STORE, AccountDeletions
+from services.auth.erasure_calls import STEPS
+from services.auth.export import AccountExport
 from services.auth.keys import KeyRing
 from services.auth.revocations import RevocationLog, WatcherLagging
 from services.auth.roles import KNOWN_ROLES, Roles
 from services.auth.service_tokens import ServiceTokens
-from services.auth.store import UserRow
+from services.auth.store import DeletionRow, UserRow
 from services.auth.tokens import IssuedTokens
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import InvalidArgument, PermissionDenied, Unavailable
 from services.common.principal import current_principal, require_admin
 
 # Logout needs only the refresh token; IssueServiceToken authenticates with the credential.
@@ -43,6 +46,21 @@ def token_fields(tokens: IssuedTokens) -> dict:
     }
 
 
+def receipt_message(deletion: DeletionRow) -> auth_pb2.DeletionReceipt:
+    receipt = auth_pb2.DeletionReceipt(
+        deletion_id=deletion.id,
+        state=auth_pb2.DELETION_STATE_SUCCEEDED if deletion.state == "done" else auth_pb2.DELETION_STATE_PENDING,
+        create_time=timestamp(deletion.create_time),
+        stores=[
+            auth_pb2.StoreReceipt(store=store, done=store in deletion.receipt, counts=deletion.receipt.get(store, {}))
+            for store in (AUTH_STORE, *STEPS)
+        ],
+    )
+    if deletion.complete_time is not None:
+        receipt.complete_time.CopyFrom(timestamp(deletion.complete_time))
+    return receipt
+
+
 def jwk_message(jwk: dict[str, str]) -> auth_pb2.JsonWebKey:
     """Only the members the key type defines are set (the others stay absent in JSON)."""
     members = JWK_MEMBERS.get(jwk["kty"], ())
@@ -63,7 +81,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         roles: Roles,
         service_tokens: ServiceTokens,
         revocations: RevocationLog,
+        deletions: AccountDeletions,
+        export: AccountExport,
     ) -> None:
+        self._deletions = deletions
+        self._export = export
         self._accounts = accounts
         self._keys = keys
         self._roles = roles
@@ -126,3 +148,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 )
         except WatcherLagging:
             raise Unavailable("the revocation stream restarted; reconnect", reason="REVOCATION_STREAM_RESET") from None
+
+    async def DeleteAccount(self, request: auth_pb2.DeleteAccountRequest, context: grpc.aio.ServicerContext):
+        principal = current_principal()
+        if principal.is_service:
+            raise PermissionDenied("an account is deleted by its user", reason="USER_TOKEN_REQUIRED")
+        if not request.password:
+            raise InvalidArgument("password is required", reason="PASSWORD_REQUIRED")
+        deletion = await self._deletions.delete_account(principal.user_id, request.password)
+        return auth_pb2.DeleteAccountResponse(receipt=receipt_message(deletion))
+
+    async def ExportAccount(self, request: auth_pb2.ExportAccountRequest, context: grpc.aio.ServicerContext):
+        if current_principal().is_service:
+            raise PermissionDenied("an account is exported by its user", reason="USER_TOKEN_REQUIRED")
+        async for record in self._export.records():
+            yield record

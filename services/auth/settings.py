@@ -46,6 +46,24 @@ class AuthSettings(CommonSettings):
     # the services this bounds how long a revoked token keeps working (2 s).
     revocation_poll_s: float = Field(default=0.5, gt=0, le=1.5)
 
+    # The services account deletion erases and ExportAccount reads.
+    sessions_addr: str = "127.0.0.1:50052"
+    agent_addr: str = "127.0.0.1:50053"
+    memory_addr: str = "127.0.0.1:50054"
+    evals_addr: str = "127.0.0.1:50055"
+    # Account deletion: the first erasure waits this long after the account is ended, so
+    # every service refuses the user's tokens first (revocations reach them within ~2 s).
+    account_deletion_start_delay_s: float = Field(default=3.0, ge=0, le=60)
+    # DeleteAccount answers once the erasure is done or after this long (then PENDING;
+    # the job goes on and is retried, with jittered backoff up to the maximum, until done).
+    account_deletion_wait_s: float = Field(default=10.0, ge=0, le=60)
+    account_deletion_poll_s: float = Field(default=1.0, gt=0, le=60)
+    account_deletion_max_backoff_s: float = Field(default=60.0, ge=1, le=3600)
+    # Each EraseUserData call; the agent's may wait for a running turn to roll back.
+    erase_call_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # Each page ExportAccount reads from a service.
+    export_call_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
     def service_credential_hashes(self) -> dict[str, str]:
         """Service name -> hex SHA-256 of its credential."""
         table = {}

@@ -8,6 +8,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
+from services.common.erasure import erasure_request
 from services.common.principal import current_principal, require_admin
 from services.evals.metrics_catalog import MetricCatalog, MetricDefinition
 from services.evals.runner import EvaluationRunner, Progress, Report, RunRequest
@@ -16,7 +17,7 @@ from services.evals.store import EvalStore, ScoreRow
 from services.evals.traces import record_trace
 
 # Only services record traces (the agent, as itself, naming the user); users get PERMISSION_DENIED.
-SERVICE_METHODS = frozenset({"RecordTrace"})
+SERVICE_METHODS = frozenset({"RecordTrace", "EraseUserData"})
 
 DIRECTIONS = {
     "lower": evals_pb2.Metric.DIRECTION_LOWER_IS_BETTER,
@@ -119,3 +120,8 @@ class EvalServicer(evals_pb2_grpc.EvalServiceServicer):
             p50=summary.p50,
             p90=summary.p90,
         )
+
+    async def EraseUserData(self, request: evals_pb2.EraseUserDataRequest, context: grpc.aio.ServicerContext):
+        erasure = erasure_request(request)
+        counts = await self._store.erase_user(erasure.erasure_id, erasure.user_id, list(erasure.session_ids))
+        return evals_pb2.EraseUserDataResponse(counts=counts)

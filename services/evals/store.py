@@ -16,6 +16,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.common.erasure import add_counts
+
 INSERT_TRACE = text(
     "INSERT INTO traces (trace_id, session_id, user_id, input, output, model, latency_ms, prompt_tokens,"
     " completion_tokens, tool_calls, created_at)"
@@ -162,6 +164,18 @@ def _trace(row) -> TraceRecord:
     )
 
 
+# Account erasure (services.common.erasure): the user's traces, by owner or by one of
+# their sessions (traces recorded before evals knew the user), and their scores.
+OPEN_ERASURE = text("INSERT INTO erasures (erasure_id) VALUES (:erasure_id) ON CONFLICT DO NOTHING")
+LOCK_ERASURE = text("SELECT counts FROM erasures WHERE erasure_id = :erasure_id FOR UPDATE")
+USER_TRACES = "SELECT trace_id FROM traces WHERE user_id = :user_id OR session_id = ANY(CAST(:session_ids AS text[]))"
+ERASE_SCORES = text(f"DELETE FROM scores WHERE trace_id IN ({USER_TRACES})")  # noqa: S608 (a constant)
+ERASE_TRACES = text(f"DELETE FROM traces WHERE trace_id IN ({USER_TRACES})")  # noqa: S608 (a constant)
+RECORD_ERASURE = text(
+    "UPDATE erasures SET counts = CAST(:counts AS jsonb), erased_at = clock_timestamp() WHERE erasure_id = :erasure_id"
+)
+
+
 class EvalStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -283,3 +297,17 @@ class EvalStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(SUMMARY, {"metric": metric, "window_s": window_s})).one()
         return MetricSummary(row.count, row.mean or 0.0, row.p50 or 0.0, row.p90 or 0.0)
+
+    async def erase_user(self, erasure_id: str, user_id: str, session_ids: list[str]) -> dict[str, int]:
+        """Account deletion: the running totals of this erasure (scores go before their
+        traces, which would cascade them uncounted)."""
+        erasure = uuid.UUID(erasure_id)
+        params = {"user_id": user_id, "session_ids": session_ids}
+        async with self._engine.begin() as conn:
+            await conn.execute(OPEN_ERASURE, {"erasure_id": erasure})
+            earlier = (await conn.execute(LOCK_ERASURE, {"erasure_id": erasure})).scalar_one()
+            scores = int((await conn.execute(ERASE_SCORES, params)).rowcount)
+            traces = int((await conn.execute(ERASE_TRACES, params)).rowcount)
+            counts = add_counts(earlier, {"traces": traces, "scores": scores})
+            await conn.execute(RECORD_ERASURE, {"erasure_id": erasure, "counts": json.dumps(counts)})
+        return counts

@@ -283,3 +283,7 @@ class Memories:
 
     async def delete_all(self, user_id: str) -> int:
         return await self._store.delete_all(user_id)
+
+    async def erase_user(self, erasure_id: str, user_id: str) -> dict[str, int]:
+        """Account deletion: the user's memories, their history and idempotency records."""
+        return await self._store.erase_user(erasure_id, user_id)

@@ -8,6 +8,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
+from services.common.erasure import erasure_request
 from services.common.errors import InvalidArgument
 from services.common.ids import acting_user_id
 from services.common.principal import current_principal
@@ -105,6 +106,10 @@ def add_request(request: memory_pb2.AddMemoriesRequest) -> AddRequest:
     )
 
 
+# Called by the auth service's account deletion only.
+SERVICE_METHODS = frozenset({"EraseUserData"})
+
+
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     def __init__(self, memories: Memories) -> None:
         self._memories = memories
@@ -150,3 +155,8 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     async def DeleteAllMemories(self, request: memory_pb2.DeleteAllMemoriesRequest, context: grpc.aio.ServicerContext):
         deleted = await self._memories.delete_all(acting_user_id(current_principal()))
         return memory_pb2.DeleteAllMemoriesResponse(deleted_count=deleted)
+
+    async def EraseUserData(self, request: memory_pb2.EraseUserDataRequest, context: grpc.aio.ServicerContext):
+        erasure = erasure_request(request)
+        counts = await self._memories.erase_user(erasure.erasure_id, erasure.user_id)
+        return memory_pb2.EraseUserDataResponse(counts=counts)

@@ -8,6 +8,7 @@ a transaction-scoped advisory lock, so concurrent adds (in any replica) take tur
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +21,7 @@ from pgvector.asyncpg import register_vector
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.common.erasure import add_counts
 from services.memory.facts import normalise_fact
 from services.memory.metrics import memory_search_seconds
 
@@ -125,6 +127,17 @@ HISTORY_AFTER = text(
     "SELECT id, action, text, previous_text, session_id, source, created_at FROM memory_history"
     " WHERE user_id = :user_id AND memory_id = :memory_id AND (created_at, id) > (:created_at, :id)"
     " ORDER BY created_at, id LIMIT :limit"
+)
+# Account erasure (services.common.erasure): totals kept under the erasure id.
+OPEN_ERASURE = text("INSERT INTO erasures (erasure_id) VALUES (:erasure_id) ON CONFLICT DO NOTHING")
+LOCK_ERASURE = text("SELECT counts FROM erasures WHERE erasure_id = :erasure_id FOR UPDATE")
+ERASE_USER = {
+    "add_requests": text("DELETE FROM add_requests WHERE user_id = :user_id"),
+    "memory_history": text("DELETE FROM memory_history WHERE user_id = :user_id"),
+    "memories": text("DELETE FROM memories WHERE user_id = :user_id"),
+}
+RECORD_ERASURE = text(
+    "UPDATE erasures SET counts = CAST(:counts AS jsonb), erased_at = clock_timestamp() WHERE erasure_id = :erasure_id"
 )
 EMBEDDING_DIM = text(
     "SELECT atttypmod FROM pg_attribute"
@@ -474,6 +487,23 @@ class MemoryStore:
         """Deletes up to `limit` expired memories (of any user) with their history."""
         async with self._engine.begin() as conn:
             return int((await conn.execute(SWEEP_EXPIRED, {"limit": limit})).scalar_one())
+
+    async def erase_user(self, erasure_id: str, user_id: str) -> dict[str, int]:
+        """Account deletion: every row of the user, expired ones included (counted, unlike
+        `locked_user`, which purges them first); the running totals of this erasure."""
+        owner, erasure = uuid.UUID(user_id), uuid.UUID(erasure_id)
+        async with self._engine.begin() as conn:
+            # The writers' lock: an AddMemories in flight lands before the erasure, not after.
+            await conn.execute(LOCK_USER, {"key": f"memory:{user_id}"})
+            await conn.execute(OPEN_ERASURE, {"erasure_id": erasure})
+            earlier = (await conn.execute(LOCK_ERASURE, {"erasure_id": erasure})).scalar_one()
+            erased = {
+                table: int((await conn.execute(query, {"user_id": owner})).rowcount)
+                for table, query in ERASE_USER.items()
+            }
+            counts = add_counts(earlier, erased)
+            await conn.execute(RECORD_ERASURE, {"erasure_id": erasure, "counts": json.dumps(counts)})
+        return counts
 
     async def delete_all(self, user_id: str) -> int:
         # Under the user's lock, so an AddMemories in flight either lands before (and is

@@ -126,3 +126,10 @@ class ChatSessions:
         after = decode_page_token(page_token, datetime.fromisoformat, uuid.UUID) if page_token else None
         rows = await self._store.list(user_id, size + 1, after)
         return one_page(rows, size, lambda row: (row.created_at, row.id))
+
+    async def erase_user(
+        self, erasure_id: str, user_id: str, *, forget_session_ids: bool = False
+    ) -> tuple[dict[str, int], list[str]]:
+        """Account deletion: every session of the user, expired ones and pending clears
+        included. Their conversations are the agent's: the auth job passes the ids on."""
+        return await self._store.erase_user(erasure_id, user_id, forget_session_ids=forget_session_ids)

@@ -9,6 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+from services.common.erasure import erasure_request
 from services.common.errors import InvalidArgument
 from services.common.ids import acting_user_id
 from services.common.principal import current_principal
@@ -16,6 +17,8 @@ from services.sessions.chat_sessions import ChatSessions, Expiry, SessionUpdate,
 from services.sessions.store import SessionRow
 
 UPDATABLE = ("name", "expire_time", "ttl")
+# Called by the auth service's account deletion only.
+SERVICE_METHODS = frozenset({"EraseUserData"})
 
 
 def session_message(row: SessionRow) -> sessions_pb2.Session:
@@ -124,3 +127,10 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
     async def DeleteSession(self, request: sessions_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext):
         await self._sessions.delete(acting_user_id(current_principal()), request.session_id)
         return sessions_pb2.DeleteSessionResponse()
+
+    async def EraseUserData(self, request: sessions_pb2.EraseUserDataRequest, context: grpc.aio.ServicerContext):
+        erasure = erasure_request(request)
+        counts, session_ids = await self._sessions.erase_user(
+            erasure.erasure_id, erasure.user_id, forget_session_ids=request.forget_session_ids
+        )
+        return sessions_pb2.EraseUserDataResponse(counts=counts, session_ids=session_ids)

@@ -7,6 +7,7 @@ second, whether or not the sweeper has deleted it yet.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,8 @@ from datetime import datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.common.erasure import add_counts
 
 # Every read and write of a session skips expired ones: they are gone for their owner
 # from the first second, before the sweeper deletes them.
@@ -78,6 +81,18 @@ CLEAR_DONE = text("DELETE FROM conversation_clears WHERE session_id = :session_i
 CLEAR_FAILED = text(
     "UPDATE conversation_clears SET attempts = attempts + 1, last_error = :error,"
     " next_attempt_at = clock_timestamp() + make_interval(secs => :delay_s) WHERE session_id = :session_id"
+)
+
+# Account erasure (services.common.erasure): one transaction per attempt, totals kept
+# under the erasure id. Pending clears name sessions already deleted: their
+# conversations are the agent's to erase, so their ids are reported too.
+OPEN_ERASURE = text("INSERT INTO erasures (erasure_id) VALUES (:erasure_id) ON CONFLICT DO NOTHING")
+LOCK_ERASURE = text("SELECT counts, session_ids FROM erasures WHERE erasure_id = :erasure_id FOR UPDATE")
+ERASE_SESSIONS = text("DELETE FROM sessions WHERE user_id = :user_id RETURNING id")
+ERASE_CLEARS = text("DELETE FROM conversation_clears WHERE user_id = :user_id RETURNING session_id")
+RECORD_ERASURE = text(
+    "UPDATE erasures SET counts = CAST(:counts AS jsonb), session_ids = :session_ids, erased_at = clock_timestamp()"
+    " WHERE erasure_id = :erasure_id"
 )
 
 
@@ -157,6 +172,25 @@ class SessionStore:
             params.update(created_at=after[0], id=after[1])
         async with self._engine.connect() as conn:
             return [_row(row) for row in (await conn.execute(query, params)).all()]
+
+    async def erase_user(
+        self, erasure_id: str, user_id: str, *, forget_session_ids: bool = False
+    ) -> tuple[dict[str, int], list[str]]:
+        """Deletes every row of the user; the running totals and the sessions erased (none
+        once `forget_session_ids` has dropped them from the receipt)."""
+        owner, erasure = uuid.UUID(user_id), uuid.UUID(erasure_id)
+        async with self._engine.begin() as conn:
+            # The owner's creation lock: a CreateSession racing the erasure lands before it.
+            await conn.execute(LOCK_OWNER, {"key": f"sessions:{user_id}"})
+            await conn.execute(OPEN_ERASURE, {"erasure_id": erasure})
+            earlier = (await conn.execute(LOCK_ERASURE, {"erasure_id": erasure})).one()
+            sessions = [row.id for row in (await conn.execute(ERASE_SESSIONS, {"user_id": owner})).all()]
+            clears = [row.session_id for row in (await conn.execute(ERASE_CLEARS, {"user_id": owner})).all()]
+            counts = add_counts(earlier.counts, {"sessions": len(sessions), "conversation_clears": len(clears)})
+            session_ids = [] if forget_session_ids else sorted({*earlier.session_ids, *sessions, *clears}, key=str)
+            params = {"erasure_id": erasure, "counts": json.dumps(counts), "session_ids": session_ids}
+            await conn.execute(RECORD_ERASURE, params)
+        return counts, [str(session_id) for session_id in session_ids]
 
     async def sweep_expired(self, limit: int) -> int:
         """Deletes up to `limit` expired sessions, recording their conversations to clear."""

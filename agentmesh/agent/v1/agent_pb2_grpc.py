@@ -96,6 +96,11 @@ class AgentServiceStub:
                 request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ClearHistoryRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ClearHistoryResponse.FromString,
                 _registered_method=True)
+        self.EraseUserData = channel.unary_unary(
+                '/agentmesh.agent.v1.AgentService/EraseUserData',
+                request_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.EraseUserDataRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.EraseUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -200,6 +205,17 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseUserData(self, request, context):
+        """Erases everything this service holds about one user (account deletion): their runs
+        (stopped first) with events and interrupts, pending hand-offs, and the conversation
+        state of their sessions, in one transaction; answers the rows erased per table.
+        Idempotent per `erasure_id` (a retry answers the running totals). Callable by the
+        auth service only; no HTTP route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +273,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ClearHistory,
                     request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ClearHistoryRequest.FromString,
                     response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.ClearHistoryResponse.SerializeToString,
+            ),
+            'EraseUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseUserData,
+                    request_deserializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.EraseUserDataRequest.FromString,
+                    response_serializer=agentmesh_dot_agent_dot_v1_dot_agent__pb2.EraseUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -563,6 +584,33 @@ class AgentService:
             '/agentmesh.agent.v1.AgentService/ClearHistory',
             agentmesh_dot_agent_dot_v1_dot_agent__pb2.ClearHistoryRequest.SerializeToString,
             agentmesh_dot_agent_dot_v1_dot_agent__pb2.ClearHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.agent.v1.AgentService/EraseUserData',
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.EraseUserDataRequest.SerializeToString,
+            agentmesh_dot_agent_dot_v1_dot_agent__pb2.EraseUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,14 +2,27 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from agentmesh.agent.v1 import agent_pb2 as _agent_pb2
+from agentmesh.memory.v1 import memory_pb2 as _memory_pb2
+from agentmesh.sessions.v1 import sessions_pb2 as _sessions_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class DeletionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELETION_STATE_UNSPECIFIED: _ClassVar[DeletionState]
+    DELETION_STATE_PENDING: _ClassVar[DeletionState]
+    DELETION_STATE_SUCCEEDED: _ClassVar[DeletionState]
+DELETION_STATE_UNSPECIFIED: DeletionState
+DELETION_STATE_PENDING: DeletionState
+DELETION_STATE_SUCCEEDED: DeletionState
 
 class User(_message.Message):
     __slots__ = ("id", "email", "roles", "created_at")
@@ -220,3 +233,68 @@ class JsonWebKey(_message.Message):
     n: str
     e: str
     def __init__(self, kty: _Optional[str] = ..., kid: _Optional[str] = ..., alg: _Optional[str] = ..., use: _Optional[str] = ..., crv: _Optional[str] = ..., x: _Optional[str] = ..., n: _Optional[str] = ..., e: _Optional[str] = ...) -> None: ...
+
+class DeleteAccountRequest(_message.Message):
+    __slots__ = ("password",)
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    password: str
+    def __init__(self, password: _Optional[str] = ...) -> None: ...
+
+class DeleteAccountResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: DeletionReceipt
+    def __init__(self, receipt: _Optional[_Union[DeletionReceipt, _Mapping]] = ...) -> None: ...
+
+class DeletionReceipt(_message.Message):
+    __slots__ = ("deletion_id", "state", "stores", "create_time", "complete_time")
+    DELETION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STORES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    deletion_id: str
+    state: DeletionState
+    stores: _containers.RepeatedCompositeFieldContainer[StoreReceipt]
+    create_time: _timestamp_pb2.Timestamp
+    complete_time: _timestamp_pb2.Timestamp
+    def __init__(self, deletion_id: _Optional[str] = ..., state: _Optional[_Union[DeletionState, str]] = ..., stores: _Optional[_Iterable[_Union[StoreReceipt, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StoreReceipt(_message.Message):
+    __slots__ = ("store", "done", "counts")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    store: str
+    done: bool
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, store: _Optional[str] = ..., done: _Optional[bool] = ..., counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ExportAccountRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ExportAccountResponse(_message.Message):
+    __slots__ = ("session", "message", "memory")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    session: _sessions_pb2.Session
+    message: ExportedMessage
+    memory: _memory_pb2.Memory
+    def __init__(self, session: _Optional[_Union[_sessions_pb2.Session, _Mapping]] = ..., message: _Optional[_Union[ExportedMessage, _Mapping]] = ..., memory: _Optional[_Union[_memory_pb2.Memory, _Mapping]] = ...) -> None: ...
+
+class ExportedMessage(_message.Message):
+    __slots__ = ("session_id", "message")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    message: _agent_pb2.Message
+    def __init__(self, session_id: _Optional[str] = ..., message: _Optional[_Union[_agent_pb2.Message, _Mapping]] = ...) -> None: ...

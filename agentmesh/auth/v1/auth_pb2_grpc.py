@@ -77,6 +77,16 @@ class AuthServiceStub:
                 request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsResponse.FromString,
                 _registered_method=True)
+        self.DeleteAccount = channel.unary_unary(
+                '/agentmesh.auth.v1.AuthService/DeleteAccount',
+                request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.DeleteAccountResponse.FromString,
+                _registered_method=True)
+        self.ExportAccount = channel.unary_stream(
+                '/agentmesh.auth.v1.AuthService/ExportAccount',
+                request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.ExportAccountRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.ExportAccountResponse.FromString,
+                _registered_method=True)
         self.GetMe = channel.unary_unary(
                 '/agentmesh.auth.v1.AuthService/GetMe',
                 request_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.GetMeRequest.SerializeToString,
@@ -164,6 +174,32 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAccount(self, request, context):
+        """Erases the caller's account and everything every service holds about them:
+        refresh tokens and the account (auth), sessions, conversation state, runs and
+        their events and interrupts, pending hand-offs (agent), memories with their history
+        and idempotency records (memory), traces and scores (evals). Needs the password.
+        The account is unusable at once (every sign-in ended, access tokens refused, login
+        refused); the rest is a durable job that every auth replica retries with backoff
+        while a service is down, so the answer may say PENDING with the stores done so far.
+        Once it has succeeded the caller's tokens are refused, so a repeated call answers
+        UNAUTHENTICATED; a repeat that still gets through (a double submit racing the
+        first) answers the same deletion and receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportAccount(self, request, context):
+        """Streams the caller's data for portability: each session followed by its messages
+        (read page by page, newest page first, oldest first within a page: sort by
+        `create_time`), then every memory. One record per message, so no message approaches
+        the size limit however much there is. Read from the services with the caller's token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMe(self, request, context):
         """Returns the caller's profile.
         """
@@ -220,6 +256,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.WatchRevocations,
                     request_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsRequest.FromString,
                     response_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsResponse.SerializeToString,
+            ),
+            'DeleteAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAccount,
+                    request_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.DeleteAccountRequest.FromString,
+                    response_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.DeleteAccountResponse.SerializeToString,
+            ),
+            'ExportAccount': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportAccount,
+                    request_deserializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.ExportAccountRequest.FromString,
+                    response_serializer=agentmesh_dot_auth_dot_v1_dot_auth__pb2.ExportAccountResponse.SerializeToString,
             ),
             'GetMe': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMe,
@@ -451,6 +497,60 @@ class AuthService:
             '/agentmesh.auth.v1.AuthService/WatchRevocations',
             agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsRequest.SerializeToString,
             agentmesh_dot_auth_dot_v1_dot_auth__pb2.WatchRevocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.auth.v1.AuthService/DeleteAccount',
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.DeleteAccountRequest.SerializeToString,
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.DeleteAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentmesh.auth.v1.AuthService/ExportAccount',
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.ExportAccountRequest.SerializeToString,
+            agentmesh_dot_auth_dot_v1_dot_auth__pb2.ExportAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

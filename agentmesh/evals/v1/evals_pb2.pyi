@@ -235,3 +235,26 @@ class GetMetricSummaryResponse(_message.Message):
     p50: float
     p90: float
     def __init__(self, metric: _Optional[str] = ..., window: _Optional[str] = ..., count: _Optional[int] = ..., mean: _Optional[float] = ..., p50: _Optional[float] = ..., p90: _Optional[float] = ...) -> None: ...
+
+class EraseUserDataRequest(_message.Message):
+    __slots__ = ("erasure_id", "user_id", "session_ids")
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    user_id: str
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, erasure_id: _Optional[str] = ..., user_id: _Optional[str] = ..., session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class EraseUserDataResponse(_message.Message):
+    __slots__ = ("counts",)
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, counts: _Optional[_Mapping[str, int]] = ...) -> None: ...

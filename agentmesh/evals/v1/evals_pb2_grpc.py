@@ -61,6 +61,11 @@ class EvalServiceStub:
                 request_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.GetMetricSummaryRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.GetMetricSummaryResponse.FromString,
                 _registered_method=True)
+        self.EraseUserData = channel.unary_unary(
+                '/agentmesh.evals.v1.EvalService/EraseUserData',
+                request_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.EraseUserDataRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.EraseUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class EvalServiceServicer:
@@ -103,6 +108,16 @@ class EvalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseUserData(self, request, context):
+        """Erases everything this service holds about one user (account deletion) in one
+        transaction and answers the rows erased per table. Idempotent per `erasure_id`: a
+        retry erases whatever appeared since and answers the running totals, so a lost
+        answer does not lose the counts. Callable by the auth service only; no HTTP route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +145,11 @@ def add_EvalServiceServicer_to_server(servicer, server):
                     servicer.GetMetricSummary,
                     request_deserializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.GetMetricSummaryRequest.FromString,
                     response_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.GetMetricSummaryResponse.SerializeToString,
+            ),
+            'EraseUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseUserData,
+                    request_deserializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.EraseUserDataRequest.FromString,
+                    response_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.EraseUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,6 +289,33 @@ class EvalService:
             '/agentmesh.evals.v1.EvalService/GetMetricSummary',
             agentmesh_dot_evals_dot_v1_dot_evals__pb2.GetMetricSummaryRequest.SerializeToString,
             agentmesh_dot_evals_dot_v1_dot_evals__pb2.GetMetricSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.evals.v1.EvalService/EraseUserData',
+            agentmesh_dot_evals_dot_v1_dot_evals__pb2.EraseUserDataRequest.SerializeToString,
+            agentmesh_dot_evals_dot_v1_dot_evals__pb2.EraseUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

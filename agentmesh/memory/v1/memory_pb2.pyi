@@ -192,3 +192,24 @@ class GetMemoryHistoryResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[MemoryHistoryEntry]
     next_page_token: str
     def __init__(self, entries: _Optional[_Iterable[_Union[MemoryHistoryEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class EraseUserDataRequest(_message.Message):
+    __slots__ = ("erasure_id", "user_id")
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    user_id: str
+    def __init__(self, erasure_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class EraseUserDataResponse(_message.Message):
+    __slots__ = ("counts",)
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.ScalarMap[str, int]
+    def __init__(self, counts: _Optional[_Mapping[str, int]] = ...) -> None: ...

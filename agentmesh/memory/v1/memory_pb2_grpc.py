@@ -72,6 +72,11 @@ class MemoryServiceStub:
                 request_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.DeleteAllMemoriesRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.DeleteAllMemoriesResponse.FromString,
                 _registered_method=True)
+        self.EraseUserData = channel.unary_unary(
+                '/agentmesh.memory.v1.MemoryService/EraseUserData',
+                request_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.EraseUserDataRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.EraseUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -131,6 +136,16 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseUserData(self, request, context):
+        """Erases everything this service holds about one user (account deletion) in one
+        transaction and answers the rows erased per table. Idempotent per `erasure_id`: a
+        retry erases whatever appeared since and answers the running totals, so a lost
+        answer does not lose the counts. Callable by the auth service only; no HTTP route.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +183,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.DeleteAllMemories,
                     request_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.DeleteAllMemoriesRequest.FromString,
                     response_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.DeleteAllMemoriesResponse.SerializeToString,
+            ),
+            'EraseUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseUserData,
+                    request_deserializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.EraseUserDataRequest.FromString,
+                    response_serializer=agentmesh_dot_memory_dot_v1_dot_memory__pb2.EraseUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +382,33 @@ class MemoryService:
             '/agentmesh.memory.v1.MemoryService/DeleteAllMemories',
             agentmesh_dot_memory_dot_v1_dot_memory__pb2.DeleteAllMemoriesRequest.SerializeToString,
             agentmesh_dot_memory_dot_v1_dot_memory__pb2.DeleteAllMemoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.memory.v1.MemoryService/EraseUserData',
+            agentmesh_dot_memory_dot_v1_dot_memory__pb2.EraseUserDataRequest.SerializeToString,
+            agentmesh_dot_memory_dot_v1_dot_memory__pb2.EraseUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,3 +102,28 @@ class DeleteSessionRequest(_message.Message):
 class DeleteSessionResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class EraseUserDataRequest(_message.Message):
+    __slots__ = ("erasure_id", "user_id", "forget_session_ids")
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    FORGET_SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    user_id: str
+    forget_session_ids: bool
+    def __init__(self, erasure_id: _Optional[str] = ..., user_id: _Optional[str] = ..., forget_session_ids: _Optional[bool] = ...) -> None: ...
+
+class EraseUserDataResponse(_message.Message):
+    __slots__ = ("counts", "session_ids")
+    class CountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.ScalarMap[str, int]
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, counts: _Optional[_Mapping[str, int]] = ..., session_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,319 @@
+"""Account deletion and export across the real mesh: the account is unusable at once, the
+erasure completes once memory and evals are back, the receipt counts what was there,
+and afterwards no table of any service holds a row of the user."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import psycopg
+import pytest
+
+from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
+from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+from meshctl.mesh import Mesh
+from tests.support.grpc_errors import rpc_failure
+from tests.support.users import MeshUser, register_user
+from tests.support.waiting import eventually
+
+SCHEMAS = ("auth", "sessions", "agent", "memory", "evals")
+STORES = ("auth", "sessions", "agent", "memory", "evals")
+
+
+@dataclass(frozen=True)
+class Populated:
+    user: MeshUser
+    session_ids: list[str]
+    run_id: str
+
+
+async def sql(mesh: Mesh, query: str, params: tuple | dict = ()) -> list[tuple]:
+    async with await psycopg.AsyncConnection.connect(mesh.env["DATABASE_URL"], autocommit=True) as conn:
+        cursor = await conn.execute(query, params)
+        return await cursor.fetchall() if cursor.description else []
+
+
+async def count(mesh: Mesh, query: str, params: tuple | dict = ()) -> int:
+    return int((await sql(mesh, query, params))[0][0])
+
+
+@pytest.fixture
+async def channels(mesh: Mesh) -> AsyncIterator[dict[str, grpc.aio.Channel]]:
+    names = ("auth", "sessions", "agent", "memory")
+    opened = {name: grpc.aio.insecure_channel(mesh.addr(name)) for name in names}
+    yield opened
+    for channel in opened.values():
+        await channel.close()
+
+
+async def memories_of(mesh: Mesh, user: MeshUser) -> list[memory_pb2.Memory]:
+    async with grpc.aio.insecure_channel(mesh.addr("memory")) as channel:
+        stub = memory_pb2_grpc.MemoryServiceStub(channel)
+        listed = await stub.ListMemories(memory_pb2.ListMemoriesRequest(page_size=100), metadata=user.metadata)
+    return list(listed.memories)
+
+
+async def populate(mesh: Mesh, channels: dict[str, grpc.aio.Channel], user: MeshUser) -> Populated:
+    """Two sessions, a turn in one (checkpoint, run, events, a memory with its history
+    and idempotency key, a trace), then waits until the hand-offs have arrived."""
+    sessions = sessions_pb2_grpc.SessionServiceStub(channels["sessions"])
+    session_ids = [
+        (
+            await sessions.CreateSession(sessions_pb2.CreateSessionRequest(name=name), metadata=user.metadata)
+        ).session.session_id
+        for name in ("talked", "empty")
+    ]
+    agent = agent_pb2_grpc.AgentServiceStub(channels["agent"])
+    turn = await agent.Chat(
+        agent_pb2.ChatRequest(
+            session_id=session_ids[0], message=agent_pb2.Message(role="user", content="I live in Rome")
+        ),
+        metadata=user.metadata,
+        timeout=60,
+    )
+
+    async def delivered() -> None:
+        assert any("rome" in m.text.lower() for m in await memories_of(mesh, user))
+        assert await count(mesh, "SELECT count(*) FROM evals.traces WHERE trace_id = %s", (turn.run_id,)) == 1
+        assert await count(mesh, "SELECT count(*) FROM agent.outbox WHERE user_id = %s", (user.user_id,)) == 0
+
+    await eventually(delivered, timeout_s=60, interval_s=0.5)
+    return Populated(user, session_ids, turn.run_id)
+
+
+async def rows_per_table(mesh: Mesh, user: MeshUser, session_ids: list[str]) -> dict[str, dict[str, int]]:
+    """What the receipt must count, read straight from every schema."""
+    u, s = user.user_id, session_ids
+    key = hashlib.sha256(b"login:" + user.email.encode()).digest()
+    queries = {
+        "auth": {
+            "users": "SELECT count(*) FROM auth.users WHERE id = %(u)s",
+            "refresh_tokens": "SELECT count(*) FROM auth.refresh_tokens WHERE user_id = %(u)s",
+            "refresh_families": "SELECT count(*) FROM auth.refresh_families WHERE user_id = %(u)s",
+            "role_changes": "SELECT count(*) FROM auth.role_changes WHERE user_id = %(u)s",
+            "role_changes_made_anonymised": "SELECT count(*) FROM auth.role_changes WHERE actor = 'user:' || %(u)s",
+            "login_failures": "SELECT count(*) FROM auth.login_failures WHERE account_key = %(key)s",
+            "token_revocations": "SELECT count(*) FROM auth.token_revocations WHERE subject = %(u)s::uuid"
+            " OR subject IN (SELECT id FROM auth.refresh_families WHERE user_id = %(u)s)",
+        },
+        "sessions": {
+            "sessions": "SELECT count(*) FROM sessions.sessions WHERE user_id = %(u)s",
+            "conversation_clears": "SELECT count(*) FROM sessions.conversation_clears WHERE user_id = %(u)s",
+        },
+        "agent": {
+            "run_events": "SELECT count(*) FROM agent.run_events e JOIN agent.runs r USING (run_id)"
+            " WHERE r.user_id = %(u)s",
+            "run_interrupts": "SELECT count(*) FROM agent.run_interrupts i JOIN agent.runs r USING (run_id)"
+            " WHERE r.user_id = %(u)s",
+            "runs": "SELECT count(*) FROM agent.runs WHERE user_id = %(u)s",
+            "outbox": "SELECT count(*) FROM agent.outbox WHERE user_id = %(u)s",
+            "checkpoint_writes": "SELECT count(*) FROM agent.checkpoint_writes WHERE thread_id = ANY(%(s)s)",
+            "checkpoint_blobs": "SELECT count(*) FROM agent.checkpoint_blobs WHERE thread_id = ANY(%(s)s)",
+            "checkpoints": "SELECT count(*) FROM agent.checkpoints WHERE thread_id = ANY(%(s)s)",
+        },
+        "memory": {
+            "add_requests": "SELECT count(*) FROM memory.add_requests WHERE user_id = %(u)s",
+            "memory_history": "SELECT count(*) FROM memory.memory_history WHERE user_id = %(u)s",
+            "memories": "SELECT count(*) FROM memory.memories WHERE user_id = %(u)s",
+        },
+        "evals": {
+            "traces": "SELECT count(*) FROM evals.traces WHERE user_id = %(u)s OR session_id = ANY(%(s)s)",
+            "scores": "SELECT count(*) FROM evals.scores c JOIN evals.traces t USING (trace_id)"
+            " WHERE t.user_id = %(u)s OR t.session_id = ANY(%(s)s)",
+        },
+    }
+    params = {"u": u, "s": s, "key": key}
+    return {
+        store: {table: await count(mesh, query, params) for table, query in tables.items()}
+        for store, tables in queries.items()
+    }
+
+
+async def tables_holding(mesh: Mesh, needles: list[str]) -> set[tuple[str, str]]:
+    """Every (schema, table) of every service with a value containing one of `needles`:
+    uuid and text columns (arrays too), json(b) as text, and bytea (checkpoint blobs,
+    run events, outbox payloads) byte for byte."""
+    columns = await sql(
+        mesh,
+        "SELECT c.table_schema, c.table_name, c.column_name, c.data_type"
+        " FROM information_schema.columns c JOIN information_schema.tables t"
+        " ON t.table_schema = c.table_schema AND t.table_name = c.table_name"
+        " WHERE c.table_schema = ANY(%s) AND t.table_type = 'BASE TABLE'",
+        (list(SCHEMAS),),
+    )
+    scanned: set[str] = set()
+    hits: set[tuple[str, str]] = set()
+    for schema, table, column, data_type in columns:
+        scanned.add(f"{schema}.{table}")
+        ref = f'"{column}"'
+        if data_type == "bytea":
+            condition = " OR ".join(f"position(convert_to(%s, 'UTF8') in {ref}) > 0" for _ in needles)
+        elif data_type in ("uuid", "text", "character varying", "json", "jsonb", "ARRAY"):
+            condition = " OR ".join(f"{ref}::text LIKE '%%' || %s || '%%'" for _ in needles)
+        else:
+            continue
+        query = f'SELECT EXISTS (SELECT 1 FROM "{schema}"."{table}" WHERE {condition})'  # noqa: S608 (catalog names)
+        if (await sql(mesh, query, tuple(needles)))[0][0]:
+            hits.add((schema, table))
+    # The scan covers the tables that hold user data, not a subset by accident.
+    for expected in ("agent.checkpoint_blobs", "agent.outbox", "memory.memory_history", "evals.scores"):
+        assert expected in scanned, scanned
+    return hits
+
+
+async def deletion_row(mesh: Mesh, deletion_id: str) -> tuple[str, dict, str | None]:
+    rows = await sql(mesh, "SELECT state, receipt, user_id FROM auth.account_deletions WHERE id = %s", (deletion_id,))
+    state, receipt, user_id = rows[0]
+    return state, receipt, (str(user_id) if user_id else None)
+
+
+def receipt_counts(receipt: auth_pb2.DeletionReceipt) -> dict[str, dict[str, int]]:
+    return {store.store: dict(store.counts) for store in receipt.stores if store.done}
+
+
+async def test_deletion_with_memory_and_evals_down_completes_when_they_return_and_leaves_no_row(
+    mesh: Mesh, channels: dict[str, grpc.aio.Channel], admin: MeshUser, other_user: MeshUser
+) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
+    user = await register_user(auth)
+    # An audit trail both ways: a role change of the user, and one the user made as an admin.
+    await auth.SetUserRoles(
+        auth_pb2.SetUserRolesRequest(user_id=user.user_id, roles=["user", "admin"]), metadata=admin.metadata
+    )
+    tokens = await auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.refresh_token))
+    user = MeshUser(user.user_id, user.email, tokens.access_token, tokens.refresh_token)
+    await auth.SetUserRoles(
+        auth_pb2.SetUserRolesRequest(user_id=other_user.user_id, roles=["user", "admin"]), metadata=user.metadata
+    )
+    populated = await populate(mesh, channels, user)
+    before = await rows_per_table(mesh, user, populated.session_ids)
+    assert before["agent"]["checkpoints"] >= 1 and before["agent"]["run_events"] >= 1
+    assert before["memory"]["memories"] >= 1 and before["memory"]["memory_history"] >= 1
+    assert before["evals"]["traces"] == 1 and before["auth"]["role_changes_made_anonymised"] == 1
+    assert await tables_holding(mesh, [user.user_id])  # the scan finds the user before
+
+    stopped = []
+    try:
+        for name in ("memory", "evals"):
+            await asyncio.to_thread(mesh.processes[name].stop)
+            stopped.append(name)
+        answer = await auth.DeleteAccount(
+            auth_pb2.DeleteAccountRequest(password=MeshUser.PASSWORD), metadata=user.metadata, timeout=60
+        )
+        receipt = answer.receipt
+        assert receipt.state == auth_pb2.DELETION_STATE_PENDING
+        assert {s.store: s.done for s in receipt.stores} == {
+            "auth": True,
+            "sessions": True,
+            "agent": True,
+            "memory": False,
+            "evals": False,
+        }
+        assert receipt_counts(receipt) == {store: before[store] for store in ("auth", "sessions", "agent")}
+
+        # Unusable from the first second: no login, no refresh, no call with the old token.
+        failure = await rpc_failure(auth.Login(auth_pb2.LoginRequest(email=user.email, password=MeshUser.PASSWORD)))
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "BAD_CREDENTIALS")
+        failure = await rpc_failure(auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.refresh_token)))
+        assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+        sessions = sessions_pb2_grpc.SessionServiceStub(channels["sessions"])
+        failure = await rpc_failure(sessions.ListSessions(sessions_pb2.ListSessionsRequest(), metadata=user.metadata))
+        assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+
+        await asyncio.sleep(1.0)  # several job rounds with memory and evals down
+        assert (await deletion_row(mesh, receipt.deletion_id))[0] == "pending"
+        for name in list(stopped):
+            await asyncio.to_thread(mesh.start_service, name)
+            stopped.remove(name)
+    finally:
+        for name in stopped:
+            await asyncio.to_thread(mesh.start_service, name)
+
+    async def done() -> dict:
+        state, stored, user_id = await deletion_row(mesh, receipt.deletion_id)
+        assert state == "done"
+        assert user_id is None  # the finished job keeps no user id
+        return stored
+
+    stored = await eventually(done, timeout_s=90, interval_s=0.5)
+    assert stored == before, json.dumps(stored, sort_keys=True)
+
+    # Every table of every schema: the user's id and their session ids are gone, except
+    # the revocation refusing their access tokens until the last one expires.
+    needles = [user.user_id, *populated.session_ids]
+    assert await tables_holding(mesh, needles) == {("auth", "token_revocations")}
+    await sql(
+        mesh,
+        "UPDATE auth.token_revocations SET expires_at = clock_timestamp() - interval '1 second' WHERE subject = %s",
+        (user.user_id,),
+    )
+
+    async def revocation_forgotten() -> None:
+        assert await tables_holding(mesh, needles) == set()
+
+    await eventually(revocation_forgotten, timeout_s=30, interval_s=0.5)
+
+
+async def test_deletion_needs_the_password_and_a_double_submit_is_one_deletion(
+    auth_stub: auth_pb2_grpc.AuthServiceStub, user: MeshUser
+) -> None:
+    failure = await rpc_failure(
+        auth_stub.DeleteAccount(auth_pb2.DeleteAccountRequest(password="Wr0ng-password!"), metadata=user.metadata)
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PASSWORD_INCORRECT")
+    await auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=user.metadata)  # still there
+
+    request = auth_pb2.DeleteAccountRequest(password=MeshUser.PASSWORD)
+    first, second = await asyncio.gather(
+        auth_stub.DeleteAccount(request, metadata=user.metadata, timeout=60),
+        auth_stub.DeleteAccount(request, metadata=user.metadata, timeout=60),
+    )
+    assert first.receipt.deletion_id == second.receipt.deletion_id
+    assert first.receipt.state == auth_pb2.DELETION_STATE_SUCCEEDED
+    assert receipt_counts(first.receipt)["auth"]["users"] == 1
+    assert receipt_counts(first.receipt)["sessions"] == {"sessions": 0, "conversation_clears": 0}
+
+    # After it succeeded the caller's tokens are refused: a repeat cannot erase anything.
+    failure = await rpc_failure(auth_stub.DeleteAccount(request, metadata=user.metadata))
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    # The email is free again, for a new account with a new id.
+    again = await register_user(auth_stub, email=user.email)
+    assert again.user_id != user.user_id
+
+
+async def test_export_contains_the_sessions_their_messages_and_the_memories(
+    mesh: Mesh, channels: dict[str, grpc.aio.Channel], user: MeshUser
+) -> None:
+    populated = await populate(mesh, channels, user)
+    auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
+    records = [r async for r in auth.ExportAccount(auth_pb2.ExportAccountRequest(), metadata=user.metadata)]
+    kinds = [r.WhichOneof("record") for r in records]
+    assert kinds[0] == "session" and "message" in kinds and kinds[-1] == "memory"
+
+    sessions = {r.session.session_id: r.session for r in records if r.HasField("session")}
+    assert set(sessions) == set(populated.session_ids)
+    assert all(s.created_at.seconds > 0 and s.user_id == user.user_id for s in sessions.values())
+    messages = [r.message for r in records if r.HasField("message")]
+    assert {m.session_id for m in messages} == {populated.session_ids[0]}
+    assert (messages[0].message.role, messages[0].message.content) == ("user", "I live in Rome")
+    assert [m.message.role for m in messages] == ["user", "assistant"]
+    assert messages[1].message.content
+    memories = [r.memory for r in records if r.HasField("memory")]
+    assert {m.memory_id for m in memories} == {m.memory_id for m in await memories_of(mesh, user)}
+    assert any("rome" in m.text.lower() and m.created_at.seconds > 0 for m in memories)
+
+    if mesh.gateway_url:  # the same stream over HTTP, newline-delimited JSON
+        async with httpx.AsyncClient(base_url=mesh.gateway_url, timeout=30) as client:
+            response = await client.get("/v1/auth/me:export", headers={"authorization": f"Bearer {user.access_token}"})
+        assert response.status_code == 200, response.text
+        lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+        assert len(lines) == len(records)
+        assert any("Rome" in json.dumps(line) for line in lines)
