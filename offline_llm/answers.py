@@ -77,7 +77,10 @@ _REJECTED_RE = re.compile(r"\buser rejected\b", re.I)
 _TOXIC_RE = re.compile(r"\b(?:" + "|".join(re.escape(t) for t in OFFENSIVE_TERMS) + r")\b", re.I)
 _ERROR_RE = re.compile(r"^\s*(?:error|exception|failed|traceback)\b|\"error\"\s*:", re.I)
 
-_KNOWN_ABOUT_USER_HEADING = re.compile(r"^#\s+What you know about the user\s*$", re.I | re.M)
+# The agent's system prompt: long-term memory, and the summary of turns compacted away.
+_KNOWN_ABOUT_USER_HEADING = re.compile(
+    r"^#\s+(?:What you know about the user|Summary of the earlier conversation)\s*$", re.I | re.M
+)
 _BULLET_RE = re.compile(r"^\s*[*-]\s+(?P<fact>.+?)\s*$")
 
 _TOPICS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
@@ -251,17 +254,16 @@ def answer_tool_result(messages: list[dict[str, Any]]) -> str:
 
 
 def known_user_facts(system_prompt: str) -> list[str]:
-    """Bullet facts under the system prompt's "# What you know about the user" heading."""
-    heading = _KNOWN_ABOUT_USER_HEADING.search(system_prompt)
-    if heading is None:
-        return []
+    """Bullet facts under the system prompt's "# What you know about the user" and "# Summary
+    of the earlier conversation" headings."""
     facts = []
-    for line in system_prompt[heading.end() :].splitlines():
-        if line.lstrip().startswith("#"):
-            break
-        bullet = _BULLET_RE.match(line)
-        if bullet:
-            facts.append(bullet.group("fact"))
+    for heading in _KNOWN_ABOUT_USER_HEADING.finditer(system_prompt):
+        for line in system_prompt[heading.end() :].splitlines():
+            if line.lstrip().startswith("#"):
+                break
+            bullet = _BULLET_RE.match(line)
+            if bullet:
+                facts.append(bullet.group("fact"))
     return facts
 
 

@@ -9,6 +9,10 @@ content of the last user message:
   `{"action": "ADD"|"UPDATE"|"DELETE"|"NOOP", "target_id": "<id or empty>", "text": "<final text>"}`.
 - `judgement`: in `{"metric", "input", "output"}`, out `{"score": 0..1, "reasoning": "..."}`
   (see `offline_llm.judge` for the heuristics).
+- `conversation_summary`: in `{"summary": "<the summary so far>", "messages": [{"role", "content"}, ...]}`,
+  out `{"summary": "* fact\n* fact..."}`: the bullets of the summary so far followed by the facts the
+  user states in the messages (as `memory_facts` extracts them), each once; so a fact from the first
+  turn survives any number of summaries.
 
 `{"type": "json_object"}` carries no name, so the task is recognised from the input's keys, and
 anything else becomes `{"answer": "<plain answer>"}`. Any other named schema gets the smallest object
@@ -51,7 +55,19 @@ def judgement(document: JsonObject) -> JsonObject:
     return {"score": result.score, "reasoning": result.reasoning}
 
 
+def conversation_summary(document: JsonObject) -> JsonObject:
+    bullets = [line.strip() for line in str(document.get("summary", "")).splitlines() if line.strip()]
+    messages = document.get("messages") if isinstance(document.get("messages"), list) else []
+    turns = [{"role": m.get("role"), "content": message_text(m)} for m in messages if isinstance(m, dict)]
+    for fact in extract_user_facts(turns):
+        bullet = f"* {fact}"
+        if bullet not in bullets:
+            bullets.append(bullet)
+    return {"summary": "\n".join(bullets)}
+
+
 NAMED_TASKS: dict[str, Callable[[JsonObject], JsonObject]] = {
+    "conversation_summary": conversation_summary,
     "memory_facts": memory_facts,
     "memory_resolution": memory_resolution,
     "judgement": judgement,

@@ -82,6 +82,7 @@ class AgentApp(ServiceApp):
             checkpointer=self.checkpoints.saver,
             max_tool_calls_per_round=s.max_tool_calls_per_round,
             policy=ApprovalPolicy.from_names(s.tools_require_approval),
+            context_strategy=s.context_strategy,
         )
         store = RunStore(self.checkpoints.pool, lease_s=s.run_lease_s)
         executor = RunExecutor(
@@ -100,6 +101,7 @@ class AgentApp(ServiceApp):
             store=store,
             executor=executor,
             sessions=self.sessions,
+            checkpoints=self.checkpoints,
             listen=functools.partial(dedicated_connection, url),
             settings=RunSettings(
                 lease_s=s.run_lease_s,
@@ -107,6 +109,7 @@ class AgentApp(ServiceApp):
                 flush_interval_s=s.run_events_flush_ms / 1000,
                 max_active_runs_per_user=s.max_active_runs_per_user,
                 max_message_chars=s.max_message_chars,
+                checkpoints_keep=s.checkpoints_keep,
             ),
         )
         await self.runs.start()

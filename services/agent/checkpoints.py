@@ -24,6 +24,38 @@ from services.common.logging import get_logger
 log = get_logger(__name__)
 
 SCHEMA = "agent"
+
+# LangGraph writes a full checkpoint (with the whole message list) per turn and never
+# deletes one: a conversation's storage would grow with the square of its turns. After a
+# turn, all but the newest `keep` checkpoints of the thread go, with the writes and the
+# channel blobs only they used. A paused run's checkpoint is the newest: never pruned.
+PRUNE_CHECKPOINTS = (
+    "DELETE FROM checkpoints WHERE thread_id = %(thread)s AND checkpoint_ns = '' AND checkpoint_id NOT IN"
+    " (SELECT checkpoint_id FROM checkpoints WHERE thread_id = %(thread)s AND checkpoint_ns = ''"
+    " ORDER BY checkpoint_id DESC LIMIT %(keep)s)"
+)
+# Writes and blobs go only when older than everything the kept checkpoints use: a turn
+# writing its checkpoint meanwhile puts newer ids and versions (both sort in time order),
+# which these never touch.
+PRUNE_WRITES = (
+    "DELETE FROM checkpoint_writes w WHERE w.thread_id = %(thread)s AND w.checkpoint_ns = ''"
+    " AND w.checkpoint_id < (SELECT min(checkpoint_id) FROM checkpoints WHERE thread_id = %(thread)s"
+    " AND checkpoint_ns = '')"
+)
+PRUNE_BLOBS = (
+    "DELETE FROM checkpoint_blobs b WHERE b.thread_id = %(thread)s AND b.checkpoint_ns = ''"
+    " AND b.version < (SELECT min(c.checkpoint -> 'channel_versions' ->> b.channel) FROM checkpoints c"
+    " WHERE c.thread_id = %(thread)s AND c.checkpoint_ns = '')"
+)
+OVERGROWN_THREADS = (
+    "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' GROUP BY thread_id HAVING count(*) > %s LIMIT %s"
+)
+THREAD_BYTES = (
+    "SELECT coalesce((SELECT sum(pg_column_size(c.*)) FROM checkpoints c WHERE thread_id = %(thread)s), 0)"
+    " + coalesce((SELECT sum(pg_column_size(b.*)) FROM checkpoint_blobs b WHERE thread_id = %(thread)s), 0)"
+    " + coalesce((SELECT sum(pg_column_size(w.*)) FROM checkpoint_writes w WHERE thread_id = %(thread)s), 0)"
+    " AS bytes"
+)
 SETUP_LOCK = "SELECT pg_advisory_lock(hashtext('agent:checkpointer-setup'))"
 SETUP_UNLOCK = "SELECT pg_advisory_unlock(hashtext('agent:checkpointer-setup'))"
 
@@ -85,6 +117,28 @@ class Checkpoints:
         if saved is None:
             return []
         return list(saved.checkpoint["channel_values"].get("messages", []))
+
+    async def prune(self, thread_id: str, keep: int) -> None:
+        """Deletes all but the newest `keep` checkpoints of the thread, in one transaction."""
+        params = {"thread": thread_id, "keep": keep}
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(PRUNE_CHECKPOINTS, params)
+            await conn.execute(PRUNE_WRITES, params)
+            await conn.execute(PRUNE_BLOBS, params)
+
+    async def prune_overgrown(self, keep: int, limit: int = 100) -> int:
+        """The sweeper's share: threads left with more checkpoints (a database from before
+        pruning, a prune that failed) are pruned; returns how many."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(OVERGROWN_THREADS, (keep, limit))).fetchall()
+        for row in rows:
+            await self.prune(row["thread_id"], keep)
+        return len(rows)
+
+    async def stored_bytes(self, thread_id: str) -> int:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(THREAD_BYTES, {"thread": thread_id})).fetchone()
+        return int(row["bytes"]) if row else 0
 
     async def delete(self, thread_id: str) -> None:
         await self.saver.adelete_thread(thread_id)

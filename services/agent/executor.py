@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -30,7 +31,7 @@ from langgraph.types import Command, Overwrite
 from agentmesh.agent.v1 import agent_pb2
 from agentmesh.evals.v1 import evals_pb2
 from services.agent import metrics
-from services.agent.graph import TurnContext, recursion_limit, start_turn
+from services.agent.graph import TurnContext, recursion_limit, stamped, start_turn
 from services.agent.langfuse_tracing import LangfuseTracing
 from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
@@ -44,8 +45,6 @@ from services.common.service_identity import ServiceIdentity
 
 log = get_logger(__name__)
 
-# Marks an assistant message that a stop or a crash cut short (kept in the history).
-INTERRUPTED_KEY = "agentmesh_interrupted"
 CANCEL_INTERRUPT, CANCEL_ROLLBACK, CANCEL_SHUTDOWN = "interrupt", "rollback", "shutdown"
 # agent_runs_total keeps the outcome names dashboards and alerts already use.
 OUTCOME_LABELS = {"succeeded": "completed"}
@@ -129,7 +128,7 @@ class RunExecutor:
             facts = await self._recall(run)
             if facts and resume is None:
                 emit(agent_pb2.ChatEvent(memory=agent_pb2.MemoryUsed(facts=facts)))
-            execution.context = context = TurnContext(facts=facts, emit=emit)
+            execution.context = context = TurnContext(facts=facts, emit=emit, run_id=run.run_id)
             graph_input = Command(resume=resume) if resume is not None else start_turn(HumanMessage(content=run.input))
             result = await self._graph.ainvoke(graph_input, self._run_config(run), context=context, durability="exit")
             paused = result.get("__interrupt__") if isinstance(result, dict) else None
@@ -219,8 +218,8 @@ class RunExecutor:
         stored = await execution.channel.pause(
             lambda events: self._store.pause(
                 run.run_id,
-                prompt_tokens=sum(a.prompt_tokens for a in context.answers),
-                completion_tokens=sum(a.completion_tokens for a in context.answers),
+                prompt_tokens=sum(a.prompt_tokens for a in [*context.answers, *context.overhead]),
+                completion_tokens=sum(a.completion_tokens for a in [*context.answers, *context.overhead]),
                 interrupts=interrupts,
                 ttl_s=self._approval_ttl_s,
                 events=events,
@@ -238,9 +237,11 @@ class RunExecutor:
     @staticmethod
     def _succeeded(run: RunRow, context: TurnContext, started: float) -> tuple[RunOutcome, agent_pb2.ChatEvent]:
         final = context.answers[-1]
-        # A resumed run adds what it spent before its pauses (kept on its record).
-        prompt = run.prompt_tokens + sum(a.prompt_tokens for a in context.answers)
-        completion = run.completion_tokens + sum(a.completion_tokens for a in context.answers)
+        # A resumed run adds what it spent before its pauses (kept on its record), and a
+        # compaction's summary call counts too.
+        spent = [*context.answers, *context.overhead]
+        prompt = run.prompt_tokens + sum(a.prompt_tokens for a in spent)
+        completion = run.completion_tokens + sum(a.completion_tokens for a in spent)
         answer = str(final.message.text)
         latency_ms = round((time.perf_counter() - started) * 1000)
         outcome = RunOutcome(
@@ -261,11 +262,13 @@ class RunExecutor:
     async def keep_interrupted(self, run: RunRow, partial_text: str) -> None:
         """The user's message and what the answer had reached, marked interrupted, become
         part of the conversation (a stopped or crashed turn loses nothing the user saw)."""
-        answer = AIMessage(content=partial_text, additional_kwargs={INTERRUPTED_KEY: True})
+        now = datetime.now(UTC).isoformat()
+        question = stamped(HumanMessage(content=run.input), time=now, run_id=run.run_id)
+        answer = stamped(AIMessage(content=partial_text), time=now, run_id=run.run_id, interrupted=True)
         try:
             await self._graph.aupdate_state(
                 {"configurable": {"thread_id": run.session_id}},
-                {"messages": [HumanMessage(content=run.input), answer], "turn": Overwrite([])},
+                {"messages": [question, answer], "turn": Overwrite([])},
                 as_node="commit",
             )
         except Exception:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, TypedDict
+from datetime import UTC, datetime
+from typing import Annotated, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
@@ -42,6 +44,7 @@ from services.agent.approvals import (
     arguments_sha256,
     pending_request,
 )
+from services.agent.compaction import compaction_cut, needs_compaction, summarise
 from services.agent.context_window import context_window
 from services.agent.llm_chain import ModelAnswer, ModelChain
 from services.agent.system_prompt import SystemPrompt
@@ -51,6 +54,9 @@ from services.agent.tools.registry import ToolRegistry
 class ConversationState(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
     turn: Annotated[list[AnyMessage], add_messages]
+    # CONTEXT_STRATEGY=summarize: the running summary of `messages[:summarized]`.
+    summary: NotRequired[str]
+    summarized: NotRequired[int]
 
 
 @dataclass
@@ -59,10 +65,14 @@ class TurnContext:
 
     facts: list[str]
     emit: Callable[[agent_pb2.ChatEvent], None]
+    run_id: str = ""
     answers: list[ModelAnswer] = field(default_factory=list)
     tool_calls: list[tuple[agent_pb2.ToolCall, str]] = field(default_factory=list)
     # tool_call_id -> the person's decision ("approve", "edit", ...), for the trace.
     decisions: dict[str, str] = field(default_factory=dict)
+    # Model calls that were not answers (summaries): counted in the run's usage.
+    overhead: list[ModelAnswer] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
 
 def start_turn(message: AnyMessage) -> dict[str, Overwrite]:
@@ -91,12 +101,41 @@ async def _after_tools(state: ConversationState) -> Literal["review", "chat"]:
     return "review" if _unanswered_calls(state["turn"]) else "chat"
 
 
-def _tool_record(call: dict) -> agent_pb2.ToolCall:
+def tool_call_message(call: dict) -> agent_pb2.ToolCall:
     return agent_pb2.ToolCall(id=call.get("id") or "", name=call["name"], arguments_json=json.dumps(call["args"]))
 
 
-async def _commit(state: ConversationState) -> dict[str, object]:
-    return {"messages": state["turn"], "turn": Overwrite([])}
+# What the history shows about each message lives in its response_metadata under this key
+# (never sent to the model).
+META_KEY = "agentmesh"
+
+
+def stamped(message: AnyMessage, **meta: object) -> AnyMessage:
+    metadata = dict(message.response_metadata or {})
+    metadata[META_KEY] = {**metadata.get(META_KEY, {}), **meta}
+    return message.model_copy(update={"response_metadata": metadata})
+
+
+async def _commit(state: ConversationState, runtime: Runtime[TurnContext]) -> dict[str, object]:
+    """Moves the finished turn into the conversation, each message stamped with its time and
+    run, the answer with its model, usage, latency and the memory the model was given."""
+    context = runtime.context
+    now = datetime.now(UTC).isoformat()
+    turn = [stamped(m, time=now, run_id=context.run_id) for m in state["turn"]]
+    for index, message in enumerate(turn):
+        if isinstance(message, ToolMessage) and message.tool_call_id in context.decisions:
+            turn[index] = stamped(message, decision=context.decisions[message.tool_call_id])
+    if turn and isinstance(turn[-1], AIMessage) and context.answers:
+        final = context.answers[-1]
+        turn[-1] = stamped(
+            turn[-1],
+            model=final.model,
+            prompt_tokens=sum(a.prompt_tokens for a in context.answers),
+            completion_tokens=sum(a.completion_tokens for a in context.answers),
+            latency_ms=round((time.perf_counter() - context.started) * 1000),
+            memory_facts=list(context.facts),
+        )
+    return {"messages": turn, "turn": Overwrite([])}
 
 
 def build_agent_graph(
@@ -109,13 +148,31 @@ def build_agent_graph(
     checkpointer: BaseCheckpointSaver | None,
     max_tool_calls_per_round: int = 8,
     policy: ApprovalPolicy | None = None,
+    context_strategy: str = "summarize",
 ) -> CompiledStateGraph:
     policy = policy or ApprovalPolicy.from_names([])
 
     async def chat(state: ConversationState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict:
         context = runtime.context
-        window = context_window(prompt.render(context.facts), state["messages"], state["turn"], max_context_tokens)
         rounds = sum(1 for m in state["turn"] if isinstance(m, AIMessage) and m.tool_calls)
+        summary, covered = state.get("summary", ""), state.get("summarized", 0)
+        history = state["messages"][covered:]
+        updates: dict[str, object] = {}
+        system = prompt.render(context.facts, summary=summary)
+        if (
+            context_strategy == "summarize"
+            and rounds == 0
+            and needs_compaction(system, history, state["turn"], max_context_tokens)
+        ):
+            cut = compaction_cut(history, max_context_tokens)
+            if cut:
+                summary, spent = await summarise(chain, summary, history[:cut])
+                context.overhead.append(spent)
+                covered += cut
+                history = history[cut:]
+                updates = {"summary": summary, "summarized": covered}
+                system = prompt.render(context.facts, summary=summary)
+        window = context_window(system, history, state["turn"], max_context_tokens)
         emit = context.emit
 
         def on_text(text: str) -> None:
@@ -127,15 +184,15 @@ def build_agent_graph(
         )
         context.answers.append(answer)
         for call in answer.message.tool_calls:
-            emit(agent_pb2.ChatEvent(tool_call=_tool_record(call)))
-        return {"turn": [answer.message]}
+            emit(agent_pb2.ChatEvent(tool_call=tool_call_message(call)))
+        return {"turn": [answer.message], **updates}
 
     def report(context: TurnContext, call: dict, result: ToolMessage, decision: str = "") -> None:
         content = result.text
         if decision != "reject":  # a rejected call did not run: it has no result to show
             event = agent_pb2.ToolResult(id=result.tool_call_id, name=call["name"], content=content)
             context.emit(agent_pb2.ChatEvent(tool_result=event))
-        context.tool_calls.append((_tool_record(call), content))
+        context.tool_calls.append((tool_call_message(call), content))
         if decision:
             context.decisions[call.get("id") or ""] = decision
 

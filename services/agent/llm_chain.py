@@ -9,6 +9,7 @@ first streamed token would send the text twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
@@ -16,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, message_chunk_to_message
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    message_chunk_to_message,
+)
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_openai import ChatOpenAI
 
@@ -97,13 +105,30 @@ class ModelChain:
                 return endpoint.name
         return self._endpoints[0].name
 
+    async def complete_json(
+        self, *, name: str, schema: dict[str, Any], instructions: str, document: dict[str, Any]
+    ) -> tuple[dict[str, Any], ModelAnswer]:
+        """A structured answer (`response_format` json_schema `name`) to a JSON document,
+        with the same retries, fallback and circuit breakers as a turn."""
+        response_format = {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+        messages: list[BaseMessage] = [SystemMessage(content=instructions), HumanMessage(content=json.dumps(document))]
+        answer = await self.answer(messages, with_tools=False, on_text=None, response_format=response_format)
+        try:
+            parsed = json.loads(str(answer.message.text))
+        except ValueError:
+            raise Unavailable(f"{answer.model} answered {name} with invalid JSON", reason="LLM_INVALID_JSON") from None
+        if not isinstance(parsed, dict):
+            raise Unavailable(f"{answer.model} answered {name} with a non-object", reason="LLM_INVALID_JSON")
+        return parsed, answer
+
     async def answer(
         self,
         messages: list[BaseMessage],
         *,
         with_tools: bool,
-        on_text: Callable[[str], None],
+        on_text: Callable[[str], None] | None,
         config: RunnableConfig | None = None,
+        response_format: dict[str, Any] | None = None,
     ) -> ModelAnswer:
         failures: list[str] = []
         last = len(self._endpoints) - 1
@@ -113,7 +138,7 @@ class ModelChain:
                 reason = "circuit_open"
             else:
                 try:
-                    return await self._answer_with(endpoint, messages, with_tools, on_text, config)
+                    return await self._answer_with(endpoint, messages, with_tools, on_text, config, response_format)
                 except ModelFailed as exc:
                     failures.append(str(exc))
                     reason = exc.kind
@@ -127,10 +152,13 @@ class ModelChain:
         endpoint: ModelEndpoint,
         messages: list[BaseMessage],
         with_tools: bool,
-        on_text: Callable[[str], None],
+        on_text: Callable[[str], None] | None,
         config: RunnableConfig | None,
+        response_format: dict[str, Any] | None = None,
     ) -> ModelAnswer:
         runnable = endpoint.with_tools if with_tools else endpoint.plain
+        if response_format is not None:
+            runnable = endpoint.plain.bind(response_format=response_format)
         for attempt in range(1, self._max_attempts + 1):
             state = _Attempt()
             started = time.perf_counter()
@@ -180,7 +208,7 @@ class ModelChain:
         model: str,
         runnable: Runnable[Any, Any],
         messages: list[BaseMessage],
-        on_text: Callable[[str], None],
+        on_text: Callable[[str], None] | None,
         config: RunnableConfig | None,
         state: _Attempt,
         started: float,
@@ -198,7 +226,8 @@ class ModelChain:
                         state.first_output = True
                         ttft = time.perf_counter() - started
                         metrics.llm_time_to_first_token_seconds.labels(model=model).observe(ttft)
-                    if text:
+                    # Text nobody saw yet (no on_text) can be retried whole.
+                    if text and on_text is not None:
                         state.sent_text = True
                         on_text(str(text))
             if merged is None:

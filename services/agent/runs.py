@@ -25,6 +25,7 @@ import psycopg
 from agentmesh.agent.v1 import agent_pb2
 from services.agent import metrics
 from services.agent.approvals import ANSWER, APPROVE, EDIT, KIND_QUESTION, REJECT
+from services.agent.checkpoints import Checkpoints
 from services.agent.client_message import user_message_text
 from services.agent.executor import (
     CANCEL_INTERRUPT,
@@ -81,6 +82,7 @@ class RunSettings:
     flush_interval_s: float
     max_active_runs_per_user: int
     max_message_chars: int
+    checkpoints_keep: int
 
 
 def replica_id() -> str:
@@ -109,10 +111,12 @@ class Runs:
         store: RunStore,
         executor: RunExecutor,
         sessions: SessionAccess,
+        checkpoints: Checkpoints,
         listen: Callable[[], Awaitable[psycopg.AsyncConnection]],
         settings: RunSettings,
     ) -> None:
         self._store = store
+        self._checkpoints = checkpoints
         self._executor = executor
         self._sessions = sessions
         self._settings = settings
@@ -354,8 +358,15 @@ class Runs:
 
     def _ended(self, run: RunRow) -> None:
         self._executions.pop(run.run_id, None)
+        self._spawn(self._prune(run.session_id))
         if self._accepting:
             self._spawn(self._dispatch(run.session_id))
+
+    async def _prune(self, session_id: str) -> None:
+        try:
+            await self._checkpoints.prune(session_id, self._settings.checkpoints_keep)
+        except psycopg.Error as exc:
+            log.warning("checkpoint_prune_failed", session_id=session_id, error=type(exc).__name__)
 
     async def _dispatch(self, session_id: str) -> None:
         """Starts the session's oldest pending run here, if no run of it is running."""
@@ -446,6 +457,9 @@ class Runs:
                     pruned = await self._store.prune_events(self._settings.events_ttl_s)
                     if pruned:
                         log.info("run_events_pruned", runs=pruned)
+                    threads = await self._checkpoints.prune_overgrown(self._settings.checkpoints_keep)
+                    if threads:
+                        log.info("checkpoints_pruned", threads=threads)
             except (psycopg.Error, OSError) as exc:
                 log.warning("run_maintenance_failed", error=type(exc).__name__)
 

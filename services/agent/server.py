@@ -90,8 +90,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return agent_pb2.ListRunDecisionsResponse(decisions=[decision_message(row) for row in rows])
 
     async def GetHistory(self, request: agent_pb2.GetHistoryRequest, context: grpc.aio.ServicerContext):
-        messages = await self._conversations.history(request.session_id)
-        return agent_pb2.GetHistoryResponse(messages=messages)
+        messages, token = await self._conversations.history(request.session_id, request.page_size, request.page_token)
+        return agent_pb2.GetHistoryResponse(messages=messages, next_page_token=token)
 
     async def ClearHistory(self, request: agent_pb2.ClearHistoryRequest, context: grpc.aio.ServicerContext):
         await self._conversations.clear(request.session_id)

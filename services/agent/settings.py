@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -22,6 +22,12 @@ class AgentSettings(CommonSettings, LLMSettings):
 
     agent_name: str = "agentmesh Agent"
     max_context_tokens: int = Field(default=8000, ge=256)
+    # Past MAX_CONTEXT_TOKENS: `summarize` folds the older turns into a running summary the
+    # model keeps seeing; `trim` drops them from what the model sees (both keep the history).
+    context_strategy: Literal["summarize", "trim"] = "summarize"
+    # Checkpoints kept per conversation (older ones are pruned after each turn, so storage
+    # grows with the conversation, not with its square).
+    checkpoints_keep: int = Field(default=1, ge=1, le=100)
     max_message_chars: int = Field(default=3000, ge=1)
     # Tool rounds per turn; past it the model must answer without tools.
     max_tool_rounds: int = Field(default=5, ge=0, le=25)

@@ -83,14 +83,40 @@ DECISION_EDIT: Decision
 DECISION_ANSWER: Decision
 
 class Message(_message.Message):
-    __slots__ = ("role", "content", "interrupted")
+    __slots__ = ("role", "content", "interrupted", "message_id", "create_time", "run_id", "tool_uses", "memory_facts", "model", "usage", "latency_ms")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_USES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FACTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     role: str
     content: str
     interrupted: bool
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., interrupted: _Optional[bool] = ...) -> None: ...
+    message_id: str
+    create_time: _timestamp_pb2.Timestamp
+    run_id: str
+    tool_uses: _containers.RepeatedCompositeFieldContainer[ToolUse]
+    memory_facts: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    usage: Usage
+    latency_ms: int
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., interrupted: _Optional[bool] = ..., message_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_id: _Optional[str] = ..., tool_uses: _Optional[_Iterable[_Union[ToolUse, _Mapping]]] = ..., memory_facts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., latency_ms: _Optional[int] = ...) -> None: ...
+
+class ToolUse(_message.Message):
+    __slots__ = ("call", "result", "decision")
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    call: ToolCall
+    result: str
+    decision: str
+    def __init__(self, call: _Optional[_Union[ToolCall, _Mapping]] = ..., result: _Optional[str] = ..., decision: _Optional[str] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -407,16 +433,22 @@ class RunError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GetHistoryRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "page_size", "page_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetHistoryResponse(_message.Message):
-    __slots__ = ("messages",)
+    __slots__ = ("messages", "next_page_token")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ClearHistoryRequest(_message.Message):
     __slots__ = ("session_id",)
