@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
+from services.common.service_identity import dev_service_credential
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser, register_user
 from tests.support.waiting import eventually
@@ -317,3 +319,57 @@ async def test_export_contains_the_sessions_their_messages_and_the_memories(
         lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
         assert len(lines) == len(records)
         assert any("Rome" in json.dumps(line) for line in lines)
+
+
+async def service_metadata(auth: auth_pb2_grpc.AuthServiceStub, name: str) -> tuple[tuple[str, str], ...]:
+    issued = await auth.IssueServiceToken(
+        auth_pb2.IssueServiceTokenRequest(service_name=name, credential=dev_service_credential(name))
+    )
+    return (("authorization", f"Bearer {issued.access_token}"),)
+
+
+async def test_erase_user_data_is_for_the_auth_service_only_and_a_retry_counts_each_row_once(
+    channels: dict[str, grpc.aio.Channel], user: MeshUser
+) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
+    sessions = sessions_pb2_grpc.SessionServiceStub(channels["sessions"])
+    for _ in range(2):
+        await sessions.CreateSession(sessions_pb2.CreateSessionRequest(name="x"), metadata=user.metadata)
+    request = sessions_pb2.EraseUserDataRequest(erasure_id=str(uuid.uuid4()), user_id=user.user_id)
+
+    failure = await rpc_failure(sessions.EraseUserData(request, metadata=user.metadata))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "SERVICE_ONLY")
+    failure = await rpc_failure(sessions.EraseUserData(request, metadata=await service_metadata(auth, "agent")))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ERASER_NOT_AUTH")
+    as_auth = await service_metadata(auth, "auth")
+    malformed = sessions_pb2.EraseUserDataRequest(erasure_id="x", user_id=user.user_id)
+    failure = await rpc_failure(sessions.EraseUserData(malformed, metadata=as_auth))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "ERASURE_ID_INVALID")
+
+    first = await sessions.EraseUserData(request, metadata=as_auth)
+    assert dict(first.counts) == {"sessions": 2, "conversation_clears": 0} and len(first.session_ids) == 2
+    # The answer was "lost": the retry erases nothing new and still answers the totals.
+    again = await sessions.EraseUserData(request, metadata=as_auth)
+    assert dict(again.counts) == dict(first.counts) and set(again.session_ids) == set(first.session_ids)
+    # Each service answers under the same name, with its own tables.
+    memory = memory_pb2_grpc.MemoryServiceStub(channels["memory"])
+    erased = await memory.EraseUserData(
+        memory_pb2.EraseUserDataRequest(erasure_id=request.erasure_id, user_id=user.user_id), metadata=as_auth
+    )
+    assert dict(erased.counts) == {"add_requests": 0, "memory_history": 0, "memories": 0}
+    agent = agent_pb2_grpc.AgentServiceStub(channels["agent"])
+    erased = await agent.EraseUserData(
+        agent_pb2.EraseUserDataRequest(
+            erasure_id=request.erasure_id, user_id=user.user_id, session_ids=list(first.session_ids)
+        ),
+        metadata=as_auth,
+    )
+    assert set(erased.counts) == {
+        "run_events",
+        "run_interrupts",
+        "runs",
+        "outbox",
+        "checkpoint_writes",
+        "checkpoint_blobs",
+        "checkpoints",
+    }
