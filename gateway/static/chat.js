@@ -210,7 +210,18 @@ async function selectSession(sessionId) {
     list.replaceChildren();
     for (const message of body.messages || []) {
       const item = messageElement(message.role, message.content);
-      if (message.interrupted) markStopped(item);
+      if (message.role === "assistant") {
+        // The turn as it looked live: its tool calls and results, the memory it used, its numbers.
+        for (const use of message.tool_uses || []) {
+          const call = use.call || {};
+          list.append(messageElement("tool", `${call.name}(${call.arguments_json || ""})`));
+          if (use.decision) addMeta(list.lastChild, use.decision);
+          if (use.decision !== "reject") list.append(messageElement("tool", `${call.name} -> ${use.result || ""}`));
+        }
+        if ((message.memory_facts || []).length) showMemory(item, message.memory_facts);
+        if (message.model) addMeta(item, turnMeta(message.model, message.usage, message.latency_ms));
+        if (message.interrupted) markStopped(item);
+      }
       list.append(item);
     }
     list.scrollTop = list.scrollHeight;
@@ -246,7 +257,6 @@ function renderConversation(sessionId) {
   $("session-bar").hidden = !active;
   $("composer").hidden = true;
   $("empty-state").hidden = active;
-  $("memory").hidden = true;
   $("messages").replaceChildren();
 }
 
@@ -320,15 +330,25 @@ function sseParser(onEvent) {
   };
 }
 
-function showMemory(facts) {
-  const list = $("memory-facts");
-  list.replaceChildren();
+// The long-term memory a turn was given, shown with that turn's answer.
+function showMemory(answer, facts) {
+  const box = document.createElement("details");
+  box.className = "turn-memory";
+  const summary = document.createElement("summary");
+  summary.textContent = `Memory used (${facts.length})`;
+  const list = document.createElement("ul");
   for (const fact of facts) {
     const item = document.createElement("li");
     item.textContent = fact;
     list.append(item);
   }
-  $("memory").hidden = facts.length === 0;
+  box.append(summary, list);
+  answer.append(box);
+}
+
+function turnMeta(model, usage, latencyMs) {
+  const tokens = usage || {};
+  return `${model || ""} · ${tokens.prompt_tokens || 0}+${tokens.completion_tokens || 0} tokens · ${latencyMs || 0} ms`;
 }
 
 function markStopped(item) {
@@ -357,13 +377,12 @@ function applyChatEvent(event, turn) {
     const result = event.tool_result;
     turn.list.insertBefore(messageElement("tool", `${result.name} -> ${result.content || ""}`), turn.answer);
   } else if (event.memory) {
-    showMemory(event.memory.facts || []);
+    showMemory(turn.answer, event.memory.facts || []);
   } else if (event.completed) {
     const done = event.completed;
     const content = turn.answer.querySelector(".content");
     if (done.message && done.message.content && !content.textContent) content.textContent = done.message.content;
-    const usage = done.usage || {};
-    addMeta(turn.answer, `${done.model || ""} · ${usage.prompt_tokens || 0}+${usage.completion_tokens || 0} tokens · ${done.latency_ms || 0} ms`);
+    addMeta(turn.answer, turnMeta(done.model, done.usage, done.latency_ms));
     turn.answer.dataset.done = "true";
   } else if (event.error) {
     if (event.error.reason === "RUN_CANCELLED") markStopped(turn.answer);

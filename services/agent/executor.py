@@ -128,7 +128,9 @@ class RunExecutor:
             facts = await self._recall(run)
             if facts and resume is None:
                 emit(agent_pb2.ChatEvent(memory=agent_pb2.MemoryUsed(facts=facts)))
-            execution.context = context = TurnContext(facts=facts, emit=emit, run_id=run.run_id)
+            execution.context = context = TurnContext(
+                facts=facts, emit=emit, run_id=run.run_id, started=execution.started
+            )
             graph_input = Command(resume=resume) if resume is not None else start_turn(HumanMessage(content=run.input))
             result = await self._graph.ainvoke(graph_input, self._run_config(run), context=context, durability="exit")
             paused = result.get("__interrupt__") if isinstance(result, dict) else None
@@ -243,7 +245,7 @@ class RunExecutor:
         prompt = run.prompt_tokens + sum(a.prompt_tokens for a in spent)
         completion = run.completion_tokens + sum(a.completion_tokens for a in spent)
         answer = str(final.message.text)
-        latency_ms = round((time.perf_counter() - started) * 1000)
+        latency_ms = context.latency_ms or round((time.perf_counter() - started) * 1000)
         outcome = RunOutcome(
             status="succeeded", output=answer, model=final.model, prompt_tokens=prompt, completion_tokens=completion
         )

@@ -73,6 +73,8 @@ class TurnContext:
     # Model calls that were not answers (summaries): counted in the run's usage.
     overhead: list[ModelAnswer] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    # Set by the commit node, so the history and the `completed` event show one latency.
+    latency_ms: int = 0
 
 
 def start_turn(message: AnyMessage) -> dict[str, Overwrite]:
@@ -125,6 +127,7 @@ async def _commit(state: ConversationState, runtime: Runtime[TurnContext]) -> di
     for index, message in enumerate(turn):
         if isinstance(message, ToolMessage) and message.tool_call_id in context.decisions:
             turn[index] = stamped(message, decision=context.decisions[message.tool_call_id])
+    context.latency_ms = round((time.perf_counter() - context.started) * 1000)
     if turn and isinstance(turn[-1], AIMessage) and context.answers:
         final = context.answers[-1]
         turn[-1] = stamped(
@@ -132,7 +135,7 @@ async def _commit(state: ConversationState, runtime: Runtime[TurnContext]) -> di
             model=final.model,
             prompt_tokens=sum(a.prompt_tokens for a in context.answers),
             completion_tokens=sum(a.completion_tokens for a in context.answers),
-            latency_ms=round((time.perf_counter() - context.started) * 1000),
+            latency_ms=context.latency_ms,
             memory_facts=list(context.facts),
         )
     return {"messages": turn, "turn": Overwrite([])}

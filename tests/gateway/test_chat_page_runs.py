@@ -90,3 +90,33 @@ def test_a_message_sent_during_an_answer_is_queued_behind_it(page: Page, llm_roo
         expect(answers.nth(1)).to_have_attribute("data-done", "true", timeout=60_000)
     assert "Ada" in (answers.nth(1).locator(".content").text_content() or "")
     expect(page.locator("#chat-error")).to_be_empty()
+
+
+def test_after_a_reload_each_turn_shows_its_tool_call_memory_and_metadata(page: Page) -> None:
+    new_chat(page)
+    page.fill("#message-input", "My name is Ada and what is 6*7")
+    page.click("#send")
+    answer = page.locator("#messages li.message.assistant").last
+    expect(answer).to_have_attribute("data-done", "true")
+    # The fact reaches long-term memory through the outbox; a later turn of a new session uses it.
+    for _ in range(20):
+        page.click("#new-session")
+        page.fill("#message-input", "what is my name?")
+        page.click("#send")
+        answer = page.locator("#messages li.message.assistant").last
+        expect(answer).to_have_attribute("data-done", "true")
+        if answer.locator(".turn-memory").count():
+            break
+        page.wait_for_timeout(250)
+    expect(answer.locator(".turn-memory")).to_contain_text("Ada")
+    live_meta = answer.locator(".meta").text_content()
+
+    page.reload()
+
+    reloaded = page.locator("#messages li.message.assistant").last
+    expect(reloaded.locator(".turn-memory")).to_contain_text("Ada")
+    expect(reloaded.locator(".meta")).to_have_text(live_meta or "")
+    page.locator("#session-list li").last.click()  # the first session: the calculator turn
+    expect(page.locator("#messages li.message.tool").first).to_contain_text("calculator(")
+    expect(page.locator("#messages li.message.tool").nth(1)).to_contain_text("calculator -> 42")
+    expect(page.locator("#messages li.message.assistant .meta")).to_contain_text("tokens")
