@@ -49,7 +49,7 @@ def apply_last_event_id(message: Message, header: str | None) -> None:
     if getattr(message, RESUME_FIELD):
         return
     value = header.strip()
-    if not value.isdigit() or len(value) > 10 or int(value) > 2**31 - 1:
+    if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > 2**31 - 1:
         raise GatewayError(
             grpc.StatusCode.INVALID_ARGUMENT,
             "Last-Event-ID must be the id (a whole number) of the last event received",
