@@ -116,7 +116,9 @@ def test_network_policy_check_needs_every_call_and_no_other() -> None:
 def test_code_calls_come_from_the_addr_settings_the_code_uses() -> None:
     program = k8s_check.program_for(["python", "-m", "services.sessions"])
     assert k8s_check.code_calls(program) == {"auth", "agent"}
-    assert k8s_check.code_calls(k8s_check.program_for(["python", "-m", "services.auth"])) == set()
+    # Account deletion and export reach every store of the user's data.
+    auth = k8s_check.program_for(["python", "-m", "services.auth"])
+    assert k8s_check.code_calls(auth) == {"sessions", "agent", "memory", "evals"}
     evals = k8s_check.program_for(["python", "-m", "services.evals"])
     # The evals CLI's sessions/agent addresses are not calls of the server.
     assert k8s_check.code_calls(evals) == {"auth"}
