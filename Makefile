@@ -21,7 +21,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup setup-runtime setup-semantic lock run test lint format proto proto-check proto-breaking pytest browser k8s-check images push \
-        bench loadtest loadtest-stress soak profile eval eval-golden clean
+        bench loadtest loadtest-stress soak chaos profile eval eval-golden clean
 
 # Everything: what `make test`, the benchmarks and the tools need (runtime, semantic, dev).
 setup: setup-runtime setup-semantic $(DEV_STAMP)
@@ -155,6 +155,8 @@ LOADTEST_TIME ?= 60s
 LOADTEST_HOST ?=
 STRESS_USERS ?= 1500
 SOAK_MINUTES ?= 10
+CHAOS_OUTAGE_S ?=
+CHAOS_QUICK ?=
 PROFILE_SECONDS ?= 30
 BENCH_QUICK ?=
 
@@ -176,6 +178,13 @@ loadtest-stress: setup
 # Steady load for SOAK_MINUTES; fails when memory, threads or connections keep growing.
 soak: setup
 	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m bench.soak
+
+# Faults under steady chat load on a supervised mesh of its own (bench/chaos.py, ~15 min; not in
+# `make test`): fails when a fault loses a hand-off or needs a restart by hand. CHAOS_QUICK=1 for a
+# short run, CHAOS_OUTAGE_S for how long memory and evals stay down (60 s; quick: 10 s), CHAOS_FAULTS
+# to pick faults.
+chaos: setup
+	CHAOS_OUTAGE_S=$(CHAOS_OUTAGE_S) CHAOS_QUICK=$(CHAOS_QUICK) $(BIN)/python -m bench.chaos
 
 # py-spy profiles of every process under a chat load and a GetMe load (bench/results/profile-*).
 profile: setup

@@ -118,7 +118,8 @@ class Plan:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Plan:
-        env = dict(os.environ if environ is None else environ)
+        # An empty variable (what `make chaos` passes when none is given) means the default.
+        env = {key: value for key, value in (os.environ if environ is None else environ).items() if value}
         quick = env.get("CHAOS_QUICK", "") not in ("", "0")
         wanted = tuple(name.strip() for name in env.get("CHAOS_FAULTS", "").split(",") if name.strip())
         unknown = [name for name in wanted if name not in ALL_FAULTS]
