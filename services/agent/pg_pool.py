@@ -13,6 +13,7 @@ from services.common.database import client_statement_timeout_s, retry_connect
 from services.common.settings import CommonSettings
 
 OPEN_TIMEOUT_S = 30.0
+DEDICATED_CONNECT_TIMEOUT_S = 10
 
 
 async def ensure_schema(url: str, schema: str, *, connect_timeout_s: float = OPEN_TIMEOUT_S) -> None:
@@ -101,4 +102,7 @@ async def ping_pool(pool: AsyncConnectionPool) -> None:
 async def dedicated_connection(url: str) -> psycopg.AsyncConnection:
     """A dedicated autocommit connection, never pooled: what it holds (LISTEN) belongs to
     its database session."""
-    return await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
+    # A bounded connect: the listener reconnecting to a frozen database must not hang for good.
+    return await psycopg.AsyncConnection.connect(
+        url, autocommit=True, prepare_threshold=None, connect_timeout=DEDICATED_CONNECT_TIMEOUT_S
+    )
