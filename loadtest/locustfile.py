@@ -46,6 +46,9 @@ PROMPTS = [
 ]
 CHAT_NAME = "/v1/sessions/[id]:chat"
 STREAM_NAME = "/v1/sessions/[id]:stream"
+RESUME_NAME = "/v1/sessions/[id]/runs/[id]:stream (resume)"
+# The resuming user drops its stream after this many events, then resumes it.
+DROP_AFTER_EVENTS = 3
 GRPC_STREAM_METHOD = "/agentmesh.agent.v1.AgentService/StreamChat"
 TURN_TIMEOUT_S = 120.0
 
@@ -179,6 +182,87 @@ class HttpChatUser(HttpUser):
                 response.failure(problem)
         if problem is not None and not first_token:
             fire(self.environment, "SSE", f"{STREAM_NAME} (ttft)", started, StreamError(problem))
+
+
+def _sse_events(lines: Iterator[Any]) -> Iterator[tuple[str, str, dict]]:
+    """(event name, id, data) per Server-Sent Event of a response's lines."""
+    name, event_id = "message", ""
+    for raw in lines:
+        line = raw.decode() if isinstance(raw, bytes) else raw
+        if not line:
+            name, event_id = "message", ""
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            yield name, event_id, json.loads(line[5:])
+
+
+class HttpResumingUser(HttpChatUser):
+    """A flaky mobile network: starts a streamed turn, drops the connection after a few
+    events, and resumes the run with `Last-Event-ID` (the durable-runs path), its own entry."""
+
+    weight = 1
+
+    @task
+    def chat(self) -> None:
+        return None  # this user only streams, drops and resumes
+
+    @task
+    def stream(self) -> None:
+        if not self._ready():
+            return
+        body = {"message": {"role": "user", "content": random.choice(PROMPTS)}}
+        headers = {**self.headers, "Accept": "text/event-stream"}
+        run_id, last_id = "", ""
+        with self.client.post(
+            f"/v1/sessions/{self.session_id}:stream",
+            json=body,
+            headers=headers,
+            name=f"{STREAM_NAME} (dropped)",
+            stream=True,
+            catch_response=True,
+            timeout=TURN_TIMEOUT_S,
+        ) as response:
+            seen = 0
+            for _name, event_id, event in _sse_events(response.iter_lines()) if response.status_code == 200 else ():
+                run_id, last_id, seen = event.get("run_id", run_id), event_id, seen + 1
+                if seen >= DROP_AFTER_EVENTS or "completed" in event:
+                    break  # the connection is dropped here
+            if not run_id:
+                response.failure(f"stream answered {response.status_code} with no run id")
+                return
+        started = time.perf_counter()
+        with self.client.get(
+            f"/v1/sessions/{self.session_id}/runs/{run_id}:stream",
+            headers={**headers, "Last-Event-ID": last_id},
+            name=RESUME_NAME,
+            stream=True,
+            catch_response=True,
+            timeout=TURN_TIMEOUT_S,
+        ) as resumed:
+            expected = int(last_id or 0) + 1
+            problem, done = None, False
+            for name, event_id, event in _sse_events(resumed.iter_lines()) if resumed.status_code == 200 else ():
+                if name == "error" or "error" in event:
+                    problem = f"resumed stream error: {event}"
+                    break
+                if int(event_id or 0) != expected:
+                    problem = f"event {event_id} after {expected - 1}: an event was lost or repeated"
+                    break
+                expected += 1
+                if "completed" in event:
+                    done = True
+                    break
+            if resumed.status_code != 200:
+                problem = f"resume answered {resumed.status_code}"
+            # A turn that completed before the drop has nothing left to resume: that is fine.
+            elif not done and problem is None and expected > int(last_id or 0) + 1:
+                problem = "resumed stream ended without a completed event"
+            resumed.request_meta["response_time"] = (time.perf_counter() - started) * 1000
+            if problem is not None:
+                resumed.failure(problem)
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):

@@ -35,7 +35,7 @@ def test_both_users_run_their_tasks_without_failures(mesh: Mesh, loadtest_gatewa
     prefix = tmp_path / "run"
     command = [
         sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
-        "--headless", "-u", "4", "-r", "4", "-t", "12s", "--stop-timeout", "20",
+        "--headless", "-u", "6", "-r", "6", "-t", "12s", "--stop-timeout", "20",
         "--host", loadtest_gateway, "--csv", str(prefix), "--only-summary",
         "--auth-addr", mesh.addr("auth"), "--sessions-addr", mesh.addr("sessions"),
         "--agent-addr", mesh.addr("agent"), "--think-min", "0.1", "--think-max", "0.3",
@@ -53,6 +53,8 @@ def test_both_users_run_their_tasks_without_failures(mesh: Mesh, loadtest_gatewa
         "/v1/sessions/[id]:stream (full)",
         "/agentmesh.agent.v1.AgentService/StreamChat (ttft)",
         "/agentmesh.agent.v1.AgentService/StreamChat",
+        "/v1/sessions/[id]:stream (dropped)",
+        "/v1/sessions/[id]/runs/[id]:stream (resume)",
     ):
         assert name in rows and int(rows[name]["Request Count"]) > 0, sorted(rows)
     # The first token cannot come after the whole stream.
