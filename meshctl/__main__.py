@@ -101,6 +101,8 @@ def print_banner(mesh: Mesh) -> None:
 
 def shut_down(mesh: Mesh, signals: Signals) -> None:
     """Reverse start order, each process drained (SIGTERM); a second signal kills the rest."""
+    if not mesh.processes and not mesh.embedded_postgres:
+        return  # nothing was started (a port clash is reported before anything starts)
     print("stopping...", flush=True)
     signals.starting = False
     for name in reversed(list(mesh.processes)):

@@ -292,6 +292,7 @@ def test_a_taken_port_is_named_with_the_process_holding_it(launcher_factory) -> 
         assert re.search(rf"^\s+{port}\s+\(.+\): pid {holder.pid}, .*python", output, re.MULTILINE), output
         assert "--ephemeral-ports" in output
         assert "exited with" not in output, output
+        assert "stopping" not in output, "nothing was started, so nothing is stopped"
         # Nothing was started: no Postgres, no service.
         assert postmaster_pid(launcher.data_dir) is None
     finally:
