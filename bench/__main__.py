@@ -29,6 +29,7 @@ from bench.gateway_costs import get_me_latency, get_me_throughput, token_verify_
 from bench.memory_search import MemoryBench
 from bench.mesh_run import bench_mesh, has_service, set_llm_latency
 from bench.results import RESULTS_DIR, render_table, write_results
+from bench.runs import reconnect_latency
 from bench.turns import mesh_overhead, turn_throughput
 from meshctl.mesh import Mesh
 
@@ -48,12 +49,13 @@ class Plan:
     token_calls: int
     get_me_calls: int
     get_me_throughput_s: float
+    reconnects: int
 
     @classmethod
     def from_env(cls) -> Plan:
         if os.environ.get("BENCH_QUICK", "") not in ("", "0"):
-            return cls(True, 40, (1, 16, 64), 3.0, (10_000,), 50, 2_000, 100, 3.0)
-        return cls(False, 200, (1, 16, 64), 12.0, (10_000, 100_000), 200, 20_000, 1_000, 10.0)
+            return cls(True, 40, (1, 16, 64), 3.0, (10_000,), 50, 2_000, 100, 3.0, 20)
+        return cls(False, 200, (1, 16, 64), 12.0, (10_000, 100_000), 200, 20_000, 1_000, 10.0, 100)
 
 
 def _log(message: str) -> None:
@@ -99,6 +101,8 @@ async def run(mesh: Mesh, plan: Plan) -> dict[str, Any]:
                 agent_metrics_addr=mesh.processes["agent"].metrics_addr,
                 pids=mesh_pids(mesh),
             )
+            _log("reconnect to a running run: time to the first replayed event")
+            details["runs"] = await reconnect_latency(channels, reconnects=plan.reconnects)
         else:
             notes.append("agent not in this checkout: turn figures not measured")
         details["memory"] = {}

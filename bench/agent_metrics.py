@@ -6,7 +6,12 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-WATCHED = ("agent_memory_lookups", "agent_memory_writes", "agent_runs", "agent_eval_traces")
+WATCHED = (
+    "agent_memory_lookups",
+    "agent_runs",
+    "agent_run_events_written",
+    "agent_outbox_deliveries",
+)
 
 
 async def scrape_counters(metrics_addr: str, families: tuple[str, ...] = WATCHED) -> dict[str, float]:

@@ -138,6 +138,16 @@ def render_table(document: dict[str, Any]) -> str:
                         f"turn p50/p99 {fmt(turn.get('p50'))} / {fmt(turn.get('p99'))} ms, failed {failed}",
                     )
                 )
+    runs = details.get("runs") or {}
+    if runs:
+        wait = runs["first_replayed_event_ms"]
+        rows.append(
+            (
+                "reconnect -> first replayed event p50/p99 ms",
+                f"{fmt(wait.get('p50'))} / {fmt(wait.get('p99'))}",
+                f"{runs['reconnects']} reconnects, out of order {runs['out_of_order']}",
+            )
+        )
     extra_keys = [k for k in document if k.endswith(("_gateway", "_10k", "_100k", "_c64", "_p99", "_first_us_p50"))]
     for key in dict.fromkeys([*REQUIRED_KEYS, *extra_keys]):
         if key not in ("commit", "cpu_count"):
