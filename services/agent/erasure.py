@@ -5,13 +5,16 @@ interrupts (cascade), their pending hand-offs in the outbox, and the conversatio
 (LangGraph's checkpoint tables, keyed by thread id = session id) of every session their
 runs touched plus the sessions the sessions service reported. A run still executing
 would write its checkpoint and its hand-offs back after the delete, so each session's
-runs are rolled back and awaited first (`Runs.stop_session`); one that will not stop
-fails the call (ABORTED) and the auth job retries it.
+runs are rolled back and awaited first (`Runs.stop_session`), and a hand-off already on
+its way to memory or evals is awaited too; either failing in time fails the call
+(ABORTED) and the auth job retries it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -20,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from services.agent.runs import Runs
 from services.common.erasure import add_counts
+from services.common.errors import Aborted
 from services.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -37,6 +41,15 @@ ERASE_CHECKPOINT_TABLES = {
     for table in ("checkpoint_writes", "checkpoint_blobs", "checkpoints")
 }
 RECORD_ERASURE = "UPDATE erasures SET counts = %s::jsonb, erased_at = clock_timestamp() WHERE erasure_id = %s"
+# The user's hand-offs, locked: no replica can claim one until the erasure commits. One
+# claimed earlier may be on its way to memory or evals right now (claims hold no lock):
+# the erasure waits for it, or its write could land after those services' erasure.
+LOCK_HAND_OFFS = "SELECT locked_until > clock_timestamp() AS in_flight FROM outbox WHERE user_id = %s FOR UPDATE"
+HAND_OFF_WAIT_S = 20.0
+
+
+class HandOffInFlight(Exception):
+    """A hand-off of the user is being delivered: erase once it has arrived."""
 
 
 class UserErasure:
@@ -50,11 +63,26 @@ class UserErasure:
         threads = sorted({*session_ids, *await self._sessions_with_runs(owner)})
         for session_id in threads:
             await self._runs.stop_session(session_id)
+        deadline = time.monotonic() + HAND_OFF_WAIT_S
+        while True:
+            try:
+                return await self._erase_rows(erasure_id, owner, threads)
+            except HandOffInFlight:
+                if time.monotonic() > deadline:
+                    raise Aborted(
+                        "a hand-off of this user is being delivered; try again", reason="HAND_OFF_IN_FLIGHT"
+                    ) from None
+                await asyncio.sleep(0.2)
+
+    async def _erase_rows(self, erasure_id: str, owner: uuid.UUID, threads: list[str]) -> dict[str, int]:
         async with (
             self._pool.connection() as conn,
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cur,
         ):
+            await cur.execute(LOCK_HAND_OFFS, (owner,))
+            if any(row["in_flight"] for row in await cur.fetchall()):
+                raise HandOffInFlight
             await cur.execute(OPEN_ERASURE, (uuid.UUID(erasure_id),))
             await cur.execute(LOCK_ERASURE, (uuid.UUID(erasure_id),))
             row = await cur.fetchone()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -373,3 +374,60 @@ async def test_erase_user_data_is_for_the_auth_service_only_and_a_retry_counts_e
         "checkpoint_blobs",
         "checkpoints",
     }
+
+
+STALLED_MODEL = "erase-test-model"
+# Longer than the deletion's start delay (3 s): the turn is still stalled when the erasure
+# runs, and would go on to write its end and checkpoint right after, if not stopped.
+STALL_S = 8
+
+
+async def test_a_turn_running_when_the_account_is_deleted_is_stopped_and_leaves_nothing(
+    mesh: Mesh, channels: dict[str, grpc.aio.Channel], user: MeshUser
+) -> None:
+    """The turn runs on another agent replica and stalls mid-answer; the erasure (asked of
+    the mesh's agent) rolls it back first, so it cannot write its checkpoint back."""
+    replica = await asyncio.to_thread(
+        mesh.start_service, "agent", instance="-erase", LLM_MODELS=STALLED_MODEL, MEMORY_ENABLED="false"
+    )
+    try:
+        async with httpx.AsyncClient(base_url=mesh.llm_url.removesuffix("/v1"), timeout=10) as control:
+            fault = {"model": STALLED_MODEL, "kind": "stall", "stall_s": STALL_S, "after_tokens": 2, "count": 1}
+            assert (await control.post("/_offline/faults", json=fault)).status_code == 200
+        sessions = sessions_pb2_grpc.SessionServiceStub(channels["sessions"])
+        session_id = (
+            await sessions.CreateSession(sessions_pb2.CreateSessionRequest(name="busy"), metadata=user.metadata)
+        ).session.session_id
+        async with grpc.aio.insecure_channel(replica.addr) as channel:
+            agent = agent_pb2_grpc.AgentServiceStub(channel)
+            run = (
+                await agent.CreateRun(
+                    agent_pb2.CreateRunRequest(
+                        session_id=session_id, message=agent_pb2.Message(role="user", content="tell me about the sea")
+                    ),
+                    metadata=user.metadata,
+                )
+            ).run
+
+            async def streaming() -> None:
+                got = await agent.GetRun(
+                    agent_pb2.GetRunRequest(session_id=session_id, run_id=run.run_id), metadata=user.metadata
+                )
+                assert got.run.status == agent_pb2.RUN_STATUS_RUNNING
+                assert await count(mesh, "SELECT count(*) FROM agent.run_events WHERE run_id = %s", (run.run_id,)) >= 2
+
+            await eventually(streaming, timeout_s=30, interval_s=0.2)
+            stalled_at = time.monotonic()
+
+        auth = auth_pb2_grpc.AuthServiceStub(channels["auth"])
+        answer = await auth.DeleteAccount(
+            auth_pb2.DeleteAccountRequest(password=MeshUser.PASSWORD), metadata=user.metadata, timeout=60
+        )
+        assert answer.receipt.state == auth_pb2.DELETION_STATE_SUCCEEDED
+        assert receipt_counts(answer.receipt)["agent"]["runs"] == 1
+        # Past the stall's end: a turn that had not been stopped has written its end by now.
+        await asyncio.sleep(max(1.0, stalled_at + STALL_S + 2 - time.monotonic()))
+        needles = [user.user_id, session_id, run.run_id]
+        assert await tables_holding(mesh, needles) == {("auth", "token_revocations")}
+    finally:
+        await asyncio.to_thread(replica.stop)
