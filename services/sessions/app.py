@@ -51,7 +51,7 @@ class SessionsApp(ServiceApp):
             Mount(
                 descriptor=sessions_pb2.DESCRIPTOR.services_by_name["SessionService"],
                 add_to_server=sessions_pb2_grpc.add_SessionServiceServicer_to_server,
-                servicer=SessionServicer(sessions),
+                servicer=SessionServicer(sessions, own_service=self.name),
                 service_methods=SERVICE_METHODS,
             )
         ]

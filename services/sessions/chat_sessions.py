@@ -96,8 +96,9 @@ class ChatSessions:
             )
         return row
 
-    async def get(self, user_id: str, session_id: str) -> SessionRow:
-        row = await self._store.get(user_id, parse_session_id(session_id))
+    async def get(self, user_id: str, session_id: str, *, even_expired: bool = False) -> SessionRow:
+        """`even_expired` only for the sweeper, whose clear the agent checks against us."""
+        row = await self._store.get(user_id, parse_session_id(session_id), even_expired=even_expired)
         if row is None:
             raise NotFound("session not found", reason="SESSION_NOT_FOUND")
         return row

@@ -102,8 +102,11 @@ def update_of(request: sessions_pb2.UpdateSessionRequest) -> tuple[str, SessionU
 
 
 class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
-    def __init__(self, sessions: ChatSessions) -> None:
+    def __init__(self, sessions: ChatSessions, own_service: str = "sessions") -> None:
         self._sessions = sessions
+        # This service's own name: its sweeper clears an expired session's conversation
+        # through the agent, which checks the session here with our token.
+        self._own_service = own_service
 
     async def CreateSession(self, request: sessions_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext):
         row = await self._sessions.create(acting_user_id(current_principal()), request.name, expiry_of(request))
@@ -116,7 +119,10 @@ class SessionServicer(sessions_pb2_grpc.SessionServiceServicer):
         return sessions_pb2.ListSessionsResponse(sessions=[session_message(r) for r in rows], next_page_token=token)
 
     async def GetSession(self, request: sessions_pb2.GetSessionRequest, context: grpc.aio.ServicerContext):
-        row = await self._sessions.get(acting_user_id(current_principal()), request.session_id)
+        principal = current_principal()
+        row = await self._sessions.get(
+            acting_user_id(principal), request.session_id, even_expired=principal.service == self._own_service
+        )
         return sessions_pb2.GetSessionResponse(session=session_message(row))
 
     async def UpdateSession(self, request: sessions_pb2.UpdateSessionRequest, context: grpc.aio.ServicerContext):

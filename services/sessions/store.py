@@ -62,30 +62,37 @@ LIST_AFTER = text(
     " AND (expire_time IS NULL OR expire_time > clock_timestamp())"
     " AND (created_at, id) < (:created_at, :id) ORDER BY created_at DESC, id DESC LIMIT :limit"
 )
-# The sweeper: SKIP LOCKED lets every replica sweep at once without two deleting the
-# same rows; the pending clear is written in the same transaction as the delete.
+# The sweeper records a pending conversation clear per expired session (the row stays,
+# invisible to users, until the agent confirms the clear: the row is what lets the agent
+# check the session, and the record is what retries survive on); ON CONFLICT lets every
+# replica sweep at once.
 SWEEP_EXPIRED = text(
-    "WITH expired AS ("
-    "  SELECT id, user_id FROM sessions WHERE expire_time <= clock_timestamp()"
-    "  ORDER BY expire_time LIMIT :limit FOR UPDATE SKIP LOCKED"
-    "), cleared AS ("
-    "  INSERT INTO conversation_clears (session_id, user_id) SELECT id, user_id FROM expired"
-    "  ON CONFLICT (session_id) DO NOTHING"
-    ") DELETE FROM sessions s USING expired e WHERE s.id = e.id RETURNING s.id"
+    "INSERT INTO conversation_clears (session_id, user_id)"
+    " SELECT s.id, s.user_id FROM sessions s WHERE s.expire_time <= clock_timestamp()"
+    " AND NOT EXISTS (SELECT 1 FROM conversation_clears c WHERE c.session_id = s.id)"
+    " ORDER BY s.expire_time LIMIT :limit ON CONFLICT (session_id) DO NOTHING RETURNING session_id"
+)
+# For the sweeper's own service token only (through the agent's ownership check).
+GET_SESSION_EVEN_EXPIRED = text(
+    "SELECT id, user_id, name, created_at, updated_at, expire_time FROM sessions WHERE id = :id AND user_id = :user_id"
 )
 DUE_CLEARS = text(
     "SELECT session_id, user_id, attempts FROM conversation_clears WHERE next_attempt_at <= clock_timestamp()"
     " ORDER BY next_attempt_at LIMIT :limit FOR UPDATE SKIP LOCKED"
 )
-CLEAR_DONE = text("DELETE FROM conversation_clears WHERE session_id = :session_id")
+# The conversation is gone: now the expired row and its record go too.
+CLEAR_DONE = text(
+    "WITH swept AS (DELETE FROM sessions WHERE id = :session_id AND expire_time <= clock_timestamp())"
+    " DELETE FROM conversation_clears WHERE session_id = :session_id"
+)
 CLEAR_FAILED = text(
     "UPDATE conversation_clears SET attempts = attempts + 1, last_error = :error,"
     " next_attempt_at = clock_timestamp() + make_interval(secs => :delay_s) WHERE session_id = :session_id"
 )
 
 # Account erasure (services.common.erasure): one transaction per attempt, totals kept
-# under the erasure id. Pending clears name sessions already deleted: their
-# conversations are the agent's to erase, so their ids are reported too.
+# under the erasure id. Pending clears name expired sessions whose conversations the
+# agent has yet to clear: their ids are reported too.
 OPEN_ERASURE = text("INSERT INTO erasures (erasure_id) VALUES (:erasure_id) ON CONFLICT DO NOTHING")
 LOCK_ERASURE = text("SELECT counts, session_ids FROM erasures WHERE erasure_id = :erasure_id FOR UPDATE")
 ERASE_SESSIONS = text("DELETE FROM sessions WHERE user_id = :user_id RETURNING id")
@@ -133,9 +140,10 @@ class SessionStore:
                 return None
             return _row((await conn.execute(INSERT_SESSION, params)).one())
 
-    async def get(self, user_id: str, session_id: uuid.UUID) -> SessionRow | None:
+    async def get(self, user_id: str, session_id: uuid.UUID, *, even_expired: bool = False) -> SessionRow | None:
+        query = GET_SESSION_EVEN_EXPIRED if even_expired else GET_SESSION
         async with self._engine.connect() as conn:
-            row = (await conn.execute(GET_SESSION, {"id": session_id, "user_id": uuid.UUID(user_id)})).first()
+            row = (await conn.execute(query, {"id": session_id, "user_id": uuid.UUID(user_id)})).first()
         return _row(row) if row else None
 
     async def update(
@@ -193,7 +201,7 @@ class SessionStore:
         return counts, [str(session_id) for session_id in session_ids]
 
     async def sweep_expired(self, limit: int) -> int:
-        """Deletes up to `limit` expired sessions, recording their conversations to clear."""
+        """Records a pending conversation clear for up to `limit` newly expired sessions."""
         async with self._engine.begin() as conn:
             return len((await conn.execute(SWEEP_EXPIRED, {"limit": limit})).all())
 
@@ -212,6 +220,7 @@ class ClearLedger:
         self._conn = conn
 
     async def done(self, session_id: str) -> None:
+        """The agent cleared the conversation: the expired session row goes now."""
         await self._conn.execute(CLEAR_DONE, {"session_id": uuid.UUID(session_id)})
 
     async def failed(self, session_id: str, error: str, delay_s: float) -> None:

@@ -1,11 +1,12 @@
 """Retention: expired sessions are deleted with everything that belongs to them.
 
-Every replica runs the sweeper; `FOR UPDATE SKIP LOCKED` hands each expired row and each
-pending clear to exactly one of them. A sweep deletes a batch of expired sessions and, in
-the same transaction, records a pending conversation clear per session; the clears are
-then asked of the agent service (as the sessions service, on behalf of the owner) and
-retried with backoff until the agent confirms, so an agent outage delays the erasure but
-never loses it. Users never see an expired session, swept or not (the store filters them).
+Users never see an expired session, swept or not (the store filters them). Every replica
+runs the sweeper: a pass records a pending conversation clear for each newly expired
+session, then asks the agent service to clear the due ones, as the sessions service on
+behalf of the owner (the agent checks the session with us, and our own token may still
+see it). Only when the agent confirms do the session row and its record go; a failure is
+retried with backoff (`FOR UPDATE SKIP LOCKED` hands each record to one replica), so an
+agent outage delays the erasure but never loses it.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class SessionSweeper:
                 await self._task
 
     async def sweep_once(self) -> tuple[int, int]:
-        """(sessions deleted, conversations cleared) in one pass."""
+        """(sessions newly expired, sessions deleted with their conversation) in one pass."""
         deleted = 0
         while True:
             batch = await self._store.sweep_expired(self._batch)
@@ -70,7 +71,7 @@ class SessionSweeper:
                 await ledger.done(clear.session_id)
                 cleared += 1
         if deleted or cleared:
-            log.info("sessions_swept", deleted=deleted, conversations_cleared=cleared)
+            log.info("sessions_swept", expired=deleted, deleted=cleared)
         return deleted, cleared
 
     async def _run(self) -> None:
