@@ -99,23 +99,35 @@ def print_banner(mesh: Mesh) -> None:
     print(f"  logs in {mesh.log_dir}\n", flush=True)
 
 
+def stop_order(names: list[str]) -> list[list[str]]:
+    """Who stops together: the gateway first (no new requests), then the agent (its turns finish
+    while the services they call are still up), then everything else at once (each drains in a
+    few seconds, so one after the other took 15 s)."""
+    gateway = [name for name in names if name.startswith("gateway")]
+    agent = [name for name in names if name.startswith("agent")]
+    rest = [name for name in reversed(names) if name not in gateway and name not in agent]
+    return [tier for tier in (gateway, agent, rest) if tier]
+
+
 def shut_down(mesh: Mesh, signals: Signals) -> None:
-    """Reverse start order, each process drained (SIGTERM); a second signal kills the rest."""
+    """Every process drained (SIGTERM) in stop_order(); a second signal kills the rest."""
     if not mesh.processes and not mesh.embedded_postgres:
         return  # nothing was started (a port clash is reported before anything starts)
     print("stopping...", flush=True)
     signals.starting = False
-    for name in reversed(list(mesh.processes)):
-        child = mesh.processes[name]
-        child.signal(signal.SIGTERM)
+    for tier in stop_order(list(mesh.processes)):
+        children = {name: mesh.processes[name] for name in tier}
+        for child in children.values():
+            child.signal(signal.SIGTERM)
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while child.running() and not signals.force and time.monotonic() < deadline:
+        while any(c.running() for c in children.values()) and not signals.force and time.monotonic() < deadline:
             time.sleep(0.05)
-        if child.running():
-            print(f"  {name} killed", flush=True)
-            child.kill()
-        elif child.process is not None:
-            child.process.wait()
+        for name, child in children.items():
+            if child.running():
+                print(f"  {name} killed", flush=True)
+                child.kill()
+            elif child.process is not None:
+                child.process.wait()
     mesh.processes.clear()
     if mesh.embedded_postgres:
         try:

@@ -117,3 +117,10 @@ def test_a_restart_that_never_becomes_ready_is_killed_and_retried() -> None:
     assert "not ready 30s after restarting" in lines[-1]
     sup.tick()  # noticed dead: scheduled again, with the doubled backoff
     assert "restarting in 2s" in lines[-1]
+
+
+def test_the_gateway_stops_first_then_the_agent_then_the_rest_together() -> None:
+    from meshctl.__main__ import stop_order
+
+    started = ["offline-llm", "auth", "sessions", "memory", "evals", "agent", "gateway"]
+    assert stop_order(started) == [["gateway"], ["agent"], ["evals", "memory", "sessions", "auth", "offline-llm"]]
