@@ -7,13 +7,9 @@ replicas starting together do not race on DDL.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from langchain_core.messages import AnyMessage
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg import AsyncCursor
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.agent.pg_pool import ensure_schema, open_pool
@@ -26,27 +22,10 @@ log = get_logger(__name__)
 SCHEMA = "agent"
 
 # LangGraph writes a full checkpoint (with the whole message list) per turn and never
-# deletes one: a conversation's storage would grow with the square of its turns. After a
-# turn, all but the newest `keep` checkpoints of the thread go, with the writes and the
-# channel blobs only they used. A paused run's checkpoint is the newest: never pruned.
-PRUNE_CHECKPOINTS = (
-    "DELETE FROM checkpoints WHERE thread_id = %(thread)s AND checkpoint_ns = '' AND checkpoint_id NOT IN"
-    " (SELECT checkpoint_id FROM checkpoints WHERE thread_id = %(thread)s AND checkpoint_ns = ''"
-    " ORDER BY checkpoint_id DESC LIMIT %(keep)s)"
-)
-# Writes and blobs go only when older than everything the kept checkpoints use: a turn
-# writing its checkpoint meanwhile puts newer ids and versions (both sort in time order),
-# which these never touch.
-PRUNE_WRITES = (
-    "DELETE FROM checkpoint_writes w WHERE w.thread_id = %(thread)s AND w.checkpoint_ns = ''"
-    " AND w.checkpoint_id < (SELECT min(checkpoint_id) FROM checkpoints WHERE thread_id = %(thread)s"
-    " AND checkpoint_ns = '')"
-)
-PRUNE_BLOBS = (
-    "DELETE FROM checkpoint_blobs b WHERE b.thread_id = %(thread)s AND b.checkpoint_ns = ''"
-    " AND b.version < (SELECT min(c.checkpoint -> 'channel_versions' ->> b.channel) FROM checkpoints c"
-    " WHERE c.thread_id = %(thread)s AND c.checkpoint_ns = '')"
-)
+# deletes one: a conversation's storage would grow with the square of its turns. After each
+# turn the thread is pruned to its latest checkpoint with the library's own `aprune`
+# (keep_latest: one snapshot, so what a run saves meanwhile is neither seen nor deleted); a
+# sweeper catches threads a failed prune left behind, and databases from before pruning.
 OVERGROWN_THREADS = (
     "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' GROUP BY thread_id HAVING count(*) > %s LIMIT %s"
 )
@@ -60,26 +39,27 @@ SETUP_LOCK = "SELECT pg_advisory_lock(hashtext('agent:checkpointer-setup'))"
 SETUP_UNLOCK = "SELECT pg_advisory_unlock(hashtext('agent:checkpointer-setup'))"
 
 
-class PooledPostgresSaver(AsyncPostgresSaver):
-    """The upstream saver runs every query under one process-wide asyncio.Lock, which a
-    single shared connection needs; on a pool each query has its own connection, so
-    the lock would only serialise unrelated sessions' turns."""
+class _NoLock:
+    """Stands in for the saver's `lock` (a public attribute): the upstream saver takes one
+    process-wide asyncio.Lock around every query, which a single shared connection needs;
+    on a pool each query has its own connection, so the lock would only serialise
+    unrelated sessions' turns (tested: tests/agent/test_checkpointer.py)."""
 
-    conn: AsyncConnectionPool
+    async def __aenter__(self) -> None:
+        return None
 
-    @asynccontextmanager
-    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
-        async with self.conn.connection() as conn:
-            if pipeline:
-                async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
-                    yield cur
-            else:
-                async with conn.cursor(binary=True, row_factory=dict_row) as cur:
-                    yield cur
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def pooled_saver(pool: AsyncConnectionPool) -> AsyncPostgresSaver:
+    saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+    saver.lock = _NoLock()  # type: ignore[assignment]
+    return saver
 
 
 class Checkpoints:
-    def __init__(self, pool: AsyncConnectionPool, saver: PooledPostgresSaver) -> None:
+    def __init__(self, pool: AsyncConnectionPool, saver: AsyncPostgresSaver) -> None:
         self.pool = pool
         self.saver = saver
 
@@ -96,7 +76,7 @@ class Checkpoints:
             bounds=settings,
             row_factory=dict_row,
         )
-        saver = PooledPostgresSaver(pool)  # type: ignore[arg-type]
+        saver = pooled_saver(pool)
         async with pool.connection() as conn:
             # Waiting for another replica's setup is not a stalled statement.
             await conn.execute("SET statement_timeout = 0")
@@ -118,21 +98,16 @@ class Checkpoints:
             return []
         return list(saved.checkpoint["channel_values"].get("messages", []))
 
-    async def prune(self, thread_id: str, keep: int) -> None:
-        """Deletes all but the newest `keep` checkpoints of the thread, in one transaction."""
-        params = {"thread": thread_id, "keep": keep}
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(PRUNE_CHECKPOINTS, params)
-            await conn.execute(PRUNE_WRITES, params)
-            await conn.execute(PRUNE_BLOBS, params)
+    async def prune(self, thread_id: str) -> None:
+        """Keeps only the thread's latest checkpoint (and what it needs)."""
+        await self.saver.aprune([thread_id], strategy="keep_latest")
 
-    async def prune_overgrown(self, keep: int, limit: int = 100) -> int:
-        """The sweeper's share: threads left with more checkpoints (a database from before
-        pruning, a prune that failed) are pruned; returns how many."""
+    async def prune_overgrown(self, limit: int = 100) -> int:
+        """The sweeper's share: threads left with older checkpoints are pruned; returns how many."""
         async with self.pool.connection() as conn:
-            rows = await (await conn.execute(OVERGROWN_THREADS, (keep, limit))).fetchall()
+            rows = await (await conn.execute(OVERGROWN_THREADS, (1, limit))).fetchall()
         for row in rows:
-            await self.prune(row["thread_id"], keep)
+            await self.prune(row["thread_id"])
         return len(rows)
 
     async def stored_bytes(self, thread_id: str) -> int:

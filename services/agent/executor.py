@@ -39,7 +39,9 @@ from services.agent.outbox import OutboxDelivery, OutboxItem, memory_write, trac
 from services.agent.run_events import RunChannel
 from services.agent.run_messages import interrupt_event
 from services.agent.run_store import NewInterrupt, RunOutcome, RunRow, RunStore
+from services.common.database_errors import database_unavailable
 from services.common.errors import DomainError
+from services.common.interceptors import DATABASE_UNAVAILABLE
 from services.common.logging import get_logger
 from services.common.service_identity import ServiceIdentity
 
@@ -152,15 +154,17 @@ class RunExecutor:
                 status="failed", error_code=exc.code.value[0], error_message=exc.message, error_reason=exc.reason
             )
             last = error_event(exc.code, exc.message, exc.reason)
-        except Exception:
-            log.exception("run_crashed")
-            outcome = RunOutcome(
-                status="failed",
-                error_code=grpc.StatusCode.INTERNAL.value[0],
-                error_message="internal error",
-                error_reason="INTERNAL",
-            )
-            last = error_event(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")
+        except Exception as exc:
+            if database_unavailable(exc):
+                # The database did not answer in time (its outage), not a bug: retryable.
+                log.warning("run_failed_database_unavailable", error=type(exc).__name__)
+                error = DATABASE_UNAVAILABLE
+                code, message, reason = error.code, error.message, error.reason
+            else:
+                log.exception("run_crashed")
+                code, message, reason = grpc.StatusCode.INTERNAL, "internal error", "INTERNAL"
+            outcome = RunOutcome(status="failed", error_code=code.value[0], error_message=message, error_reason=reason)
+            last = error_event(code, message, reason)
         finally:
             metrics.runs_in_flight.dec()
         metrics.runs_total.labels(outcome=OUTCOME_LABELS.get(outcome.status, outcome.status)).inc()

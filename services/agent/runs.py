@@ -363,9 +363,11 @@ class Runs:
             self._spawn(self._dispatch(run.session_id))
 
     async def _prune(self, session_id: str) -> None:
+        if not self._settings.checkpoints_keep:
+            return
         try:
-            await self._checkpoints.prune(session_id, self._settings.checkpoints_keep)
-        except psycopg.Error as exc:
+            await self._checkpoints.prune(session_id)
+        except psycopg.Error as exc:  # e.g. a serialization failure against the next turn: the sweeper retries
             log.warning("checkpoint_prune_failed", session_id=session_id, error=type(exc).__name__)
 
     async def _dispatch(self, session_id: str) -> None:
@@ -457,7 +459,7 @@ class Runs:
                     pruned = await self._store.prune_events(self._settings.events_ttl_s)
                     if pruned:
                         log.info("run_events_pruned", runs=pruned)
-                    threads = await self._checkpoints.prune_overgrown(self._settings.checkpoints_keep)
+                    threads = await self._checkpoints.prune_overgrown() if self._settings.checkpoints_keep else 0
                     if threads:
                         log.info("checkpoints_pruned", threads=threads)
             except (psycopg.Error, OSError) as exc:

@@ -25,9 +25,10 @@ class AgentSettings(CommonSettings, LLMSettings):
     # Past MAX_CONTEXT_TOKENS: `summarize` folds the older turns into a running summary the
     # model keeps seeing; `trim` drops them from what the model sees (both keep the history).
     context_strategy: Literal["summarize", "trim"] = "summarize"
-    # Checkpoints kept per conversation (older ones are pruned after each turn, so storage
-    # grows with the conversation, not with its square).
-    checkpoints_keep: int = Field(default=1, ge=1, le=100)
+    # Checkpoints kept per conversation: 1 prunes each conversation to its latest after every
+    # turn (storage grows with the conversation, not with its square); 0 keeps them all (for
+    # time travel). The library's pruning keeps the latest only, so more is not offered.
+    checkpoints_keep: int = Field(default=1, ge=0, le=1)
     max_message_chars: int = Field(default=3000, ge=1)
     # Tool rounds per turn; past it the model must answer without tools.
     max_tool_rounds: int = Field(default=5, ge=0, le=25)

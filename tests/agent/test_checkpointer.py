@@ -1,0 +1,87 @@
+"""The agent's checkpointer on a pool: unrelated conversations' checkpoint queries run at
+the same time (the upstream saver's process-wide lock is replaced through its public `lock`
+attribute), and concurrent turns through it each keep their own state."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from meshctl.mesh import Mesh
+from services.agent.checkpoints import pooled_saver
+
+
+class CountingPool(AsyncConnectionPool):
+    """Records how many connections are in use at once."""
+
+    active = 0
+    peak = 0
+
+    @asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator:  # type: ignore[override]
+        async with super().connection(timeout) as conn:
+            CountingPool.active += 1
+            CountingPool.peak = max(CountingPool.peak, CountingPool.active)
+            try:
+                yield conn
+            finally:
+                CountingPool.active -= 1
+
+
+class Counter(TypedDict):
+    count: int
+
+
+async def _step(state: Counter) -> dict[str, int]:
+    await asyncio.sleep(0)
+    return {"count": state.get("count", 0) + 1}
+
+
+async def test_concurrent_turns_through_the_saver_overlap_and_keep_their_own_state(mesh: Mesh) -> None:
+    pool = CountingPool(
+        mesh.env["DATABASE_URL"],
+        min_size=4,
+        max_size=8,
+        kwargs={
+            "autocommit": True,
+            "prepare_threshold": None,
+            "row_factory": dict_row,
+            "options": "-c search_path=agent",
+        },
+        open=False,
+    )
+    await pool.open(wait=True)
+    try:
+        saver = pooled_saver(pool)
+        builder = StateGraph(Counter)
+        builder.add_node("step", _step)
+        builder.add_edge(START, "step")
+        builder.add_edge("step", END)
+        graph = builder.compile(checkpointer=saver)
+        threads = [f"checkpointer-test-{uuid.uuid4()}" for _ in range(16)]
+        CountingPool.peak = 0
+
+        for _ in range(3):
+            await asyncio.gather(
+                *(graph.ainvoke({}, {"configurable": {"thread_id": thread}}, durability="exit") for thread in threads)
+            )
+
+        states = await asyncio.gather(*(graph.aget_state({"configurable": {"thread_id": t}}) for t in threads))
+        assert [state.values["count"] for state in states] == [3] * len(threads)
+        assert CountingPool.peak > 1, "checkpoint queries ran one at a time"
+        await saver.aprune(threads, strategy="keep_latest")
+        async with pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT count(*) AS n FROM checkpoints WHERE thread_id = ANY(%s)", (threads,))
+            ).fetchone()
+        assert row is not None and row["n"] == len(threads)  # one checkpoint left per thread
+        await saver.adelete_thread(threads[0])
+    finally:
+        await pool.close()
