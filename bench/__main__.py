@@ -102,7 +102,9 @@ async def run(mesh: Mesh, plan: Plan) -> dict[str, Any]:
                 pids=mesh_pids(mesh),
             )
             _log("reconnect to a running run: time to the first replayed event")
-            details["runs"] = await reconnect_latency(channels, reconnects=plan.reconnects)
+            details["runs"] = await reconnect_latency(
+                channels, agent_addr=mesh.addr("agent"), reconnects=plan.reconnects
+            )
         else:
             notes.append("agent not in this checkout: turn figures not measured")
         details["memory"] = {}

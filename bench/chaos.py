@@ -19,14 +19,16 @@ ephemeral ports, a temporary folder and its own embedded Postgres. CHAOS_CONCURR
 Per fault it reports: turns failed; turns that succeeded but lost their memory write or trace
 (checked in the database, per succeeded run, once the agent's outbox has delivered what the
 fault held up; must be 0); time to recover (fault removed -> every service's health SERVING,
-/readyz 200 and a chat turn answered); the supervisor's restarts; and whether any process had
-to be restarted by hand (a process that does not recover within CHAOS_RECOVERY_TIMEOUT_S is
-restarted by the suite and reported; must be never). Results: bench/results/chaos-latest.json
-and a Markdown table on stdout (the README's "Chaos" section). Exit status 1 when a fault lost
-a hand-off, needed a manual restart or did not recover.
+/readyz 200, a new client's chat turn and every load client's turn answered again); the
+supervisor's restarts; and whether any process had to be restarted by hand (a process that does
+not recover within CHAOS_RECOVERY_TIMEOUT_S is restarted by the suite and reported; must be
+never). Results: bench/results/chaos-latest.json (a quick or partial run writes
+chaos-partial-latest.json) and a Markdown table on stdout (the README's "Chaos" section). Exit
+status 1 when a fault lost a hand-off, needed a manual restart or did not recover.
 
 CHAOS_QUICK=1 is a CI-sized run (5 s freezes, 10 s outages unless CHAOS_OUTAGE_S is set, two
-clients); CHAOS_FAULTS=kill:agent,postgres:freeze runs only those.
+clients); CHAOS_FAULTS=kill:agent,postgres:freeze runs only those; CHAOS_KEEP_LOGS=1 keeps the
+processes' logs.
 """
 
 from __future__ import annotations
@@ -289,7 +291,10 @@ def chaos_mesh(env: dict[str, str] | None = None) -> Iterator[SupervisedMesh]:
         mesh.stop()
         with contextlib.suppress(Exception):
             stop_embedded_postgres(mesh.data_dir)
-        shutil.rmtree(base, ignore_errors=True)
+        if os.environ.get("CHAOS_KEEP_LOGS", "") not in ("", "0"):
+            _log(f"logs kept in {mesh.log_dir}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 # ---- steady load -----------------------------------------------------------------------------
@@ -576,6 +581,7 @@ class FaultResult:
     duration_s: float
     turns_ok: int
     turns_failed: int
+    answered_p95_s: float | None
     errors: dict[str, int]
     succeeded_runs_checked: int
     lost_memory_writes: int
@@ -595,6 +601,13 @@ class FaultResult:
             and self.lost_traces == 0
             and self.dead_letters == 0
         )
+
+
+def _p95(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2)
 
 
 async def run_fault(supervised: SupervisedMesh, load: Load, checks: Checks, fault: str, plan: Plan) -> FaultResult:
@@ -623,6 +636,7 @@ async def run_fault(supervised: SupervisedMesh, load: Load, checks: Checks, faul
         duration_s=round(removed - started, 2),
         turns_ok=sum(t.ok for t in window),
         turns_failed=sum(not t.ok for t in window),
+        answered_p95_s=_p95([t.ended - t.started for t in window if t.ok]),
         errors=dict(errors.most_common(4)),
         succeeded_runs_checked=await checks.succeeded_runs(since, until),
         lost_memory_writes=len(memory),
@@ -677,17 +691,18 @@ async def run_suite(plan: Plan, env: dict[str, str] | None = None) -> dict[str, 
 
 def markdown_table(document: dict[str, Any]) -> str:
     lines = [
-        "| fault | turns failed / total | lost memory writes | lost traces | recovered in | supervisor restarts"
-        " | restarted by hand |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| fault | turns failed / total | answered p95 | lost memory writes | lost traces | recovered in"
+        " | supervisor restarts | restarted by hand |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for item in document["faults"]:
         total = item["turns_ok"] + item["turns_failed"]
         recover = "not recovered" if item["recover_s"] is None else f"{item['recover_s']:.1f} s"
         restarts = ", ".join(f"{name} {count}" for name, count in item["supervisor_restarts"].items()) or "-"
         lost_memory = item["lost_memory_writes"] + item["dead_letters"]
+        p95 = "-" if item.get("answered_p95_s") is None else f"{item['answered_p95_s']:.1f} s"
         lines.append(
-            f"| {item['fault']} | {item['turns_failed']} / {total} | {lost_memory} | {item['lost_traces']}"
+            f"| {item['fault']} | {item['turns_failed']} / {total} | {p95} | {lost_memory} | {item['lost_traces']}"
             f" | {recover} | {restarts} | {', '.join(item['manual_restarts']) or 'never'} |"
         )
     return "\n".join(lines)
@@ -697,7 +712,10 @@ def main() -> int:
     plan = Plan.from_env()
     document = asyncio.run(run_suite(plan))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "chaos-latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    # Only the whole suite at full length is "the" result; a quick or partial run goes beside it.
+    full = not plan.quick and plan.faults == ALL_FAULTS
+    name = "chaos-latest.json" if full else "chaos-partial-latest.json"
+    (RESULTS_DIR / name).write_text(json.dumps(document, indent=2) + "\n")
     print(markdown_table(document))
     print(
         f"\nchaos: {len(document['faults'])} faults in {document['duration_s']:.0f}s,"
