@@ -37,6 +37,7 @@ from services.auth.passwords import PasswordHasher
 from services.auth.revocations import RevocationLog
 from services.auth.store import AuthStore, DeletionRow
 from services.auth.throttle import LoginThrottle, account_key
+from services.common.database_errors import database_unavailable
 from services.common.errors import DomainError, NotFound, PermissionDenied
 from services.common.logging import get_logger
 
@@ -168,26 +169,25 @@ class AccountDeletions:
         return len(jobs)
 
     async def _advance(self, job: DeletionRow) -> None:
+        """Runs the steps not confirmed yet, in order; the first failure ends the attempt
+        (the job waits out its backoff and goes on from that step)."""
         assert job.user_id is not None  # pending jobs keep it
         session_ids = job.session_ids
-        for step in STEPS:
-            if step in job.receipt:
-                continue
-            try:
-                result = await self._erasers.erase(step, job.id, job.user_id, session_ids)
-            except DomainError as exc:
-                delay = retry_delay_s(job.attempts, self._settings.max_backoff_s)
-                await self._store.deletion_step_failed(job.id, f"{step}: {exc.reason}", delay)
-                log.warning("account_deletion_step_failed", deletion_id=job.id, step=step, error=exc.reason)
-                return
-            if result.session_ids is not None:
-                session_ids = result.session_ids
-            await self._store.record_deletion_step(job.id, step, result.counts, result.session_ids)
+        step = ""
         try:
+            for step in STEPS:
+                if step in job.receipt:
+                    continue
+                result = await self._erasers.erase(step, job.id, job.user_id, session_ids)
+                if result.session_ids is not None:
+                    session_ids = result.session_ids
+                await self._store.record_deletion_step(job.id, step, result.counts, result.session_ids)
+            step = "sessions"
             await self._erasers.forget_session_ids(job.id, job.user_id)
         except DomainError as exc:
             delay = retry_delay_s(job.attempts, self._settings.max_backoff_s)
-            await self._store.deletion_step_failed(job.id, f"sessions: {exc.reason}", delay)
+            await self._store.deletion_step_failed(job.id, f"{step}: {exc.reason}", delay)
+            log.warning("account_deletion_step_failed", deletion_id=job.id, step=step, error=exc.reason)
             return
         await self._store.complete_deletion(job.id)
         log.info("account_deletion_completed", deletion_id=job.id, attempts=job.attempts + 1)
@@ -200,8 +200,11 @@ class AccountDeletions:
                     continue
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the database down, say: the next round retries
-                log.exception("account_deletion_round_failed")
+            except Exception as exc:  # the next round retries
+                if database_unavailable(exc):
+                    log.warning("account_deletion_round_failed", error="DATABASE_UNAVAILABLE")
+                else:
+                    log.exception("account_deletion_round_failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_s)
             self._wake.clear()
