@@ -128,7 +128,10 @@ class MemoryBench:
     async def open(self) -> None:
         from services.memory.app import open_memory_store
 
-        settings = MemorySettings(database_url=self._database_url, db_pool_size=4, db_max_overflow=0)
+        # Bulk loads of 2,000 rows into a growing HNSW index: not the serving bound (DB_STATEMENT_TIMEOUT_S).
+        settings = MemorySettings(
+            database_url=self._database_url, db_pool_size=4, db_max_overflow=0, db_statement_timeout_s=600
+        )
         self._database, self._store = await open_memory_store(settings)
 
     async def close(self) -> None:
