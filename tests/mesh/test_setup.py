@@ -91,7 +91,8 @@ def make_plan(target: str, **env: str) -> str:
     result = subprocess.run(
         ["make", "-n", "-B", target],
         cwd=ROOT,
-        env={**os.environ, **env},
+        # Not the flags of a `make test` this runs under (MAKEFLAGS would carry its options in).
+        env={**{k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}, **env},
         capture_output=True,
         text=True,
         timeout=60,
