@@ -16,10 +16,11 @@ replica goes, every gateway must be connected to the restarted agent again (a ne
 Ready before the old one goes; locally the same port comes back, and a channel's reconnect
 backoff could otherwise still be waiting when the other replica leaves).
 
-Clients: a stream that ends without `completed` is resumed through another gateway with
-`Last-Event-ID` (StreamRun). One client drops its connection whenever its gateway starts
-terminating (as a client on a flaky network, or an ingress that closes its upstreams
-would), so the resume path runs at every gateway restart, not only when something breaks.
+Clients: a stream that ends without `completed` or `error` (dropped, or broken by a restart)
+is resumed through another gateway with `Last-Event-ID` (StreamRun). One client drops its
+connection whenever its gateway starts terminating (as a client on a flaky network, or an
+ingress that closes its upstreams would), so the resume path runs at every gateway restart,
+not only when something breaks.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Tally:
     turns: int = 0
     resumes: int = 0
     dropped: int = 0
+    cut: int = 0  # streams that broke (not dropped by the client), each resumed
     errors: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     runs: dict[str, list[str]] = field(default_factory=dict)  # session -> run ids
@@ -271,11 +273,13 @@ class Client:
                         self.tally.dropped += 1
                         break
         except httpx.TransportError as exc:
-            self.tally.problems.append(f"client {self.number} turn {turn} via {gateway.name}: {exc!r}")
+            # Once the run has started, a broken stream is resumed like a dropped one.
+            self.tally.cut += bool(events)
+            note(f"client {self.number} turn {turn} via {gateway.name}: {exc!r} after {len(events)} events")
         finally:
             self.streaming_via = None
         if not events:
-            self.tally.problems.append(f"client {self.number} turn {turn}: the stream ended before `started`")
+            self.tally.problems.append(f"client {self.number} turn {turn}: no run started via {gateway.name}")
             return []
         run_id = events[0][1]["run_id"]
         self.tally.runs[self.session_id].append(run_id)
@@ -307,7 +311,8 @@ class Client:
                     if is_terminal(event[1]):
                         break
         except httpx.TransportError as exc:
-            self.tally.problems.append(f"resume via {gateway.name}: {exc!r}")
+            self.tally.cut += 1
+            note(f"client {self.number} resume via {gateway.name}: {exc!r}")
             await asyncio.sleep(0.5)
         return events
 
@@ -454,6 +459,7 @@ async def check_rollout(fleet: Fleet, restart: list[Replica]) -> None:
         "turns": tally.turns,
         "resumed streams": tally.resumes,
         "dropped by the client at a gateway's termination": tally.dropped,
+        "streams broken by a restart (resumed)": tally.cut,
         "error events": len(tally.errors),
         "longest turn s": round(tally.longest_turn_s, 1),
         "drain s (SIGTERM to exit)": {r.name: [round(d, 1) for d in r.drains] for r in restart},
