@@ -33,6 +33,7 @@ COPY --chown=root:root services ./services
 COPY --chown=root:root gateway ./gateway
 COPY --chown=root:root agentmesh ./agentmesh
 COPY --chown=root:root offline_llm ./offline_llm
+COPY --chown=root:root llm_tasks ./llm_tasks
 COPY --chown=root:root meshctl ./meshctl
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -17,7 +17,6 @@ from services.agent.erasure import UserErasure
 from services.agent.executor import RunExecutor
 from services.agent.graph import build_agent_graph
 from services.agent.langfuse_tracing import LangfuseTracing
-from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
 from services.agent.outbox import OutboxDelivery
 from services.agent.pg_pool import dedicated_connection, ping_pool
@@ -30,6 +29,7 @@ from services.agent.system_prompt import SystemPrompt
 from services.agent.tools.registry import build_tools
 from services.common.clients import open_channel
 from services.common.database import resolve_database_url
+from services.common.llm import ModelChain
 from services.common.server import Mount, ServiceApp
 from services.common.service_identity import ServiceIdentity
 
@@ -72,7 +72,7 @@ class AgentApp(ServiceApp):
             web_search_max_results=s.web_search_max_results,
             web_search_timeout_s=s.web_search_timeout_s,
         )
-        chain = ModelChain.from_settings(s, tools.openai_schemas())
+        chain = ModelChain.from_settings(s, tools.openai_schemas(), service="agent")
         graph = build_agent_graph(
             chain=chain,
             tools=tools,

@@ -12,9 +12,10 @@ from pathlib import Path
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.messages.utils import count_tokens_approximately
 
-from services.agent.llm_chain import ModelAnswer, ModelChain
+import llm_tasks
+from services.common.llm import ModelAnswer, ModelChain
 
-SUMMARY_TASK = "conversation_summary"
+SUMMARY_TASK = llm_tasks.CONVERSATION_SUMMARY
 SUMMARY_SCHEMA = {
     "type": "object",
     "properties": {"summary": {"type": "string"}},

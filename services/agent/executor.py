@@ -33,7 +33,6 @@ from agentmesh.evals.v1 import evals_pb2
 from services.agent import metrics
 from services.agent.graph import TurnContext, recursion_limit, stamped, start_turn
 from services.agent.langfuse_tracing import LangfuseTracing
-from services.agent.llm_chain import ModelChain
 from services.agent.long_term_memory import LongTermMemory
 from services.agent.outbox import OutboxDelivery, OutboxItem, memory_write, trace_record
 from services.agent.run_events import RunChannel
@@ -42,6 +41,7 @@ from services.agent.run_store import NewInterrupt, RunOutcome, RunRow, RunStore
 from services.common.database_errors import database_unavailable
 from services.common.errors import DomainError
 from services.common.interceptors import DATABASE_UNAVAILABLE
+from services.common.llm import ModelChain
 from services.common.logging import get_logger
 from services.common.service_identity import ServiceIdentity
 

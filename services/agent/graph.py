@@ -46,9 +46,9 @@ from services.agent.approvals import (
 )
 from services.agent.compaction import compaction_cut, needs_compaction, summarise
 from services.agent.context_window import context_window
-from services.agent.llm_chain import ModelAnswer, ModelChain
 from services.agent.system_prompt import SystemPrompt
 from services.agent.tools.registry import ToolRegistry
+from services.common.llm import ModelAnswer, ModelChain
 
 
 class ConversationState(TypedDict):

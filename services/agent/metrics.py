@@ -1,31 +1,10 @@
-"""The agent's own Prometheus metrics (beside the gRPC server ones)."""
+"""The agent's own Prometheus metrics (beside the gRPC server ones; its model calls' `agent_llm_*`
+are services/common/llm/metrics.py's, registered by the chain)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-llm_request_seconds = Histogram(
-    "agent_llm_request_seconds",
-    "Duration of one model call, by model and outcome",
-    ["model", "outcome"],
-    buckets=LATENCY_BUCKETS,
-)
-llm_time_to_first_token_seconds = Histogram(
-    "agent_llm_time_to_first_token_seconds",
-    "Time from sending a model call to its first streamed chunk",
-    ["model"],
-    buckets=LATENCY_BUCKETS,
-)
-llm_tokens_total = Counter("agent_llm_tokens_total", "Tokens by model and kind (prompt, completion)", ["model", "kind"])
-llm_retries_total = Counter(
-    "agent_llm_retries_total", "Model calls retried, by model and error kind", ["model", "error"]
-)
-llm_fallbacks_total = Counter(
-    "agent_llm_fallbacks_total", "Turns that moved on from a model to the next one", ["from_model", "reason"]
-)
-llm_circuit_open = Gauge("agent_llm_circuit_open", "1 while a model is skipped after repeated failures", ["model"])
 memory_lookups_total = Counter(
     "agent_memory_lookups_total", "Long-term memory searches by result (hit, miss, timeout, error)", ["result"]
 )

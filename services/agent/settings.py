@@ -35,14 +35,6 @@ class AgentSettings(CommonSettings, LLMSettings):
     # Tool calls run per model round; the model is told the rest were not run.
     max_tool_calls_per_round: int = Field(default=8, ge=1, le=128)
 
-    llm_max_attempts: int = Field(default=3, ge=1, le=10)
-    llm_backoff_base_s: float = Field(default=0.25, ge=0)
-    llm_backoff_max_s: float = Field(default=4.0, ge=0)
-    # A retry-after longer than this is not waited for: the next model is tried instead.
-    llm_retry_after_max_s: float = Field(default=10.0, ge=0)
-    llm_circuit_failure_threshold: int = Field(default=5, ge=1)
-    llm_circuit_cooldown_s: float = Field(default=30.0, gt=0)
-
     memory_enabled: bool = True
     memory_search_timeout_s: float = Field(default=0.25, gt=0)
     memory_search_limit: int = Field(default=5, ge=1, le=100)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+import llm_tasks
 from services.agent.tools.base import Tool, ToolError
 
-ASK_USER = "ask_user"
+ASK_USER = llm_tasks.ASK_USER
 
 
 class AskUserArgs(BaseModel):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
+import llm_tasks
 from services.agent.tools.base import Tool, ToolError
 
 MAX_EXPRESSION_CHARS = 200
@@ -104,7 +105,7 @@ async def _run(args: CalculatorArgs) -> str:
 
 
 CALCULATOR = Tool(
-    name="calculator",
+    name=llm_tasks.CALCULATOR,
     description="Evaluates an arithmetic expression exactly. Use it for any calculation.",
     args_schema=CalculatorArgs,
     run=_run,

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field
 
+import llm_tasks
 from services.agent.tools.base import Tool, ToolError
 
 
@@ -33,7 +34,7 @@ async def _run(args: CurrentTimeArgs) -> str:
 
 
 CURRENT_TIME = Tool(
-    name="current_time",
+    name=llm_tasks.CURRENT_TIME,
     description="Returns the current date and time, optionally in an IANA timezone.",
     args_schema=CurrentTimeArgs,
     run=_run,

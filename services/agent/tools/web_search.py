@@ -11,6 +11,7 @@ import json
 
 from pydantic import BaseModel, Field
 
+import llm_tasks
 from services.agent.tools.base import Tool, ToolError
 
 
@@ -37,7 +38,7 @@ def make_web_search(*, max_results: int, timeout_s: float) -> Tool:
         return json.dumps({"results": results}, ensure_ascii=False)
 
     return Tool(
-        name="web_search",
+        name=llm_tasks.WEB_SEARCH,
         description="Searches the web and returns the top results (title, url, snippet).",
         args_schema=WebSearchArgs,
         run=run,

@@ -9,21 +9,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from services.agent import metrics
+from prometheus_client import Gauge
 
 
 class CircuitBreaker:
     def __init__(
-        self, model: str, *, failure_threshold: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        model: str,
+        *,
+        failure_threshold: int,
+        cooldown_s: float,
+        gauge: Gauge | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._model = model
         self._threshold = failure_threshold
         self._cooldown_s = cooldown_s
         self._clock = clock
+        self._gauge = gauge
         self._failures = 0
         self._open_until = 0.0
         self._probing = False
-        metrics.llm_circuit_open.labels(model=model).set(0)
+        self._show(0)
+
+    def _show(self, value: int) -> None:
+        if self._gauge is not None:
+            self._gauge.labels(model=self._model).set(value)
 
     @property
     def is_open(self) -> bool:
@@ -45,14 +56,14 @@ class CircuitBreaker:
         if self._failures or self._probing:
             self._failures = 0
             self._probing = False
-            metrics.llm_circuit_open.labels(model=self._model).set(0)
+            self._show(0)
 
     def record_failure(self) -> None:
         self._failures += 1
         self._probing = False
         if self.is_open:
             self._open_until = self._clock() + self._cooldown_s
-            metrics.llm_circuit_open.labels(model=self._model).set(1)
+            self._show(1)
 
     def release_probe(self) -> None:
         """A probe that ended without a verdict (cancelled, bad request) lets the next one through."""

@@ -1,4 +1,4 @@
-"""The models a turn may use, in order: retries with backoff on transient errors, then
+"""The models a call may use, in order: retries with backoff on transient errors, then
 fallback to the next model, skipping models whose circuit is open.
 
 Every `ChatOpenAI` has `max_retries=0`, so this is the only layer that retries, and it
@@ -9,12 +9,13 @@ first streamed token would send the text twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from langchain_core.messages import (
@@ -28,15 +29,17 @@ from langchain_core.messages import (
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_openai import ChatOpenAI
 
-from services.agent import metrics
-from services.agent.circuit_breaker import CircuitBreaker
-from services.agent.retry_policy import Backoff, EmptyModelStream, error_kind
-from services.agent.settings import AgentSettings
 from services.common.errors import Unavailable
+from services.common.llm.circuit_breaker import CircuitBreaker
+from services.common.llm.metrics import LLMMetrics, llm_metrics
+from services.common.llm.retry import Backoff, EmptyModelStream, MalformedAnswer, error_kind
+from services.common.llm_settings import LLMSettings
 from services.common.logging import get_logger
 from services.common.tracing import llm_span
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,23 @@ class ModelAnswer:
     message: AIMessage
     prompt_tokens: int
     completion_tokens: int
+    # Calls sent for this answer, over every model tried (1 when the first call answered).
+    attempts: int = 1
+
+
+class LLMUnavailable(Unavailable):
+    """No model of the chain could answer; `attempts` calls were made."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message, reason="LLM_UNAVAILABLE")
+        self.attempts = attempts
+
+
+@dataclass
+class _Model:
+    name: str
+    model: ChatOpenAI
+    breaker: CircuitBreaker
 
 
 @dataclass
@@ -69,35 +89,74 @@ class _Attempt:
     first_output: bool = False
 
 
-class ModelChain:
-    def __init__(self, endpoints: list[ModelEndpoint], *, backoff: Backoff, max_attempts: int) -> None:
-        self._endpoints = endpoints
-        self._backoff = backoff
-        self._max_attempts = max_attempts
+class LLMClient:
+    """One `ChatOpenAI` and one circuit breaker per model name, shared by every chain of
+    the process: a judge model failing for one metric is skipped for the next one too."""
 
-    @classmethod
-    def from_settings(cls, settings: AgentSettings, tool_schemas: Sequence[dict[str, Any]]) -> ModelChain:
-        endpoints = []
-        for name in settings.llm_models:
+    def __init__(self, settings: LLMSettings, *, service: str, temperature: float | None = None) -> None:
+        self._settings = settings
+        self._temperature = temperature
+        self._metrics = llm_metrics(service)
+        self._models: dict[str, _Model] = {}
+
+    def _model(self, name: str) -> _Model:
+        found = self._models.get(name)
+        if found is None:
+            s = self._settings
+            options: dict[str, Any] = {} if self._temperature is None else {"temperature": self._temperature}
             model = ChatOpenAI(
                 model=name,
-                base_url=settings.effective_llm_base_url,
-                api_key=settings.effective_llm_api_key,  # type: ignore[arg-type]
-                timeout=settings.llm_timeout_s,
+                base_url=s.effective_llm_base_url,
+                api_key=s.effective_llm_api_key,  # type: ignore[arg-type]
+                timeout=s.llm_timeout_s,
                 max_retries=0,
                 stream_usage=True,
                 streaming=True,
                 use_responses_api=False,
+                **options,
             )
             breaker = CircuitBreaker(
                 name,
-                failure_threshold=settings.llm_circuit_failure_threshold,
-                cooldown_s=settings.llm_circuit_cooldown_s,
+                failure_threshold=s.llm_circuit_failure_threshold,
+                cooldown_s=s.llm_circuit_cooldown_s,
+                gauge=self._metrics.circuit_open,
             )
-            with_tools = model.bind_tools(list(tool_schemas)) if tool_schemas else model
-            endpoints.append(ModelEndpoint(name, model, with_tools, breaker))
-        backoff = Backoff(settings.llm_backoff_base_s, settings.llm_backoff_max_s, settings.llm_retry_after_max_s)
-        return cls(endpoints, backoff=backoff, max_attempts=settings.llm_max_attempts)
+            found = self._models[name] = _Model(name, model, breaker)
+        return found
+
+    def chain(self, models: Sequence[str], *, tool_schemas: Sequence[dict[str, Any]] = ()) -> ModelChain:
+        """The chain over `models` in order (the first is the primary, the rest fallbacks)."""
+        endpoints = []
+        for name in models:
+            entry = self._model(name)
+            with_tools = entry.model.bind_tools(list(tool_schemas)) if tool_schemas else entry.model
+            endpoints.append(ModelEndpoint(name, entry.model, with_tools, entry.breaker))
+        s = self._settings
+        backoff = Backoff(s.llm_backoff_base_s, s.llm_backoff_max_s, s.llm_retry_after_max_s)
+        return ModelChain(endpoints, backoff=backoff, max_attempts=s.llm_max_attempts, metrics=self._metrics)
+
+    def chain_for(self, explicit_model: str) -> ModelChain:
+        """A model named for one job (EXTRACTION_MODEL, JUDGE_MODEL, a metric's `model:`) is
+        used alone: the operator chose it, and silently answering with another model would
+        hide that it is down (and mix judges in one score). Otherwise LLM_MODELS in order."""
+        return self.chain([explicit_model] if explicit_model else self._settings.llm_models)
+
+
+class ModelChain:
+    def __init__(
+        self, endpoints: list[ModelEndpoint], *, backoff: Backoff, max_attempts: int, metrics: LLMMetrics
+    ) -> None:
+        self._endpoints = endpoints
+        self._backoff = backoff
+        self._max_attempts = max_attempts
+        self._metrics = metrics
+
+    @classmethod
+    def from_settings(
+        cls, settings: LLMSettings, tool_schemas: Sequence[dict[str, Any]] = (), *, service: str
+    ) -> ModelChain:
+        """LLM_MODELS in order, with the tools bound."""
+        return LLMClient(settings, service=service).chain(settings.llm_models, tool_schemas=tool_schemas)
 
     def preferred_model(self) -> str:
         for endpoint in self._endpoints:
@@ -106,20 +165,42 @@ class ModelChain:
         return self._endpoints[0].name
 
     async def complete_json(
-        self, *, name: str, schema: dict[str, Any], instructions: str, document: dict[str, Any]
-    ) -> tuple[dict[str, Any], ModelAnswer]:
+        self,
+        *,
+        name: str,
+        schema: dict[str, Any],
+        instructions: str,
+        document: dict[str, Any],
+        parse: Callable[[dict[str, Any]], T] | None = None,
+    ) -> tuple[T, ModelAnswer]:
         """A structured answer (`response_format` json_schema `name`) to a JSON document,
-        with the same retries, fallback and circuit breakers as a turn."""
+        with the same retries, fallback and circuit breakers as a turn. `parse` checks the
+        object (raising ValueError when it does not follow the schema); a non-JSON or
+        refused answer is retried like a transient failure, then the next model is tried."""
         response_format = {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
-        messages: list[BaseMessage] = [SystemMessage(content=instructions), HumanMessage(content=json.dumps(document))]
-        answer = await self.answer(messages, with_tools=False, on_text=None, response_format=response_format)
-        try:
-            parsed = json.loads(str(answer.message.text))
-        except ValueError:
-            raise Unavailable(f"{answer.model} answered {name} with invalid JSON", reason="LLM_INVALID_JSON") from None
-        if not isinstance(parsed, dict):
-            raise Unavailable(f"{answer.model} answered {name} with a non-object", reason="LLM_INVALID_JSON")
-        return parsed, answer
+        messages: list[BaseMessage] = [
+            SystemMessage(content=instructions),
+            HumanMessage(content=json.dumps(document, ensure_ascii=False)),
+        ]
+
+        def check(message: AIMessage) -> T:
+            try:
+                parsed = json.loads(str(message.text))
+                if not isinstance(parsed, dict):
+                    raise ValueError("the answer is not a JSON object")
+                return parse(parsed) if parse is not None else parsed  # type: ignore[return-value]
+            except ValueError as exc:
+                raise MalformedAnswer(f"malformed {name} answer: {str(exc).splitlines()[0]}") from None
+
+        results: list[T] = []
+
+        def keep(message: AIMessage) -> None:
+            results.append(check(message))
+
+        answer = await self.answer(
+            messages, with_tools=False, on_text=None, response_format=response_format, check=keep
+        )
+        return results[-1], answer
 
     async def answer(
         self,
@@ -129,8 +210,10 @@ class ModelChain:
         on_text: Callable[[str], None] | None,
         config: RunnableConfig | None = None,
         response_format: dict[str, Any] | None = None,
+        check: Callable[[AIMessage], None] | None = None,
     ) -> ModelAnswer:
         failures: list[str] = []
+        attempts = [0]
         last = len(self._endpoints) - 1
         for index, endpoint in enumerate(self._endpoints):
             if not endpoint.breaker.allow():
@@ -138,14 +221,17 @@ class ModelChain:
                 reason = "circuit_open"
             else:
                 try:
-                    return await self._answer_with(endpoint, messages, with_tools, on_text, config, response_format)
+                    answer = await self._answer_with(
+                        endpoint, messages, with_tools, on_text, config, response_format, check, attempts
+                    )
+                    return dataclasses.replace(answer, attempts=attempts[0])
                 except ModelFailed as exc:
                     failures.append(str(exc))
                     reason = exc.kind
             if index < last:
-                metrics.llm_fallbacks_total.labels(from_model=endpoint.name, reason=reason).inc()
+                self._metrics.fallbacks_total.labels(from_model=endpoint.name, reason=reason).inc()
                 log.warning("llm_fallback", from_model=endpoint.name, to_model=self._endpoints[index + 1].name)
-        raise Unavailable("no model could answer: " + "; ".join(failures), reason="LLM_UNAVAILABLE")
+        raise LLMUnavailable("no model could answer: " + "; ".join(failures), attempts=attempts[0])
 
     async def _answer_with(
         self,
@@ -154,29 +240,33 @@ class ModelChain:
         with_tools: bool,
         on_text: Callable[[str], None] | None,
         config: RunnableConfig | None,
-        response_format: dict[str, Any] | None = None,
+        response_format: dict[str, Any] | None,
+        check: Callable[[AIMessage], None] | None,
+        attempts: list[int],
     ) -> ModelAnswer:
         runnable = endpoint.with_tools if with_tools else endpoint.plain
         if response_format is not None:
             runnable = endpoint.plain.bind(response_format=response_format)
+        m = self._metrics
         for attempt in range(1, self._max_attempts + 1):
             state = _Attempt()
             started = time.perf_counter()
+            attempts[0] += 1
             try:
                 answer = await self._stream(endpoint.name, runnable, messages, on_text, config, state, started)
+                if check is not None:
+                    check(answer.message)
             except asyncio.CancelledError:
                 endpoint.breaker.release_probe()
                 raise
             except Exception as exc:
-                metrics.llm_request_seconds.labels(model=endpoint.name, outcome="error").observe(
-                    time.perf_counter() - started
-                )
+                m.request_seconds.labels(model=endpoint.name, outcome="error").observe(time.perf_counter() - started)
                 delay = self._next_delay(endpoint, attempt, exc, state)
-                metrics.llm_retries_total.labels(model=endpoint.name, error=error_kind(exc) or "").inc()
+                m.retries_total.labels(model=endpoint.name, error=error_kind(exc) or "").inc()
                 log.info("llm_retry", model=endpoint.name, attempt=attempt, error=type(exc).__name__, delay_s=delay)
                 await asyncio.sleep(delay)
                 continue
-            metrics.llm_request_seconds.labels(model=endpoint.name, outcome="ok").observe(time.perf_counter() - started)
+            m.request_seconds.labels(model=endpoint.name, outcome="ok").observe(time.perf_counter() - started)
             endpoint.breaker.record_success()
             return answer
         raise AssertionError("unreachable: the last attempt raises or returns")
@@ -213,6 +303,7 @@ class ModelChain:
         state: _Attempt,
         started: float,
     ) -> ModelAnswer:
+        m = self._metrics
         with llm_span(model) as span:
             merged: AIMessageChunk | None = None
             # aclosing: a cancelled turn must close the HTTP stream now, so the server stops generating.
@@ -224,8 +315,7 @@ class ModelChain:
                     # first text or tool-call fragment.
                     if not state.first_output and (text or chunk.tool_call_chunks):
                         state.first_output = True
-                        ttft = time.perf_counter() - started
-                        metrics.llm_time_to_first_token_seconds.labels(model=model).observe(ttft)
+                        m.time_to_first_token_seconds.labels(model=model).observe(time.perf_counter() - started)
                     # Text nobody saw yet (no on_text) can be retried whole.
                     if text and on_text is not None:
                         state.sent_text = True
@@ -238,6 +328,6 @@ class ModelChain:
             prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
             span.set_attribute("gen_ai.usage.input_tokens", prompt)
             span.set_attribute("gen_ai.usage.output_tokens", completion)
-        metrics.llm_tokens_total.labels(model=model, kind="prompt").inc(prompt)
-        metrics.llm_tokens_total.labels(model=model, kind="completion").inc(completion)
+        m.tokens_total.labels(model=model, kind="prompt").inc(prompt)
+        m.tokens_total.labels(model=model, kind="completion").inc(completion)
         return ModelAnswer(model, message, prompt, completion)

@@ -15,10 +15,18 @@ class EmptyModelStream(Exception):
     """The server closed the stream without a single chunk."""
 
 
+class MalformedAnswer(ValueError):
+    """A structured answer that is not JSON, or not what the caller's schema asks for: the
+    model is up but answered badly this time, so it is retried like a transient failure."""
+
+
 def error_kind(exc: BaseException) -> str | None:
-    """A short label for a transient failure (429, 5xx, timeout, connection); None if not transient."""
+    """A short label for a transient failure (429, 5xx, timeout, connection, a malformed
+    structured answer); None if not transient."""
     if isinstance(exc, EmptyModelStream):
         return "empty"
+    if isinstance(exc, MalformedAnswer):
+        return "invalid_json"
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
