@@ -143,7 +143,7 @@ pytest: setup
 # Grade recorded traces with the judge; needs an admin: EVALS_ADMIN_EMAIL/EVALS_ADMIN_PASSWORD
 # or EVAL_ARGS="--token ...". Exits 2 when a metric crosses its threshold.
 eval: setup
-	$(BIN)/python -m services.evals run $(EVAL_ARGS)
+	$(BIN)/python -m services.evals.client run $(EVAL_ARGS)
 
 # The golden dataset through a fresh mesh and the real agent; fails when quality regresses.
 eval-golden: setup

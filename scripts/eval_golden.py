@@ -2,7 +2,7 @@
 
 Starts a mesh of its own (embedded Postgres in a temporary folder, the offline LLM
 unless LLM_BASE_URL / OPENAI_API_KEY are set, every service), registers an admin,
-runs `python -m services.evals golden`, stops the mesh, and exits with golden's code:
+runs `python -m services.evals.client golden`, stops the mesh, and exits with golden's code:
 0 passed, 2 a threshold crossed or an expectation missed, 1 the run itself failed.
 """
 
@@ -50,7 +50,7 @@ def main() -> int:
             )
             env = {**mesh.env, "EVALS_ADMIN_EMAIL": ADMIN_EMAIL, "EVALS_ADMIN_PASSWORD": password}
             return subprocess.run(
-                [sys.executable, "-m", "services.evals", "golden", *sys.argv[1:]], cwd=ROOT, env=env
+                [sys.executable, "-m", "services.evals.client", "golden", *sys.argv[1:]], cwd=ROOT, env=env
             ).returncode
         finally:
             mesh.stop()

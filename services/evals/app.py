@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import openai
-
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from services.common.database import Database, open_database
+from services.common.llm import LLMClient
 from services.common.logging import get_logger
 from services.common.server import Mount, ServiceApp
 from services.evals.export import LangfuseScoreSink, NoScoreSink, ScoreSink
@@ -31,7 +30,6 @@ class EvalsApp(ServiceApp):
     def __init__(self, settings: EvalsSettings) -> None:
         super().__init__(settings)
         self.database: Database | None = None
-        self.llm: openai.AsyncOpenAI | None = None
         self.sink: ScoreSink = NoScoreSink()
 
     async def start(self) -> list[Mount]:
@@ -42,17 +40,9 @@ class EvalsApp(ServiceApp):
             raise SystemExit(f"cannot load metrics: {exc}") from None
         self.database = await open_database(s, schema="evals", migrations=MIGRATIONS)
         store = EvalStore(self.database.engine)
-        # Retries are the judge's own (JUDGE_MAX_ATTEMPTS), which also covers malformed answers.
-        self.llm = openai.AsyncOpenAI(
-            base_url=s.effective_llm_base_url, api_key=s.effective_llm_api_key, max_retries=0, timeout=s.llm_timeout_s
-        )
-        judge = Judge(
-            self.llm,
-            default_model=s.effective_judge_model,
-            max_attempts=s.judge_max_attempts,
-            backoff_s=s.judge_backoff_s,
-            backoff_max_s=s.judge_backoff_max_s,
-        )
+        # LLM_MAX_ATTEMPTS, LLM_BACKOFF_* and the circuit breakers, as in every service; a
+        # malformed judgement is retried like a failed call. Temperature 0: grading, not prose.
+        judge = Judge(LLMClient(s, service="evals", temperature=0), judge_model=s.judge_model)
         importer = None
         if s.langfuse_enabled:
             langfuse = self._langfuse_client()
@@ -72,7 +62,9 @@ class EvalsApp(ServiceApp):
             claim_timeout_s=s.evals_claim_timeout_s,
             importer=importer,
         )
-        log.info("metrics_loaded", metrics=[m.name for m in catalog], judge_model=s.effective_judge_model)
+        log.info(
+            "metrics_loaded", metrics=[m.name for m in catalog], judge_model=s.judge_model or ",".join(s.llm_models)
+        )
         return [
             Mount(
                 descriptor=evals_pb2.DESCRIPTOR.services_by_name["EvalService"],
@@ -96,7 +88,5 @@ class EvalsApp(ServiceApp):
 
     async def stop(self) -> None:
         await self.sink.close()
-        if self.llm is not None:
-            await self.llm.close()
         if self.database is not None:
             await self.database.close()

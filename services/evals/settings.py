@@ -17,14 +17,11 @@ class EvalsSettings(CommonSettings, LLMSettings):
     grpc_port: int = Field(default=50055, ge=0, le=65535)
     metrics_port: int = Field(default=9105, ge=0, le=65535)
 
-    # Empty means the first of LLM_MODELS; a metric file may name its own with `model:`.
+    # Empty means LLM_MODELS in order (the primary, then the fallbacks); a model named here,
+    # or by a metric file's `model:`, judges alone (no fallback: scores of different judges
+    # are not comparable). Retries are LLM_MAX_ATTEMPTS / LLM_BACKOFF_*, as in every service.
     judge_model: str = ""
     judge_concurrency: int = Field(default=8, ge=1, le=256)
-    judge_max_attempts: int = Field(default=3, ge=1, le=10)
-    judge_backoff_s: float = Field(default=0.2, ge=0)
-    # Caps both the exponential backoff and a provider's retry-after, so one metric
-    # cannot stall a run for minutes.
-    judge_backoff_max_s: float = Field(default=5.0, ge=0)
     evals_metrics_dir: Path = PACKAGE_DIR / "metrics"
     # A pair claimed by a run that died (replica killed) is claimable again after this.
     evals_claim_timeout_s: float = Field(default=900.0, gt=0)
@@ -46,10 +43,6 @@ class EvalsSettings(CommonSettings, LLMSettings):
     evals_golden_dataset: Path = PACKAGE_DIR / "datasets" / "golden.jsonl"
     # The golden gate registers a throwaway user per run under this domain (no mail is sent).
     evals_golden_email_domain: str = "golden.agentmesh.dev"
-
-    @property
-    def effective_judge_model(self) -> str:
-        return self.judge_model or self.llm_models[0]
 
     def production_problems(self) -> list[str]:
         problems = super().production_problems()

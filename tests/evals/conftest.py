@@ -94,7 +94,7 @@ def judge_instance(mesh: Mesh, tmp_path_factory: pytest.TempPathFactory) -> Iter
         instance="-judge",
         JUDGE_MODEL=JUDGE_UNDER_TEST,
         JUDGE_CONCURRENCY="2",
-        JUDGE_BACKOFF_S="0.01",
+        LLM_BACKOFF_BASE_S="0.01",
         EVALS_METRICS_DIR=str(metrics_dir),
     )
     yield child

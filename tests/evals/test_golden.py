@@ -1,8 +1,9 @@
-"""The golden gate: the dataset itself, and `python -m services.evals golden` through the
+"""The golden gate: the dataset itself, and `python -m services.evals.client golden` through the
 real agent when the mesh has one."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import subprocess
 import sys
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from meshctl.mesh import Mesh
-from services.evals.golden import load_dataset
-from services.evals.login import CommandError
+from services.evals.client.golden import load_dataset
+from services.evals.client.login import CommandError
 from services.evals.metrics_catalog import MetricCatalog, MetricFileError, parse_metric_file
 from services.evals.settings import PACKAGE_DIR
 from tests.support.users import MeshUser
@@ -68,7 +69,7 @@ def test_adding_a_file_adds_a_metric(tmp_path: Path) -> None:
 
 def run_golden(mesh: Mesh, admin: MeshUser, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**mesh.env, "EVALS_ADMIN_EMAIL": admin.email, "EVALS_ADMIN_PASSWORD": MeshUser.PASSWORD}
-    command = [sys.executable, "-m", "services.evals", "golden", *args]
+    command = [sys.executable, "-m", "services.evals.client", "golden", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=110)
 
 
@@ -94,3 +95,16 @@ async def test_golden_gate_fails_on_a_regression(mesh: Mesh, admin: MeshUser, tm
     result = await asyncio.to_thread(run_golden, mesh, admin, "--dataset", str(dataset))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "FAIL" in result.stdout and "answer lacks 'zebra'" in result.stdout
+
+
+def test_the_evals_server_imports_nothing_of_its_command_line_client() -> None:
+    """The CLI (`run`, `golden`) is a client of the mesh: the server package must not depend on it,
+    so it can change (or leave the package) without touching what serves EvalService."""
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if "client" in path.relative_to(PACKAGE_DIR).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n.startswith("services.evals.client") for n in names), f"{path} imports {names}"

@@ -189,7 +189,7 @@ async def test_prometheus_histogram_shows_recorded_scores(mesh: Mesh, evals, use
 
 def run_cli(mesh: Mesh, admin: MeshUser, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**mesh.env, "EVALS_ADMIN_EMAIL": admin.email, "EVALS_ADMIN_PASSWORD": MeshUser.PASSWORD}
-    command = [sys.executable, "-m", "services.evals", "run", *args]
+    command = [sys.executable, "-m", "services.evals.client", "run", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=os.getcwd())
 
 

@@ -4,14 +4,18 @@ that makes the agent worse on them fails here before it reaches users.
 
 Each line of the dataset is `{"id", "prompt", "expect_contains": [...],
 "metrics_max": {metric: max}, "metrics_min": {metric: min}}`. A fresh user chats, one
-session per prompt; the turn is recorded as a trace (idempotent with the agent's own
-recording) and graded by RunEvaluation scoped to that session, as an admin.
+session per prompt, and RunEvaluation scoped to that session grades the trace the agent
+itself recorded for the turn (services/agent/executor.py `trace_of`, delivered through its
+outbox), as an admin: the gate grades what production grades, tool results and decisions
+included, and needs no service credential to record a rebuilt copy.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +28,15 @@ from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from services.common.service_identity import ServiceIdentity
 from services.common.settings import load_settings
-from services.evals.cli import EXIT_OK, EXIT_THRESHOLD_CROSSED, evaluate
-from services.evals.login import CommandError, admin_token, bearer
+from services.evals.client.cli import EXIT_OK, EXIT_THRESHOLD_CROSSED, evaluate
+from services.evals.client.login import CommandError, admin_token, bearer
 from services.evals.settings import EvalsSettings
 
 # The agent being down is not a quality regression: stop with an error instead.
 FATAL_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+# How often to look for the agent's trace of a turn while its outbox delivers it.
+TRACE_POLL_S = 0.2
 
 
 class GoldenCase(BaseModel):
@@ -101,7 +106,6 @@ class GoldenRun:
         self._settings = settings
         self._admin = admin
         self._timeout = settings.evals_call_timeout_s
-        self._user_id = ""  # set by register_user
 
     async def register_user(self) -> str:
         # A throwaway user keeps the golden traces apart from anyone's real sessions.
@@ -111,17 +115,14 @@ class GoldenRun:
             response = await auth_pb2_grpc.AuthServiceStub(channel).Register(
                 auth_pb2.RegisterRequest(email=email, password=password), timeout=self._timeout
             )
-        self._user_id = response.user.id
         return response.tokens.access_token
 
     async def chat(self, user: str, case: GoldenCase) -> tuple[str, str]:
-        """Runs one prompt in a new session and records its trace; returns (session, answer)."""
+        """Runs one prompt in a new session; returns (session, answer)."""
         s = self._settings
         async with (
             grpc.aio.insecure_channel(s.sessions_addr) as sessions_channel,
             grpc.aio.insecure_channel(s.agent_addr) as agent_channel,
-            grpc.aio.insecure_channel(s.evals_addr) as evals_channel,
-            grpc.aio.insecure_channel(s.auth_addr) as auth_channel,
         ):
             session = await sessions_pb2_grpc.SessionServiceStub(sessions_channel).CreateSession(
                 sessions_pb2.CreateSessionRequest(name=f"golden {case.id}"[:100]),
@@ -136,28 +137,24 @@ class GoldenRun:
                 metadata=bearer(user),
                 timeout=s.llm_timeout_s * 4,
             )
-            answer = next((m.content for m in reversed(reply.messages) if m.role == "assistant"), "")
-            trace = evals_pb2.Trace(
-                trace_id=reply.run_id or str(uuid.uuid4()),
-                session_id=session_id,
-                user_id=self._user_id,
-                input=case.prompt,
-                output=answer,
-                model=reply.model,
-                latency_ms=reply.latency_ms,
-                usage=evals_pb2.TraceUsage(
-                    prompt_tokens=reply.usage.prompt_tokens, completion_tokens=reply.usage.completion_tokens
-                ),
-                tool_calls=[
-                    evals_pb2.TraceToolCall(name=c.name, arguments_json=c.arguments_json) for c in reply.tool_calls
-                ],
-            )
-            # RecordTrace is service-only: recorded as the evals service, naming the user.
-            identity = ServiceIdentity.from_settings(s, "evals", auth_channel)
-            await evals_pb2_grpc.EvalServiceStub(evals_channel).RecordTrace(
-                evals_pb2.RecordTraceRequest(trace=trace), metadata=await identity.metadata(), timeout=self._timeout
-            )
+        answer = next((m.content for m in reversed(reply.messages) if m.role == "assistant"), "")
         return session_id, answer
+
+    async def grade(self, session_id: str) -> evals_pb2.EvaluationReport:
+        """The session's trace graded, once the agent's outbox has delivered it."""
+        deadline = time.monotonic() + self._timeout
+        request = evals_pb2.RunEvaluationRequest(session_id=session_id)
+        while True:
+            report, _ = await evaluate(self._settings, self._admin, request, progress_bar=False)
+            if report.traces or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(TRACE_POLL_S)
+        if not report.traces:
+            raise CommandError(
+                f"the agent recorded no trace of session {session_id} within {self._timeout:g}s "
+                "(is EVALS_ENABLED off on the agent, or its outbox stuck?)"
+            )
+        return report
 
     async def run_case(self, user: str, case: GoldenCase) -> CaseResult:
         result = CaseResult(case)
@@ -168,9 +165,7 @@ class GoldenRun:
                 raise
             result.problems.append(f"chat failed: {exc.code().name}: {exc.details()}")
             return result
-        report, _ = await evaluate(
-            self._settings, self._admin, evals_pb2.RunEvaluationRequest(session_id=session_id), progress_bar=False
-        )
+        report = await self.grade(session_id)
         for row in report.metrics:
             if row.count:
                 result.scores[row.metric] = row.mean

@@ -1,8 +1,8 @@
 """The evals command line, the seed's `python -m evals.main` grown up:
 
-    python -m services.evals [serve]
-    python -m services.evals run [--metrics a,b] [--since ISO] [--limit N] [--session ID] [--regrade] [--token T]
-    python -m services.evals golden [--dataset PATH] [--token T]
+    python -m services.evals.client run [--metrics a,b] [--since ISO] [--limit N] [--session ID] [--regrade]
+        [--token T]
+    python -m services.evals.client golden [--dataset PATH] [--token T]
 
 `run` and `golden` exit 0 when every metric is on the right side of its threshold, 2 when
 one crosses it (a quality regression), 1 when the run itself could not be done.
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from services.common.settings import load_settings
-from services.evals.login import CommandError, admin_token, bearer
+from services.evals.client.login import CommandError, admin_token, bearer
 from services.evals.settings import EvalsSettings
 
 EXIT_OK = 0
@@ -34,9 +34,8 @@ DIRECTION_WORDS = {
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m services.evals", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve agentmesh.evals.v1.EvalService (the default)")
+    parser = argparse.ArgumentParser(prog="python -m services.evals.client", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="grade ungraded traces and print a summary")
     run.add_argument("--metrics", default="", help="comma-separated metric names (default: all)")
     run.add_argument("--since", type=datetime.fromisoformat, help="only traces recorded at or after (ISO 8601)")
@@ -129,14 +128,8 @@ def guarded(command) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if args.command in (None, "serve"):
-        from services.common.server import run
-        from services.evals.app import EvalsApp
-
-        run(EvalsApp(load_settings(EvalsSettings)))
-        return EXIT_OK
     if args.command == "golden":
-        from services.evals.golden import golden_command
+        from services.evals.client.golden import golden_command
 
         return guarded(golden_command(args))
     return guarded(run_command(args))
