@@ -188,6 +188,33 @@ def receipt_counts(receipt: auth_pb2.DeletionReceipt) -> dict[str, dict[str, int
     return {store.store: dict(store.counts) for store in receipt.stores if store.done}
 
 
+async def test_deletion_needs_the_password_and_a_double_submit_is_one_deletion(
+    auth_stub: auth_pb2_grpc.AuthServiceStub, user: MeshUser
+) -> None:
+    failure = await rpc_failure(
+        auth_stub.DeleteAccount(auth_pb2.DeleteAccountRequest(password="Wr0ng-password!"), metadata=user.metadata)
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PASSWORD_INCORRECT")
+    await auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=user.metadata)  # still there
+
+    request = auth_pb2.DeleteAccountRequest(password=MeshUser.PASSWORD)
+    first, second = await asyncio.gather(
+        auth_stub.DeleteAccount(request, metadata=user.metadata, timeout=60),
+        auth_stub.DeleteAccount(request, metadata=user.metadata, timeout=60),
+    )
+    assert first.receipt.deletion_id == second.receipt.deletion_id
+    assert first.receipt.state == auth_pb2.DELETION_STATE_SUCCEEDED
+    assert receipt_counts(first.receipt)["auth"]["users"] == 1
+    assert receipt_counts(first.receipt)["sessions"] == {"sessions": 0, "conversation_clears": 0}
+
+    # After it succeeded the caller's tokens are refused: a repeat cannot erase anything.
+    failure = await rpc_failure(auth_stub.DeleteAccount(request, metadata=user.metadata))
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    # The email is free again, for a new account with a new id.
+    again = await register_user(auth_stub, email=user.email)
+    assert again.user_id != user.user_id
+
+
 async def test_deletion_with_memory_and_evals_down_completes_when_they_return_and_leaves_no_row(
     mesh: Mesh, channels: dict[str, grpc.aio.Channel], admin: MeshUser, other_user: MeshUser
 ) -> None:
@@ -207,7 +234,20 @@ async def test_deletion_with_memory_and_evals_down_completes_when_they_return_an
     assert before["agent"]["checkpoints"] >= 1 and before["agent"]["run_events"] >= 1
     assert before["memory"]["memories"] >= 1 and before["memory"]["memory_history"] >= 1
     assert before["evals"]["traces"] == 1 and before["auth"]["role_changes_made_anonymised"] == 1
-    assert await tables_holding(mesh, [user.user_id])  # the scan finds the user before
+    needles = [user.user_id, *populated.session_ids]
+    # The scan finds them before, in columns of every kind (uuid, text, bytea checkpoints).
+    found_before = await tables_holding(mesh, needles)
+    expected_before = {
+        ("auth", "users"),
+        ("auth", "role_changes"),
+        ("sessions", "sessions"),
+        ("agent", "runs"),
+        ("agent", "checkpoints"),
+        ("agent", "checkpoint_blobs"),
+        ("memory", "memories"),
+        ("evals", "traces"),
+    }
+    assert expected_before <= found_before, found_before
 
     stopped = ["memory", "evals"]
     try:
@@ -256,7 +296,6 @@ async def test_deletion_with_memory_and_evals_down_completes_when_they_return_an
 
     # Every table of every schema: the user's id and their session ids are gone, except
     # the revocation refusing their access tokens until the last one expires.
-    needles = [user.user_id, *populated.session_ids]
     assert await tables_holding(mesh, needles) == {("auth", "token_revocations")}
     await sql(
         mesh,
@@ -268,33 +307,6 @@ async def test_deletion_with_memory_and_evals_down_completes_when_they_return_an
         assert await tables_holding(mesh, needles) == set()
 
     await eventually(revocation_forgotten, timeout_s=30, interval_s=0.5)
-
-
-async def test_deletion_needs_the_password_and_a_double_submit_is_one_deletion(
-    auth_stub: auth_pb2_grpc.AuthServiceStub, user: MeshUser
-) -> None:
-    failure = await rpc_failure(
-        auth_stub.DeleteAccount(auth_pb2.DeleteAccountRequest(password="Wr0ng-password!"), metadata=user.metadata)
-    )
-    assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PASSWORD_INCORRECT")
-    await auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=user.metadata)  # still there
-
-    request = auth_pb2.DeleteAccountRequest(password=MeshUser.PASSWORD)
-    first, second = await asyncio.gather(
-        auth_stub.DeleteAccount(request, metadata=user.metadata, timeout=60),
-        auth_stub.DeleteAccount(request, metadata=user.metadata, timeout=60),
-    )
-    assert first.receipt.deletion_id == second.receipt.deletion_id
-    assert first.receipt.state == auth_pb2.DELETION_STATE_SUCCEEDED
-    assert receipt_counts(first.receipt)["auth"]["users"] == 1
-    assert receipt_counts(first.receipt)["sessions"] == {"sessions": 0, "conversation_clears": 0}
-
-    # After it succeeded the caller's tokens are refused: a repeat cannot erase anything.
-    failure = await rpc_failure(auth_stub.DeleteAccount(request, metadata=user.metadata))
-    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
-    # The email is free again, for a new account with a new id.
-    again = await register_user(auth_stub, email=user.email)
-    assert again.user_id != user.user_id
 
 
 async def test_export_contains_the_sessions_their_messages_and_the_memories(
