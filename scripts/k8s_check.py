@@ -1280,16 +1280,20 @@ def check_alert_rules() -> list[str]:
 # Metric names the project's own code defines (prefixes), as opposed to kube-state-metrics' or
 # Prometheus' own (`kube_pod_status_phase`, `up`), which the code cannot vouch for.
 OWN_METRIC = re.compile(r"\b((?:agent|memory|eval|gateway|grpc_server|http_request|database)_[a-z0-9_]*)\b")
-METRIC_DEFINITION = re.compile(r'\b(?:Counter|Gauge|Histogram|Summary)\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"')
+METRIC_DEFINITION = re.compile(r'\b(?:Counter|Gauge|Histogram|Summary)\(\s*(f?)"([a-zA-Z0-9_:{}]+)"')
 
 
-def defined_metrics() -> set[str]:
-    """Every metric the services and the gateway define (prometheus_client constructors)."""
-    names: set[str] = set()
+def defined_metrics() -> list[re.Pattern[str]]:
+    """Every metric the services and the gateway define (prometheus_client constructors). A
+    name built in an f-string (`f"{p}_retries_total"`, one set per service) matches any
+    metric-name text where its placeholders are."""
+    patterns: list[re.Pattern[str]] = []
     for folder in (ROOT / "services", ROOT / "gateway"):
         for path in folder.rglob("*.py"):
-            names |= set(METRIC_DEFINITION.findall(path.read_text()))
-    return names
+            for formatted, name in METRIC_DEFINITION.findall(path.read_text()):
+                parts = re.split(r"\{[^}]*\}", name) if formatted else [name]
+                patterns.append(re.compile("[a-z][a-z0-9_]*".join(re.escape(part) for part in parts)))
+    return patterns
 
 
 def check_metric_names(alerts_text: str | None = None, dashboard_text: str | None = None) -> list[str]:
@@ -1313,7 +1317,7 @@ def check_metric_names(alerts_text: str | None = None, dashboard_text: str | Non
     for where, expr in exprs:
         for name in sorted(set(OWN_METRIC.findall(expr))):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
-            if name not in defined and base not in defined:
+            if not any(pattern.fullmatch(name) or pattern.fullmatch(base) for pattern in defined):
                 problems.append(f"{where}: metric {name} is defined nowhere in services/ or gateway/")
     return problems
 

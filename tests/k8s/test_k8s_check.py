@@ -331,11 +331,18 @@ def test_alerts_and_panels_name_metrics_the_code_defines() -> None:
     """A metric renamed in the code (or misspelled in a rule) is caught for alerts and panels;
     kube-state-metrics' and Prometheus' own series are not the code's to define."""
     assert k8s_check.check_metric_names() == []
-    alerts = k8s_check.ALERTS.read_text().replace("agent_outbox_oldest_age_seconds", "agent_outbox_age_seconds")
+    alerts = (
+        k8s_check.ALERTS.read_text()
+        .replace("agent_outbox_oldest_age_seconds", "agent_outbox_age_seconds")
+        .replace("agent_llm_circuit_open", "agent_llm_circuit_is_open")
+    )
     dashboard = k8s_check.DASHBOARD.read_text().replace("agent_runs_lost_total", "agent_lost_runs_total")
     problems = "\n".join(k8s_check.check_metric_names(alerts, dashboard))
     assert "alert AgentmeshOutboxBacklog: metric agent_outbox_age_seconds is defined nowhere" in problems
     assert "dashboard panel 'Runs lost (replica stopped renewing its leases)': metric agent_lost_runs_total" in problems
+    # Names built per service in an f-string (services/common/llm/metrics.py: f"{p}_circuit_open").
+    assert "alert AgentmeshLLMCircuitOpen: metric agent_llm_circuit_is_open is defined nowhere" in problems
+    assert "AgentmeshLLMFallbacks" not in problems
     assert "AgentmeshRunsLost: metric agent_runs_lost_total" not in problems
     assert "kube_pod" not in problems and "metric up " not in problems
 
