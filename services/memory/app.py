@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import openai
-
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from services.common.database import Database, open_database
+from services.common.llm import LLMClient
 from services.common.server import Mount, ServiceApp
 from services.memory.embeddings import Embedder, open_embedder
 from services.memory.extraction import FactExtractor
-from services.memory.llm import StructuredLLM
 from services.memory.memories import Memories
 from services.memory.resolution import Resolver
 from services.memory.server import SERVICE_METHODS, MemoryServicer
@@ -56,17 +54,14 @@ class MemoryApp(ServiceApp):
         super().__init__(settings)
         self.database: Database | None = None
         self.embedder: Embedder | None = None
-        self.llm_client: openai.AsyncOpenAI | None = None
         self.sweeper: MemorySweeper | None = None
 
     async def start(self) -> list[Mount]:
         s = self.settings
         self.database, store = await open_memory_store(s)
         self.embedder = await open_embedder(s)
-        self.llm_client = openai.AsyncOpenAI(
-            base_url=s.effective_llm_base_url, api_key=s.effective_llm_api_key, timeout=s.llm_timeout_s, max_retries=2
-        )
-        llm = StructuredLLM(self.llm_client, s.effective_extraction_model)
+        # Temperature 0: extraction and resolution are classification, not prose.
+        llm = LLMClient(s, service="memory", temperature=0).chain_for(s.extraction_model)
         resolver = Resolver(llm, self.embedder, dedup_threshold=s.dedup_threshold, neighbours=s.resolution_neighbours)
         memories = Memories(
             store,
@@ -99,7 +94,5 @@ class MemoryApp(ServiceApp):
             await self.sweeper.close()
         if self.embedder is not None:
             await self.embedder.close()
-        if self.llm_client is not None:
-            await self.llm_client.close()
         if self.database is not None:
             await self.database.close()

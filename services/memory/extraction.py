@@ -7,9 +7,16 @@ never become memories, whatever they contain.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
+from llm_tasks import MEMORY_FACTS
+from services.common.errors import Unavailable
+from services.common.llm import ModelChain
+from services.common.logging import get_logger
 from services.memory.facts import MAX_FACT_LENGTH, Candidate
-from services.memory.llm import StructuredLLM
+from services.memory.metrics import memory_llm_failures_total
+
+log = get_logger(__name__)
 
 FACTS_SCHEMA = {
     "type": "object",
@@ -32,20 +39,30 @@ starting with a capitalised verb or noun, e.g. "Name is Ana", "Lives in Berlin",
 """
 
 
+def _raw_facts(answer: dict[str, Any]) -> list[Any]:
+    raw_facts = answer.get("facts")
+    if not isinstance(raw_facts, list):
+        raise ValueError("facts is not a list")
+    return raw_facts
+
+
 class FactExtractor:
-    def __init__(self, llm: StructuredLLM) -> None:
-        self._llm = llm
+    def __init__(self, chain: ModelChain) -> None:
+        self._chain = chain
 
     async def extract(self, user_messages: Iterable[str]) -> list[Candidate]:
         document = {"messages": [{"role": "user", "content": content} for content in user_messages]}
         if not document["messages"]:
             return []
-        answer = await self._llm.complete(
-            name="memory_facts", schema=FACTS_SCHEMA, instructions=INSTRUCTIONS, document=document
-        )
-        raw_facts = answer.get("facts")
-        if not isinstance(raw_facts, list):
-            raise self._llm.malformed("memory_facts")
+        try:
+            raw_facts, _ = await self._chain.complete_json(
+                name=MEMORY_FACTS, schema=FACTS_SCHEMA, instructions=INSTRUCTIONS, document=document, parse=_raw_facts
+            )
+        except Unavailable as exc:
+            # Nothing is stored: AddMemories answers UNAVAILABLE rather than half a turn.
+            memory_llm_failures_total.labels(stage=MEMORY_FACTS).inc()
+            log.warning("memory_llm_call_failed", task=MEMORY_FACTS, error=str(exc))
+            raise
         candidates = []
         for raw in raw_facts:
             # A model's overlong or non-string "fact" is noise, not a memory.

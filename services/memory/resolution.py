@@ -12,12 +12,15 @@ ADD/UPDATE/DELETE/NOOP), without mem0's known failures:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from llm_tasks import MEMORY_RESOLUTION
+from services.common.errors import Unavailable
+from services.common.llm import ModelChain
 from services.common.logging import get_logger
 from services.memory.embeddings import Embedder, Vector
 from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact
-from services.memory.llm import StructuredLLM
+from services.memory.metrics import memory_llm_failures_total
 from services.memory.store import MemoryRow, ScoredMemory, UserMemories
 
 log = get_logger(__name__)
@@ -35,6 +38,13 @@ RESOLUTION_SCHEMA = {
     "required": ["action", "target_id", "text"],
     "additionalProperties": False,
 }
+
+
+def _with_action(answer: dict[str, Any]) -> dict[str, Any]:
+    if answer.get("action") not in ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}")
+    return answer
+
 
 INSTRUCTIONS = """\
 You keep a user's long-term memory consistent. The input is a JSON document
@@ -77,8 +87,8 @@ def cosine(a: Vector, b: Vector) -> float:
 
 
 class Resolver:
-    def __init__(self, llm: StructuredLLM, embedder: Embedder, *, dedup_threshold: float, neighbours: int) -> None:
-        self._llm = llm
+    def __init__(self, chain: ModelChain, embedder: Embedder, *, dedup_threshold: float, neighbours: int) -> None:
+        self._chain = chain
         self._embedder = embedder
         self._dedup_threshold = dedup_threshold
         self._neighbours = neighbours
@@ -119,18 +129,22 @@ class Resolver:
     async def _decide(self, candidate: Candidate, nearest: list[ScoredMemory]) -> Decision:
         # Short ids: a model copies "2" reliably, and cannot invent a real row's UUID.
         shown = {str(i + 1): hit.memory for i, hit in enumerate(nearest)}
-        answer = await self._llm.complete(
-            name="memory_resolution",
-            schema=RESOLUTION_SCHEMA,
-            instructions=INSTRUCTIONS,
-            document={
-                "candidate": candidate.prompt_text,
-                "existing": [{"id": key, "text": row.text} for key, row in shown.items()],
-            },
-        )
-        action = answer.get("action")
-        if action not in ACTIONS:
-            raise self._llm.malformed("memory_resolution")
+        try:
+            answer, _ = await self._chain.complete_json(
+                name=MEMORY_RESOLUTION,
+                schema=RESOLUTION_SCHEMA,
+                instructions=INSTRUCTIONS,
+                document={
+                    "candidate": candidate.prompt_text,
+                    "existing": [{"id": key, "text": row.text} for key, row in shown.items()],
+                },
+                parse=_with_action,
+            )
+        except Unavailable as exc:
+            memory_llm_failures_total.labels(stage=MEMORY_RESOLUTION).inc()
+            log.warning("memory_llm_call_failed", task=MEMORY_RESOLUTION, error=str(exc))
+            raise
+        action = answer["action"]
         target = shown.get(str(answer.get("target_id", "")))
         text = str(answer.get("text") or "").strip()
         if action in ("UPDATE", "DELETE") and target is None:

@@ -25,7 +25,8 @@ class MemorySettings(CommonSettings, LLMSettings):
     embedding_batch_size: int = Field(default=64, ge=1, le=2048)
     embedding_timeout_s: float = Field(default=10.0, gt=0)
 
-    # Empty means the primary of LLM_MODELS.
+    # Empty means LLM_MODELS in order (the primary, then the fallbacks); a model named
+    # here is used alone, so its outage shows instead of being answered by another model.
     extraction_model: str = ""
     # Cosine similarity at or above which a candidate counts as already known (NOOP
     # without asking the LLM), and a fact the agent was shown counts as repeated.
@@ -58,7 +59,3 @@ class MemorySettings(CommonSettings, LLMSettings):
     # How long an AddMemories idempotency key is remembered (a redelivery after that
     # would apply again): far longer than any retry schedule.
     memory_idempotency_ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
-
-    @property
-    def effective_extraction_model(self) -> str:
-        return self.extraction_model or self.llm_models[0]

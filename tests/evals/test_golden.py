@@ -108,3 +108,18 @@ def test_the_evals_server_imports_nothing_of_its_command_line_client() -> None:
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n.startswith("services.evals.client") for n in names), f"{path} imports {names}"
+
+
+def test_the_client_modules_import_each_other_one_way() -> None:
+    """cli -> golden -> evaluation -> login: no module imports one that imports it back."""
+    client = PACKAGE_DIR / "client"
+    imports: dict[str, set[str]] = {}
+    for path in client.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        found = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        imports[path.stem] = {m.rsplit(".", 1)[1] for m in found if m.startswith("services.evals.client.")}
+
+    def reaches(start: str, target: str, seen: frozenset[str] = frozenset()) -> bool:
+        return any(n == target or (n not in seen and reaches(n, target, seen | {n})) for n in imports.get(start, ()))
+
+    assert not [name for name in imports if reaches(name, name)]

@@ -17,16 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 import grpc
-from tqdm import tqdm
 
-from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
+from agentmesh.evals.v1 import evals_pb2
 from services.common.settings import load_settings
-from services.evals.client.login import CommandError, admin_token, bearer
+from services.evals.client.evaluation import EXIT_ERROR, EXIT_OK, EXIT_THRESHOLD_CROSSED, evaluate
+from services.evals.client.golden import golden_command
+from services.evals.client.login import CommandError, admin_token
 from services.evals.settings import EvalsSettings
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_THRESHOLD_CROSSED = 2
 DIRECTION_WORDS = {
     evals_pb2.Metric.DIRECTION_LOWER_IS_BETTER: "<=",
     evals_pb2.Metric.DIRECTION_HIGHER_IS_BETTER: ">=",
@@ -77,33 +75,6 @@ def summary_table(report: evals_pb2.EvaluationReport, metrics: dict[str, evals_p
     return "\n".join(lines)
 
 
-async def evaluate(
-    settings: EvalsSettings, token: str, request: evals_pb2.RunEvaluationRequest, *, progress_bar: bool = True
-) -> tuple[evals_pb2.EvaluationReport, dict[str, evals_pb2.Metric]]:
-    """Runs one evaluation, feeding a progress bar from the stream; returns the report."""
-    async with grpc.aio.insecure_channel(settings.evals_addr) as channel:
-        stub = evals_pb2_grpc.EvalServiceStub(channel)
-        listed = await stub.ListMetrics(
-            evals_pb2.ListMetricsRequest(), metadata=bearer(token), timeout=settings.evals_call_timeout_s
-        )
-        bar = tqdm(desc="Evaluating traces", unit="judgement", disable=not progress_bar, file=sys.stderr)
-        report = None
-        with bar:
-            async for event in stub.RunEvaluation(
-                request, metadata=bearer(token), timeout=settings.evals_run_timeout_s
-            ):
-                if event.HasField("report"):
-                    report = event.report
-                    continue
-                progress = event.progress
-                bar.total = progress.graded + progress.failed + progress.remaining
-                bar.update(progress.graded + progress.failed - bar.n)
-                bar.set_postfix(failed=progress.failed, metric=progress.metric, refresh=False)
-    if report is None:
-        raise CommandError("the evaluation stream ended without a report")
-    return report, {m.name: m for m in listed.metrics}
-
-
 async def run_command(args: argparse.Namespace) -> int:
     settings = load_settings(EvalsSettings)
     token = await admin_token(settings, args.token)
@@ -129,7 +100,5 @@ def guarded(command) -> int:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.command == "golden":
-        from services.evals.client.golden import golden_command
-
         return guarded(golden_command(args))
     return guarded(run_command(args))
