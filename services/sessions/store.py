@@ -135,7 +135,7 @@ class SessionStore:
         owner = uuid.UUID(user_id)
         params = {"id": uuid.uuid4(), "user_id": owner, "name": name, "expire_time": expire_time}
         async with self._engine.begin() as conn:
-            await conn.execute(LOCK_OWNER, {"key": "sessions:{user_id}"})
+            await conn.execute(LOCK_OWNER, {"key": f"sessions:{user_id}"})
             if (await conn.execute(COUNT_SESSIONS, {"user_id": owner})).scalar_one() >= max_sessions:
                 return None
             return _row((await conn.execute(INSERT_SESSION, params)).one())
