@@ -1,7 +1,7 @@
 """What authentication and the HTTP gateway cost per request.
 
 Token verification: `AccessTokenVerifier.verify` on a real token from the auth service,
-first verification (signature check; keys already fetched) and cached, in µs per call.
+first verification (signature check; keys already fetched) and cached, in microseconds per call.
 Gateway: GetMe through the gateway (HTTP/JSON -> gRPC) against the same RPC called
 directly over gRPC, sequential calls interleaved so both see the same machine; then
 requests/s at 64 concurrent clients through each.
