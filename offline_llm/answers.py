@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import llm_tasks
 from offline_llm.facts import apply_facts, extract_facts, second_person
 from offline_llm.judge import OFFENSIVE_TERMS
 from offline_llm.structured import minimal_value
@@ -148,19 +150,38 @@ def _question_first(text: str) -> str | None:
     return f"What is {what}?"
 
 
+def _ask_user_arguments(text: str) -> dict[str, Any] | None:
+    question = _question_first(text)
+    return {"question": question} if question else None
+
+
+def _calculator_arguments(text: str) -> dict[str, Any] | None:
+    expression = find_expression(text)
+    return {"expression": expression} if expression else None
+
+
+def _current_time_arguments(text: str) -> dict[str, Any] | None:
+    return {} if _TIME_RE.search(text) else None
+
+
+def _web_search_arguments(text: str) -> dict[str, Any] | None:
+    query = _search_query(text)
+    return {"query": query} if query else None
+
+
+# The tools the offline model knows (llm_tasks.TOOLS), in the order it considers them:
+# `ask_user` first, so "ask me my age first, then what is 2+2" asks first.
+TOOL_ARGUMENTS: dict[str, Callable[[str], dict[str, Any] | None]] = {
+    llm_tasks.ASK_USER: _ask_user_arguments,
+    llm_tasks.CALCULATOR: _calculator_arguments,
+    llm_tasks.CURRENT_TIME: _current_time_arguments,
+    llm_tasks.WEB_SEARCH: _web_search_arguments,
+}
+
+
 def _tool_arguments(name: str, text: str) -> dict[str, Any] | None:
-    if name == "ask_user":
-        question = _question_first(text)
-        return {"question": question} if question else None
-    if name == "calculator":
-        expression = find_expression(text)
-        return {"expression": expression} if expression else None
-    if name == "current_time":
-        return {} if _TIME_RE.search(text) else None
-    if name == "web_search":
-        query = _search_query(text)
-        return {"query": query} if query else None
-    return None
+    decide = TOOL_ARGUMENTS.get(name)
+    return decide(text) if decide is not None else None
 
 
 def _tool_schemas(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -184,7 +205,7 @@ def decide_tool_call(text: str, tools: list[dict[str, Any]], tool_choice: Any) -
         if arguments is None:
             arguments = minimal_value(schemas.get(forced, {}))
         return ToolCall(forced, json.dumps(arguments))
-    for name in ("ask_user", "calculator", "current_time", "web_search"):
+    for name in TOOL_ARGUMENTS:
         if name in schemas:
             arguments = _tool_arguments(name, text)
             if arguments is not None:
@@ -197,10 +218,10 @@ def decide_tool_call(text: str, tools: list[dict[str, Any]], tool_choice: Any) -
 
 def parallel_calculations(text: str, tools: list[dict[str, Any]], tool_choice: Any) -> list[ToolCall]:
     """One calculator call per ";"-separated expression, when there are at least two."""
-    if "calculator" not in _tool_schemas(tools) or tool_choice == "none" or isinstance(tool_choice, dict):
+    if llm_tasks.CALCULATOR not in _tool_schemas(tools) or tool_choice == "none" or isinstance(tool_choice, dict):
         return []
     expressions = [find_expression(part) for part in text.split(";")]
-    calls = [ToolCall("calculator", json.dumps({"expression": e})) for e in expressions if e]
+    calls = [ToolCall(llm_tasks.CALCULATOR, json.dumps({"expression": e})) for e in expressions if e]
     return calls if len(calls) >= 2 else []
 
 
@@ -238,16 +259,16 @@ def answer_tool_result(messages: list[dict[str, Any]]) -> str:
     name = _tool_name_for(messages, str(last.get("tool_call_id", "")))
     if _REJECTED_RE.search(result):
         return f"You rejected the {name or 'tool'} call, so I did not run it."
-    if name == "ask_user":
+    if name == llm_tasks.ASK_USER:
         return f"Thank you. You told me: {result}"
     if _ERROR_RE.search(result):
         tool = f"The {name} tool" if name else "The tool"
         return f"{tool} reported an error: {result}"
-    if name == "calculator":
+    if name == llm_tasks.CALCULATOR:
         return f"The result is {result}."
-    if name == "current_time":
+    if name == llm_tasks.CURRENT_TIME:
         return f"It is {result}."
-    if name == "web_search":
+    if name == llm_tasks.WEB_SEARCH:
         return _search_summary(result)
     tool = f"The {name} tool" if name else "The tool"
     return f"{tool} returned: {result}"

@@ -17,7 +17,15 @@ Metric names are matched case-insensitively, with "-" and spaces read as "_".
 - helpfulness: 0 for an empty output, 0.2 for a non-answer ("I don't know", "I cannot help"),
   otherwise `0.5 + 0.5 * relevancy`.
 - conciseness: 1.0 up to 60 words, then falling linearly to 0.0 at 300 words.
-- any other metric: 0.5, with reasoning saying the offline judge does not know the metric.
+- any other metric (a metric file added without teaching the offline judge, which
+  tests/offline_llm/test_task_names.py refuses for the mesh's own metrics): the overlap of
+  content words, `2 * |shared| / (|input words| + |output words|)` (the Dice coefficient of the
+  two sets): 0 for an empty output, 1 when both use the same content words, 0.5 when neither has
+  any. It reads the trace, so it varies with the answer like a real judge would, instead of a
+  constant 0.5 that sits on one side of any threshold for every trace; the reasoning says the
+  metric is unknown and which rule scored it.
+
+The metric names come from `llm_tasks.METRICS`, shared with the evals service.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import llm_tasks
 from offline_llm.text import content_words, stem, words
 
 OFFENSIVE_TERMS: tuple[str, ...] = (
@@ -178,22 +187,35 @@ def conciseness(output: str) -> Judgement:
     return Judgement(max(0.0, 1.0 - (count - 60) / 240), f"The answer is {length}, over 60 words.")
 
 
+def generic(metric: str, question: str, output: str) -> Judgement:
+    """The documented rule for a metric the offline judge has no heuristic for."""
+    asked, answered = set(content_words(question)), set(content_words(output))
+    if not output.strip():
+        return Judgement(0.0, f"The metric '{metric}' is unknown to the offline judge; the answer is empty.")
+    if not asked and not answered:
+        return Judgement(0.5, f"The metric '{metric}' is unknown to the offline judge; nothing to compare.")
+    shared = len(asked & answered)
+    score = 2 * shared / (len(asked) + len(answered))
+    return Judgement(
+        score,
+        f"The metric '{metric}' is unknown to the offline judge, so it scores the overlap of content words: "
+        f"{shared} shared by the question ({len(asked)}) and the answer ({len(answered)}).",
+    )
+
+
+JUDGES: dict[str, Callable[[str, str], Judgement]] = {
+    llm_tasks.TOXICITY: lambda question, output: toxicity(output),
+    llm_tasks.RELEVANCY: relevancy,
+    llm_tasks.HALLUCINATION: hallucination,
+    llm_tasks.HELPFULNESS: helpfulness,
+    llm_tasks.CONCISENESS: lambda question, output: conciseness(output),
+}
 _ALIASES = {"answer_relevancy": "relevancy", "relevance": "relevancy", "answer_relevance": "relevancy"}
 
 
 def judge(metric: str, question: str, output: str) -> Judgement:
     name = re.sub(r"[\s-]+", "_", metric.strip().lower())
     name = _ALIASES.get(name, name)
-    if name == "toxicity":
-        result = toxicity(output)
-    elif name == "relevancy":
-        result = relevancy(question, output)
-    elif name == "hallucination":
-        result = hallucination(question, output)
-    elif name == "helpfulness":
-        result = helpfulness(question, output)
-    elif name == "conciseness":
-        result = conciseness(output)
-    else:
-        return Judgement(0.5, f"The metric '{metric}' is unknown to the offline judge, so it scores neutral.")
+    heuristic = JUDGES.get(name)
+    result = heuristic(question, output) if heuristic is not None else generic(metric, question, output)
     return Judgement(round(min(1.0, max(0.0, result.score)), 3), result.reasoning)

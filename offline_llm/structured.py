@@ -25,6 +25,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import llm_tasks
 from offline_llm.facts import ExistingFact, extract_user_facts, resolve_fact
 from offline_llm.judge import judge
 from offline_llm.text import message_text
@@ -66,16 +67,17 @@ def conversation_summary(document: JsonObject) -> JsonObject:
     return {"summary": "\n".join(bullets)}
 
 
+# Keyed by the schema names of `llm_tasks.SCHEMAS`, shared with the services.
 NAMED_TASKS: dict[str, Callable[[JsonObject], JsonObject]] = {
-    "conversation_summary": conversation_summary,
-    "memory_facts": memory_facts,
-    "memory_resolution": memory_resolution,
-    "judgement": judgement,
+    llm_tasks.CONVERSATION_SUMMARY: conversation_summary,
+    llm_tasks.MEMORY_FACTS: memory_facts,
+    llm_tasks.MEMORY_RESOLUTION: memory_resolution,
+    llm_tasks.JUDGEMENT: judgement,
 }
 _TASK_KEYS = (
-    ({"candidate", "existing"}, "memory_resolution"),
-    ({"metric", "output"}, "judgement"),
-    ({"messages"}, "memory_facts"),
+    ({"candidate", "existing"}, llm_tasks.MEMORY_RESOLUTION),
+    ({"metric", "output"}, llm_tasks.JUDGEMENT),
+    ({"messages"}, llm_tasks.MEMORY_FACTS),
 )
 
 
@@ -179,7 +181,7 @@ def structured_answer(response_format: JsonObject, messages: list[JsonObject], p
         schema = spec.get("schema") or {}
         task = NAMED_TASKS.get(str(spec.get("name", "")))
         if task is not None:
-            if document is None and spec.get("name") == "memory_facts":
+            if document is None and spec.get("name") == llm_tasks.MEMORY_FACTS:
                 document = {"messages": [m for m in messages if m.get("role") == "user"][-1:]}
             result = conform(task(document or {}), schema) if schema else task(document or {})
             return json.dumps(result)

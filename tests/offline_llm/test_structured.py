@@ -121,11 +121,14 @@ async def test_judgement_scores_toxicity_and_relevancy_with_chatopenai(
         'You asked: "what is the capital of France". I am the agentmesh offline model, so I cannot look this up.',
     )
     unknown = await score("creativity", "Write a poem", "Roses are red.")
+    unknown_on_topic = await score("creativity", "Write a poem about roses", "A poem: roses are red.")
 
     assert toxic["score"] >= 0.7 and clean["score"] == 0.0
     assert relevant["score"] > 0.6 > off_topic["score"]
     assert offline["score"] < 0.3
-    assert unknown["score"] == 0.5 and "unknown" in unknown["reasoning"]
+    # An unknown metric is scored by the documented overlap rule (offline_llm/judge.py), not 0.5.
+    assert unknown["score"] == 0.0 and "unknown" in unknown["reasoning"]
+    assert unknown_on_topic["score"] > 0.5 and "overlap" in unknown_on_topic["reasoning"]
 
 
 async def test_other_schemas_get_a_minimal_valid_object(openai_client: AsyncOpenAI) -> None:
