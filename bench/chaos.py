@@ -18,13 +18,14 @@ ephemeral ports, a temporary folder and its own embedded Postgres. CHAOS_CONCURR
 
 Per fault it reports: turns failed; turns that succeeded but lost their memory write or trace
 (checked in the database, per succeeded run, once the agent's outbox has delivered what the
-fault held up; must be 0); time to recover (fault removed -> every service's health SERVING,
-/readyz 200, a new client's chat turn and every load client's turn answered again); the
-supervisor's restarts; and whether any process had to be restarted by hand (a process that does
-not recover within CHAOS_RECOVERY_TIMEOUT_S is restarted by the suite and reported; must be
-never). Results: bench/results/chaos-latest.json (a quick or partial run writes
-chaos-partial-latest.json) and a Markdown table on stdout (the README's "Chaos" section). Exit
-status 1 when a fault lost a hand-off, needed a manual restart or did not recover.
+fault held up, with the load paused meanwhile, within CHAOS_DRAIN_TIMEOUT_S; must be 0); time to
+recover (fault removed -> every service's health SERVING, /readyz 200, a new client's chat turn
+and every load client's turn answered again); the supervisor's restarts; and whether any process
+had to be restarted by hand (a process that does not recover within CHAOS_RECOVERY_TIMEOUT_S is
+restarted by the suite and reported; must be never). Results: bench/results/chaos-latest.json (a
+quick or partial run writes chaos-partial-latest.json) and a Markdown table on stdout (the
+README's "Chaos" section). Exit status 1 when a fault lost a hand-off, needed a manual restart
+or did not recover.
 
 CHAOS_QUICK=1 is a CI-sized run (5 s freezes, 10 s outages unless CHAOS_OUTAGE_S is set, two
 clients); CHAOS_FAULTS=kill:agent,postgres:freeze runs only those; CHAOS_KEEP_LOGS=1 keeps the
@@ -136,7 +137,7 @@ class Plan:
             settle_s=float(env.get("CHAOS_SETTLE_S", "2" if quick else "5")),
             concurrency=int(env.get("CHAOS_CONCURRENCY", "2" if quick else "4")),
             recovery_timeout_s=float(env.get("CHAOS_RECOVERY_TIMEOUT_S", "90")),
-            drain_timeout_s=float(env.get("CHAOS_DRAIN_TIMEOUT_S", "90")),
+            drain_timeout_s=float(env.get("CHAOS_DRAIN_TIMEOUT_S", "300")),
         )
 
 
@@ -344,6 +345,9 @@ class Load:
         self.turns: list[Turn] = []
         self.user_ids: list[str] = []
         self._stop = asyncio.Event()
+        self._go = asyncio.Event()
+        self._go.set()
+        self._in_flight = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._http = httpx.AsyncClient(base_url=mesh.gateway_url, timeout=TURN_TIMEOUT_S)
         self._auth = grpc.aio.insecure_channel(mesh.addr("auth"))
@@ -388,8 +392,15 @@ class Load:
 
     async def _loop(self, index: int, client: Client) -> None:
         while not self._stop.is_set():
-            # A new fact every turn: the memory service owes a write for each one.
-            turn = await self.turn(client, f"I like chaos topic {uuid.uuid4().hex[:10]}.")
+            await self._go.wait()
+            if self._stop.is_set():
+                return
+            self._in_flight += 1
+            try:
+                # A new fact every turn: the memory service owes a write for each one.
+                turn = await self.turn(client, f"I like chaos topic {uuid.uuid4().hex[:10]}.")
+            finally:
+                self._in_flight -= 1
             turn.client = index
             self.turns.append(turn)
             if not turn.ok:
@@ -407,8 +418,18 @@ class Load:
         served = {t.client for t in self.turns if t.ok and t.started >= moment}
         return len(served) >= self.concurrency
 
+    async def pause(self) -> None:
+        """No new turns; returns once the turns in flight have ended."""
+        self._go.clear()
+        while self._in_flight:  # noqa: ASYNC110 (a short wait for a few turns, polled)
+            await asyncio.sleep(0.05)
+
+    def resume(self) -> None:
+        self._go.set()
+
     async def stop(self) -> None:
         self._stop.set()
+        self._go.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
@@ -626,8 +647,14 @@ async def run_fault(supervised: SupervisedMesh, load: Load, checks: Checks, faul
             supervised.restart_by_hand(name)
         await checks.wait_recovered(plan.recovery_timeout_s)
     recovered = time.monotonic()
+    # The load pauses while the outbox catches up: under steady load the receivers' backlog
+    # drains only as fast as they outpace new turns, which says nothing about loss.
+    await load.pause()
     until = await checks.db_now()
-    delivered_s, memory, traces, dead = await checks.wait_delivered(since, until, plan.drain_timeout_s)
+    try:
+        delivered_s, memory, traces, dead = await checks.wait_delivered(since, until, plan.drain_timeout_s)
+    finally:
+        load.resume()
     window = [t for t in load.turns if started <= t.ended <= recovered + 1.0]
     errors = Counter(t.error for t in window if not t.ok)
     restarts_after = supervised.restarts()
@@ -692,8 +719,8 @@ async def run_suite(plan: Plan, env: dict[str, str] | None = None) -> dict[str, 
 def markdown_table(document: dict[str, Any]) -> str:
     lines = [
         "| fault | turns failed / total | answered p95 | lost memory writes | lost traces | recovered in"
-        " | supervisor restarts | restarted by hand |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        " | outbox caught up | supervisor restarts | restarted by hand |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for item in document["faults"]:
         total = item["turns_ok"] + item["turns_failed"]
@@ -703,7 +730,8 @@ def markdown_table(document: dict[str, Any]) -> str:
         p95 = "-" if item.get("answered_p95_s") is None else f"{item['answered_p95_s']:.1f} s"
         lines.append(
             f"| {item['fault']} | {item['turns_failed']} / {total} | {p95} | {lost_memory} | {item['lost_traces']}"
-            f" | {recover} | {restarts} | {', '.join(item['manual_restarts']) or 'never'} |"
+            f" | {recover} | {item['outbox_delivered_s']:.0f} s | {restarts}"
+            f" | {', '.join(item['manual_restarts']) or 'never'} |"
         )
     return "\n".join(lines)
 
