@@ -13,12 +13,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies first, so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN mkdir -p services gateway agentmesh offline_llm loadtest bench \
- && pip install --upgrade pip \
- && pip install . \
- && pip uninstall -y agentmesh
+# Dependencies first, so a code change does not reinstall them: exactly the lock's pins, each
+# file checked against its hash (`make lock` writes requirements/runtime.txt), no dependency resolution and
+# no unpinned upgrade of pip. Wheels only: the slim image has no compiler. The project itself is
+# not installed: its code is copied to /app below and run from there.
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN pip install --require-hashes --no-deps --only-binary :all: -r requirements/runtime.txt
 RUN python -m compileall -q /opt/venv/lib
 
 FROM python:${PYTHON_VERSION}-slim-bookworm@${PYTHON_DIGEST} AS runtime
