@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
 import ipaddress
 import json
@@ -649,18 +650,35 @@ def _check_ports_and_probes(workload: Workload, loaded: list[BaseSettings], wher
     return problems
 
 
+@functools.cache
+def streamed_over_http() -> dict[str, list[str]]:
+    """gRPC service -> its server-streaming RPCs the gateway serves over HTTP (each gets
+    GATEWAY_STREAM_TIMEOUT), from the descriptor set the gateway loads."""
+    from gateway.descriptors import load_descriptor_set
+
+    streamed: dict[str, list[str]] = {}
+    for binding in load_descriptor_set(ROOT / "agentmesh" / "descriptors.binpb").bindings:
+        if binding.server_streaming:
+            streamed.setdefault(binding.service_name, []).append(binding.method.name)
+    return streamed
+
+
 def _check_drain(workload: Workload, loaded: list[BaseSettings], where: str, deadlines: Deadlines) -> list[str]:
     """grace >= preStop + drain + margin, and the drain outlasts the longest call a caller
-    may have in flight (the gateway's stream deadline for the agent and the gateway itself,
-    its unary deadline for the others)."""
+    may have in flight: the gateway's stream deadline for the gateway itself and for a
+    service with a server-streaming RPC on HTTP (the agent's chat, the account export, an
+    evaluation run), its unary deadline for the others."""
     spec = workload.pod_spec
     problems = []
     if workload.program.kind == "grpc":
         drain = float(setting(loaded, "shutdown_grace_s"))
         drain_name = "SHUTDOWN_GRACE_S"
+        streams = sorted(
+            rpc for name in served_service_names(workload.program.name) for rpc in streamed_over_http().get(name, [])
+        )
         longest, longest_name = (
-            (deadlines.stream_s, "GATEWAY_STREAM_TIMEOUT")
-            if workload.program.name == "agent"
+            (deadlines.stream_s, f"GATEWAY_STREAM_TIMEOUT ({', '.join(streams)})")
+            if streams
             else (deadlines.unary_s, "GATEWAY_UNARY_TIMEOUT")
         )
     else:

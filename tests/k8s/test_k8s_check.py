@@ -92,7 +92,7 @@ def test_cross_check_catches_drift_from_the_code() -> None:
     auth["containers"][0]["env"].append({"name": "NOT_A_SETTING", "value": "1"})
     problems = "\n".join(k8s_check.cross_check(docs, "prod"))
     assert "readinessProbe port 50099 != GRPC_PORT 50051" in problems
-    assert "terminationGracePeriodSeconds 20 < preStop 5 + SHUTDOWN_GRACE_S 30 + margin 10" in problems
+    assert "terminationGracePeriodSeconds 20 < preStop 5 + SHUTDOWN_GRACE_S 300 + margin 10" in problems
     assert "['NOT_A_SETTING'] is read by no settings class" in problems
 
 
@@ -169,6 +169,24 @@ def test_grace_shorter_than_the_streams_it_drains_is_caught() -> None:
     configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("gateway-config"))
     configmap["data"]["GATEWAY_SHUTDOWN_GRACE_S"] = "10"  # uvicorn's old 10 s
     assert "GATEWAY_SHUTDOWN_GRACE_S 10s is shorter than GATEWAY_STREAM_TIMEOUT 300s" in problems_of(docs)
+
+
+def test_services_streaming_over_http_drain_as_long_as_the_stream_deadline() -> None:
+    """Auth's ExportAccount and evals' RunEvaluation get GATEWAY_STREAM_TIMEOUT from the
+    gateway; with the shared 30 s drain a rollout cut them. Sessions and memory stream nothing
+    over HTTP and keep the unary bound."""
+    assert k8s_check.streamed_over_http()["agentmesh.auth.v1.AuthService"] == ["ExportAccount"]
+    assert "agentmesh.sessions.v1.SessionService" not in k8s_check.streamed_over_http()
+    docs = prod()
+    for name in ("auth", "evals"):
+        config = next(
+            d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith(f"{name}-config")
+        )
+        del config["data"]["SHUTDOWN_GRACE_S"]  # back to mesh-config's 30 s
+    problems = problems_of(docs)
+    assert "auth/auth: SHUTDOWN_GRACE_S 30s is shorter than GATEWAY_STREAM_TIMEOUT (ExportAccount)" in problems
+    assert "evals/evals: SHUTDOWN_GRACE_S 30s is shorter than GATEWAY_STREAM_TIMEOUT (RunEvaluation)" in problems
+    assert "sessions/sessions: SHUTDOWN_GRACE_S" not in problems and "memory/memory: SHUTDOWN_GRACE_S" not in problems
 
 
 def test_clusterip_services_and_pick_first_are_caught() -> None:
