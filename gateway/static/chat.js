@@ -488,8 +488,12 @@ async function relay(response, turn) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   const feed = sseParser((name, data) => {
     const payload = JSON.parse(data);
-    if (name === "error") turn.fail(payload.message || "the stream failed");
-    else applyChatEvent(payload, turn);
+    // A run that ended with an error event (a stop) also ends its stream with that status:
+    // the answer already says how it ended.
+    const ended = ["true", "stopped"].includes(turn.answer.dataset.done);
+    if (name === "error") {
+      if (!ended) turn.fail(payload.message || "the stream failed");
+    } else applyChatEvent(payload, turn);
     turn.list.scrollTop = turn.list.scrollHeight;
   });
   for (;;) {
