@@ -162,7 +162,10 @@ class _Call:
             try:
                 yield
             finally:
-                reset_principal(token)
+                # A stream closed from another task (server shutdown finalising it) runs this in a
+                # context that never set the principal: nothing to reset there.
+                with contextlib.suppress(ValueError):
+                    reset_principal(token)
         except (asyncio.CancelledError, GeneratorExit):
             code = grpc.StatusCode.CANCELLED
             raise
