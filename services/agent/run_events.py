@@ -62,6 +62,11 @@ class RunChannel:
         self._closed = False
 
     @property
+    def first_seq(self) -> int:
+        """The first event this channel holds (a resumed run's earlier events are stored only)."""
+        return self._first_seq
+
+    @property
     def last_seq(self) -> int:
         return self._first_seq - 1 + len(self.events)
 
@@ -245,11 +250,16 @@ async def follow_stored(
     while True:
         waiter = notifier.waiter(run_id)
         rows = await store.events_after(run_id, position.last_seq)
-        for seq, data in rows:
+        for index, (seq, data) in enumerate(rows):
             event = agent_pb2.ChatEvent.FromString(data)
             position.last_seq = seq
             yield event
-            if is_terminal(event):
+            # A pause ends the stream only while it is the run's latest event: a resumed
+            # run's replay goes on past its earlier pauses.
+            paused_here = event.WhichOneof("event") == "interrupt" and index == len(rows) - 1
+            if (is_terminal(event) and event.WhichOneof("event") != "interrupt") or (
+                paused_here and event.interrupt.last and await _still_paused_at(store, run_id, seq)
+            ):
                 position.done = True
                 return
         if rows:
@@ -269,6 +279,11 @@ async def follow_stored(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter.wait(), FOLLOW_POLL_S)
         return
+
+
+async def _still_paused_at(store: RunStore, run_id: str, seq: int) -> bool:
+    run = await store.get(run_id)
+    return run is not None and run.status == "interrupted" and run.last_seq == seq
 
 
 def ending_event(run: RunRow, *, seq: int) -> agent_pb2.ChatEvent:

@@ -307,7 +307,17 @@ class Runs:
             local = self._executions.get(run_id)
             if local is not None:
                 source = source or "local"
-                async for event in local[0].channel.follow(position.last_seq):
+                channel = local[0].channel
+                # A resumed run's channel starts after its pause: the events before are stored.
+                while position.last_seq < channel.first_seq - 1:
+                    earlier = await self._store.events_after(run_id, position.last_seq)
+                    earlier = [(seq, data) for seq, data in earlier if seq < channel.first_seq]
+                    if not earlier:
+                        break
+                    for seq, data in earlier:
+                        position.last_seq = seq
+                        yield agent_pb2.ChatEvent.FromString(data)
+                async for event in channel.follow(position.last_seq):
                     position.last_seq = event.seq
                     yield event
                 break

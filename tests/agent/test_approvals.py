@@ -107,6 +107,8 @@ async def test_calculator_call_pauses_the_run_with_its_call_and_hash_then_approv
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert "tool_result" in kinds(rest) and kinds(rest)[-1] == "completed"
     assert "391" in rest[-1].completed.message.content
+    # A replay from the start goes past the pause to the end (one run, one stream of events).
+    assert await rest_of_run(stub, user, session_id, run_id, 0) == events
     # The same decision again returns the run, changes nothing.
     again = await decide(stub, user, session_id, paused[-1], agent_pb2.DECISION_APPROVE, run_id=run_id)
     assert again.status == agent_pb2.RUN_STATUS_SUCCEEDED and again.run_id == run_id
