@@ -156,7 +156,8 @@ SESSIONS_WITH_PENDING_RUNS = (
 )
 RENEW_LEASES = (
     "UPDATE runs SET lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)"
-    " WHERE lease_owner = %(owner)s AND status = 'running' RETURNING run_id, cancel_action"
+    " WHERE lease_owner = %(owner)s AND status = 'running' AND run_id = ANY(%(run_ids)s)"
+    " RETURNING run_id, cancel_action"
 )
 EXPIRED_LEASES = (
     "SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_at < clock_timestamp()"
@@ -452,10 +453,14 @@ class RunStore:
             await cur.execute(SESSIONS_WITH_PENDING_RUNS, (limit,))
             return [str(row["session_id"]) for row in await cur.fetchall()]
 
-    async def renew_leases(self, owner: str) -> dict[str, str | None]:
-        """Extends this replica's leases; returns run_id -> requested cancel action."""
+    async def renew_leases(self, owner: str, run_ids: Sequence[str]) -> dict[str, str | None]:
+        """Extends the leases of the runs this replica is executing (only those: a run whose
+        execution died, say its end could not be written while the database was down, must
+        lose its lease and be failed as lost, not keep its session busy for good); returns
+        run_id -> requested cancel action."""
+        params = {"owner": owner, "lease_s": self._lease_s, "run_ids": [uuid.UUID(run_id) for run_id in run_ids]}
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(RENEW_LEASES, {"owner": owner, "lease_s": self._lease_s})
+            await cur.execute(RENEW_LEASES, params)
             return {str(row["run_id"]): row["cancel_action"] for row in await cur.fetchall()}
 
     async def expired_leases(self, limit: int) -> list[str]:

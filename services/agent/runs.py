@@ -478,7 +478,7 @@ class Runs:
     async def _renew(self) -> None:
         if not self._executions:
             return
-        for run_id, action in (await self._store.renew_leases(self.replica)).items():
+        for run_id, action in (await self._store.renew_leases(self.replica, list(self._executions))).items():
             if action:  # a cancel whose notification this replica missed
                 self._cancel_local(run_id, action)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg_pool import AsyncConnectionPool
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from bench.chaos import postgres_frozen, restart_postgres
 from meshctl.mesh import Mesh
+from services.agent.run_store import RunRow, RunStore
 from services.common.database import database_wait_bound_s
 from services.common.embedded_pg import embedded_database_url
 from services.common.settings import CommonSettings
@@ -184,3 +187,37 @@ async def test_restarted_database_is_used_again_without_restarts(
     await all_succeed(calls)
     await eventually(lambda: all_serving(channels), timeout_s=HEALTH_NOTICE_S, interval_s=0.2)
     assert {name: child.pid for name, child in mesh.processes.items()} == pids
+
+
+async def test_only_runs_still_executing_keep_their_lease(outage_mesh: tuple[Mesh, Path]) -> None:
+    """A run whose execution died (its end could not be written while the database was frozen:
+    the chaos suite's Postgres freeze left one) must not keep its lease, or its session stays
+    busy until the process restarts; renewing only what executes lets it be failed as lost."""
+    mesh, _ = outage_mesh
+    pool = AsyncConnectionPool(
+        mesh.env["DATABASE_URL"],
+        min_size=1,
+        max_size=2,
+        kwargs={"autocommit": True, "options": "-c search_path=agent"},
+        open=False,
+    )
+    await pool.open(wait=True)
+    try:
+        store = RunStore(pool, lease_s=30)
+
+        async def new_run() -> RunRow | None:
+            return await store.insert(
+                session_id=str(uuid.uuid4()),
+                user_id=str(uuid.uuid4()),
+                content="hello",
+                strategy="reject",
+                owner="replica-a",
+                max_active_per_user=4,
+            )
+
+        orphan, alive = await new_run(), await new_run()
+        assert orphan is not None and alive is not None
+        renewed = await store.renew_leases("replica-a", [alive.run_id])
+        assert set(renewed) == {alive.run_id}
+    finally:
+        await pool.close()
