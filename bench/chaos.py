@@ -430,6 +430,8 @@ class Load:
     async def stop(self) -> None:
         self._stop.set()
         self._go.set()
+        for task in self._tasks:  # a turn in flight may take TURN_TIMEOUT_S; the end need not wait
+            task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
