@@ -179,7 +179,7 @@ loadtest-stress: setup
 soak: setup
 	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m bench.soak
 
-# Faults under steady chat load on a supervised mesh of its own (bench/chaos.py, ~15 min; not in
+# Faults under steady chat load on a supervised mesh of its own (bench/chaos.py, ~13 min; not in
 # `make test`): fails when a fault loses a hand-off or needs a restart by hand. CHAOS_QUICK=1 for a
 # short run, CHAOS_OUTAGE_S for how long memory and evals stay down (60 s; quick: 10 s), CHAOS_FAULTS
 # to pick faults.
