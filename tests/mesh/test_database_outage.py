@@ -25,6 +25,7 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from bench.chaos import postgres_frozen, restart_postgres
 from meshctl.mesh import Mesh
+from meshctl.postgres import stop_embedded_postgres
 from services.agent.run_store import RunRow, RunStore
 from services.common.database import database_wait_bound_s
 from services.common.embedded_pg import embedded_database_url
@@ -70,6 +71,8 @@ def outage_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh
         yield mesh, (base / "db" / "pgdata").resolve()
     finally:
         mesh.stop()
+        # This Postgres is the test's own: stopped here, not left to pgserver's exit hook.
+        stop_embedded_postgres(base / "db")
 
 
 @pytest.fixture
