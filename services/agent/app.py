@@ -96,6 +96,7 @@ class AgentApp(ServiceApp):
             traces_enabled=s.evals_enabled,
             store=store,
             approval_ttl_s=s.approval_ttl_s,
+            end_retry_s=s.run_lease_s,
         )
         self.runs = Runs(
             store=store,

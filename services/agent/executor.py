@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+import psycopg
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from langchain_core.messages import AIMessage, HumanMessage
@@ -67,6 +68,7 @@ def error_event(code: grpc.StatusCode, message: str, reason: str) -> agent_pb2.C
     return agent_pb2.ChatEvent(error=agent_pb2.RunError(code=code.value[0], message=message, reason=reason))
 
 
+END_NOT_RECORDED = "the agent could not record the end of this turn (its database did not answer); send it again"
 CANCELLED_MESSAGES = {
     CANCEL_INTERRUPT: ("the run was stopped; what it said so far is kept", "RUN_CANCELLED"),
     CANCEL_ROLLBACK: ("the run was cancelled and rolled back", "RUN_ROLLED_BACK"),
@@ -103,6 +105,7 @@ class RunExecutor:
         traces_enabled: bool,
         store: RunStore,
         approval_ttl_s: float,
+        end_retry_s: float = 30.0,
     ) -> None:
         self._graph = graph
         self._chain = chain
@@ -114,6 +117,7 @@ class RunExecutor:
         self._traces_enabled = traces_enabled
         self._store = store
         self._approval_ttl_s = approval_ttl_s
+        self._end_retry_s = end_retry_s
 
     async def execute(self, run: RunRow, execution: Execution, resume: dict[str, Any] | None = None) -> RunRow | None:
         """Runs the turn to its end (or to a pause for a person) and records it; the task may
@@ -169,7 +173,7 @@ class RunExecutor:
             metrics.runs_in_flight.dec()
         metrics.runs_total.labels(outcome=OUTCOME_LABELS.get(outcome.status, outcome.status)).inc()
         hand_offs = self._hand_offs(run, outcome, execution.context, last.completed.latency_ms)
-        finished = await channel.finish(outcome, last, hand_offs)
+        finished = await self._record_end(channel, outcome, last, hand_offs)
         if finished is None:
             log.warning("run_finished_elsewhere")
             return None
@@ -177,6 +181,25 @@ class RunExecutor:
             self._outbox.poke()
         log.info("run_ended", status=finished.status, model=finished.model)
         return finished
+
+    async def _record_end(
+        self, channel: RunChannel, outcome: RunOutcome, last: agent_pb2.ChatEvent, hand_offs: list[OutboxItem]
+    ) -> RunRow | None:
+        """Writes the run's end, retrying while the database does not answer (for about a
+        lease: after that another replica fails the run as lost). If it never could, the
+        callers following here still get a last event instead of waiting out their deadline."""
+        deadline = time.monotonic() + self._end_retry_s
+        while True:
+            try:
+                return await channel.finish(outcome, last, hand_offs)
+            except (psycopg.Error, OSError) as exc:
+                if time.monotonic() > deadline:
+                    log.warning("run_end_not_recorded", error=type(exc).__name__)
+                    channel.end_locally(
+                        error_event(grpc.StatusCode.UNAVAILABLE, END_NOT_RECORDED, "DATABASE_UNAVAILABLE")
+                    )
+                    return None
+                await asyncio.sleep(1.0)
 
     async def _recall(self, run: RunRow) -> list[str]:
         if not self._memory.enabled:

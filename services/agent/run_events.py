@@ -127,6 +127,13 @@ class RunChannel:
         self._closed = True
         return finished
 
+    def end_locally(self, last: agent_pb2.ChatEvent) -> None:
+        """Ends the stream of the followers here without a record (the database is gone;
+        another replica will fail the run as lost once its lease runs out)."""
+        self._closed = False
+        self._append(last)
+        self._closed = True
+
     async def pause(
         self,
         store_pause: Callable[
