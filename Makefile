@@ -20,7 +20,7 @@ TORCH_VERSION := 2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-runtime setup-semantic lock run test lint format proto proto-check proto-breaking pytest browser k8s-check images push \
+.PHONY: setup setup-runtime setup-semantic lock run test test-slow lint format proto proto-check proto-breaking pytest browser k8s-check images push \
         bench loadtest loadtest-stress soak chaos profile eval eval-golden clean
 
 # Everything: what `make test`, the benchmarks and the tools need (runtime, semantic, dev).
@@ -139,6 +139,10 @@ proto-check: setup
 
 pytest: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The long checks `make test` leaves out (300-turn conversation, full rolling restart, chaos on one fault, ...).
+test-slow: setup browser
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 # Grade recorded traces with the judge; needs an admin: EVALS_ADMIN_EMAIL/EVALS_ADMIN_PASSWORD
 # or EVAL_ARGS="--token ...". Exits 2 when a metric crosses its threshold.

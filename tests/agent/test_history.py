@@ -75,6 +75,7 @@ async def stored_bytes(mesh: Mesh, session_id: str) -> int:
     return int(row[0]) if row else 0
 
 
+@pytest.mark.slow  # about two minutes of turns: `make test-slow`
 @pytest.mark.timeout(480)
 async def test_three_hundred_long_turns_stay_linear_paged_and_remembered(
     stub: agent_pb2_grpc.AgentServiceStub, mesh: Mesh, user: MeshUser, new_session: NewSession
