@@ -22,6 +22,9 @@ READY_LINE = re.compile(r"AGENTMESH_READY service=(?P<service>\S+) grpc=(?P<grpc
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PORT_TAKEN_SIGNS = ("failed to bind to address", "address already in use", "[errno 98]")
+
+
 class StartError(RuntimeError):
     pass
 
@@ -63,9 +66,29 @@ class ChildProcess:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, timeout_s: float = 60.0) -> ChildProcess:
-        self.spawn()
-        return self.wait_ready(timeout_s)
+    def start(self, timeout_s: float = 60.0, *, bind_retries: int = 3) -> ChildProcess:
+        # A free port picked up front can be taken before the process binds it: an outgoing
+        # connection may get the same number from the kernel's ephemeral range. That clash
+        # passes within moments, so the start is tried again; a real listener keeps failing.
+        for attempt in range(bind_retries + 1):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self.spawn()
+            try:
+                return self.wait_ready(timeout_s)
+            except StartError:
+                if attempt == bind_retries or not self._port_was_taken(offset):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _port_was_taken(self, offset: int) -> bool:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                text = log.read().decode("utf-8", "replace").lower()
+        except OSError:
+            return False
+        return any(sign in text for sign in PORT_TAKEN_SIGNS)
 
     def spawn(self) -> None:
         """Starts the process without waiting for it to be ready (the supervisor restarts

@@ -30,7 +30,7 @@ CHECKS = ",".join(
         "allow_header_conformance",
     ]
 )
-MAX_TIME_S = 45
+MAX_TIME_S = 25  # bounded to fit `make test`; every operation still gets positive and negative cases
 
 
 def serving_tags(gateway: GatewayProcess) -> list[str]:

@@ -236,6 +236,7 @@ def test_ctrl_c_to_the_process_group_stops_every_child_and_the_embedded_postgres
     assert "embedded Postgres stopped" in launcher.output
 
 
+@pytest.mark.slow  # two launches of the whole mesh (~30 s): `make test-slow`
 def test_children_do_not_outlive_a_launcher_that_is_killed(launcher_factory) -> None:
     launcher = launcher_factory("--ephemeral-ports")
     launcher.wait_ready()
