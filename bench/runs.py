@@ -45,7 +45,11 @@ async def reconnect_latency(
             started = time.perf_counter()
             first = await resume.read()
             waits.append(time.perf_counter() - started)
-            rest = [first, *[event async for event in resume]] if first is not grpc.aio.EOF else []
+            rest = []
+            event = first
+            while event is not grpc.aio.EOF:
+                rest.append(event)
+                event = await resume.read()
         if [e.seq for e in rest] != list(range(DROP_AFTER_EVENTS + 1, DROP_AFTER_EVENTS + 1 + len(rest))):
             missing += 1
     return {"reconnects": reconnects, "first_replayed_event_ms": summary_ms(waits), "out_of_order": missing}
