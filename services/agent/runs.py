@@ -50,6 +50,7 @@ from services.common.errors import (
     Unavailable,
     error_for_status,
 )
+from services.common.ids import parse_id
 from services.common.logging import get_logger
 from services.common.paging import decode_page_token, one_page, page_size
 from services.common.principal import Principal
@@ -88,20 +89,6 @@ class RunSettings:
 def replica_id() -> str:
     # A restarted process is a new owner: it must not believe it holds its past leases.
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def parse_uuid(value: str, field: str, reason: str) -> str:
-    try:
-        parsed = uuid.UUID(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or str(parsed) != value:
-        raise InvalidArgument(f"{field} must be a lower-case hyphenated UUID", reason=reason)
-    return value
-
-
-def parse_run_id(run_id: str) -> str:
-    return parse_uuid(run_id, "run_id", "RUN_ID_INVALID")
 
 
 class Runs:
@@ -183,7 +170,7 @@ class Runs:
 
     async def get(self, principal: Principal, session_id: str, run_id: str) -> RunRow:
         await self._sessions.require_own(session_id)
-        run = await self._store.get(parse_run_id(run_id))
+        run = await self._store.get(parse_id(run_id, "run_id"))
         if run is None or run.session_id != session_id or run.user_id != principal.user_id:
             raise NotFound("run not found", reason="RUN_NOT_FOUND")
         return run
@@ -225,7 +212,7 @@ class Runs:
         """Records a person's decision on one interrupt; the run goes on once all of its
         pause's interrupts are decided. The same decision twice is accepted once."""
         run = await self.get(principal, session_id, run_id)
-        row = await self._store.get_interrupt(parse_uuid(interrupt_id, "interrupt_id", "INTERRUPT_ID_INVALID"))
+        row = await self._store.get_interrupt(parse_id(interrupt_id, "interrupt_id"))
         if row is None or row.run_id != run.run_id:
             raise FailedPrecondition("this interrupt does not belong to the run", reason="INTERRUPT_NOT_OF_RUN")
         name, edited = self._checked_decision(row, decision, arguments_json, answer)
