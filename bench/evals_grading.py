@@ -27,7 +27,7 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ROOT
-from services.common.service_identity import dev_service_credential
+from runtime.service_identity import dev_service_credential
 
 TRACES = int(os.environ.get("EVALS_BENCH_TRACES", "100"))
 LEVELS = (1, 8, 32)

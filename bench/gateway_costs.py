@@ -21,8 +21,8 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from bench.clients import BenchUser
 from bench.cpu import cpu_ms_per_unit, cpu_seconds
 from bench.stats import percentile, summary_ms
-from services.common.settings import CommonSettings
-from services.common.tokens import AccessTokenVerifier, JwksKeySource
+from runtime.settings import CommonSettings
+from runtime.tokens import AccessTokenVerifier, JwksKeySource
 
 
 async def token_verify_costs(auth_channel: grpc.aio.Channel, user: BenchUser, *, calls: int) -> dict[str, Any]:

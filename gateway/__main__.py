@@ -9,8 +9,8 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.settings import load_gateway_settings
-from services.common.logging import configure_logging
-from services.common.tracing import configure_gateway_tracing, shutdown_tracing
+from runtime.logging import configure_logging
+from runtime.tracing import configure_gateway_tracing, shutdown_tracing
 
 
 class _AnnouncingServer(uvicorn.Server):

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gateway.upstreams import NoUpstream, UpstreamPool
-from services.common.logging import get_logger
+from runtime.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -25,9 +25,9 @@ from gateway.openapi import build_openapi
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Router as TemplateRouter
 from gateway.settings import DEFAULT_RATE_LIMIT_CLASSES, GatewaySettings, load_gateway_settings
+from gateway.tracing import TraceContextMiddleware
 from gateway.upstreams import UpstreamPool
-from services.common.logging import get_logger
-from services.common.tracing import TraceContextMiddleware
+from runtime.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -49,9 +49,9 @@ from gateway.upstreams import (
     outgoing_metadata,
     parse_timeout,
 )
-from services.common.errors import InvalidArgument
-from services.common.logging import get_logger
-from services.common.request_checks import check_request
+from runtime.errors import InvalidArgument
+from runtime.logging import get_logger
+from runtime.request_checks import check_request
 
 log = get_logger(__name__)
 

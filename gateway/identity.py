@@ -1,6 +1,6 @@
 """Who is calling, for rate limits: the verified token's user id, else the client address.
 
-Verification is the shared `services.common.tokens` code (JWKS from the auth service, cached), so
+Verification is the shared `runtime.tokens` code (JWKS from the auth service, cached), so
 the gateway never holds a second JWT implementation. The upstream services still verify every
 token themselves; here the result only chooses a rate-limit bucket.
 """
@@ -12,7 +12,7 @@ from typing import Protocol
 import grpc
 
 from gateway.settings import GatewaySettings
-from services.common import tokens
+from runtime import tokens
 
 
 class TokenVerifier(Protocol):

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.upstreams import request_id
-from services.common.logging import get_logger
+from runtime.logging import get_logger
 
 log = get_logger("gateway.access")
 

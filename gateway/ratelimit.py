@@ -11,7 +11,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
-from services.common.logging import get_logger
+from runtime.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import agentmesh
-from services.common.settings import SettingsError, env_files
+from runtime.settings import SettingsError, env_files
 
 DEFAULT_DESCRIPTOR_SET = Path(agentmesh.__file__).parent / "descriptors.binpb"
 

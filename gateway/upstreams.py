@@ -14,7 +14,7 @@ from grpc.aio import Channel
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.descriptors import HttpBinding
-from services.common.clients import lb_policy_options
+from runtime.clients import lb_policy_options
 
 # Forwarded as-is; everything else from HTTP stays at the gateway. The caller's credential is not
 # in this list: it is exactly one `Authorization` header, passed to outgoing_metadata on its own.

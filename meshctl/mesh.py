@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshctl.processes import ROOT, ChildProcess, StartError, python_module
-from services.common.embedded_pg import embedded_database_url
+from runtime.embedded_pg import embedded_database_url
 
 # (name, module, default gRPC port, default metrics port), in start order: auth
 # first (everyone verifies its tokens), the gateway last.

@@ -39,10 +39,10 @@ def postmaster_pid(data_dir: Path) -> int | None:
 
 def stop_embedded_postgres(data_dir: Path) -> str:
     """Stops the postmaster of `data_dir/pgdata`; returns what it did, for the console."""
-    from pgserver._commands import pg_ctl  # lazily, as services.common.embedded_pg does
+    from pgserver._commands import pg_ctl  # lazily, as runtime.embedded_pg does
     from pgserver.postgres_server import PostgresServer
 
-    from services.common import embedded_pg
+    from runtime import embedded_pg
 
     pgdata = (data_dir / "pgdata").resolve()
     if postmaster_pid(data_dir) is None:

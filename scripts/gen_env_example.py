@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 # (title, module, class); the shared block comes first and is not repeated per service.
 SOURCES = [
-    ("Every service (services/common)", "services.common.settings", "CommonSettings"),
-    ("LLM endpoint (agent, memory, evals)", "services.common.llm_settings", "LLMSettings"),
+    ("Every service (runtime)", "runtime.settings", "CommonSettings"),
+    ("LLM endpoint (agent, memory, evals)", "runtime.llm_settings", "LLMSettings"),
     ("auth", "services.auth.settings", "AuthSettings"),
     ("sessions", "services.sessions.settings", "SessionsSettings"),
     ("agent", "services.agent.settings", "AgentSettings"),

@@ -55,8 +55,8 @@ sys.path.insert(0, str(ROOT))
 from pydantic import AliasChoices  # noqa: E402
 from pydantic_settings import BaseSettings  # noqa: E402
 
-from services.common.llm_settings import LLMSettings  # noqa: E402
-from services.common.settings import CommonSettings  # noqa: E402
+from runtime.llm_settings import LLMSettings  # noqa: E402
+from runtime.settings import CommonSettings  # noqa: E402
 
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
@@ -315,8 +315,8 @@ def program_for(command: list[str]) -> Program:
     module, args = command[2], command[3:]
     if not module_exists(module):
         raise CheckFailed(f"command {command}: no module {module} ({module.replace('.', '/')}/__main__.py)")
-    from services.common.clients import ChannelSettings
-    from services.common.tracing import TracingSettings
+    from runtime.clients import ChannelSettings
+    from runtime.tracing import TracingSettings
 
     if module == "gateway":
         from gateway.settings import GatewaySettings
@@ -332,8 +332,8 @@ def program_for(command: list[str]) -> Program:
         return Program("gateway", classes, "gateway")
     if module == "offline_llm":
         return Program("offline_llm", settings_classes_in("offline_llm.settings", BaseSettings), "http")
-    if module == "services.common.migrate_command":
-        from services.common.migrate_command import TARGETS
+    if module == "runtime.migrate_command":
+        from runtime.migrate_command import TARGETS
 
         if len(args) != 1 or args[0] not in TARGETS:
             raise CheckFailed(f"command {command}: migrate_command takes one of {sorted(TARGETS)}")
@@ -368,7 +368,7 @@ def _module_path(module: str) -> Path | None:
 
 def server_modules(service: str) -> list[Path]:
     """The modules a running server loads: the import closure of services/<name>/app.py
-    within services.<name> and services.common (the CLI's own modules excluded). Until a
+    within services.<name> and runtime (the CLI's own modules excluded). Until a
     service has app.py, every module of its package."""
     package = ROOT / "services" / service
     start = package / "app.py"
@@ -388,7 +388,7 @@ def server_modules(service: str) -> list[Path]:
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             for name in names:
-                if name.startswith((f"services.{service}", "services.common")):
+                if name.startswith((f"services.{service}", "runtime")):
                     found = _module_path(name)
                     if found is not None:
                         todo.append(found)
@@ -1110,7 +1110,7 @@ def check_no_jobs(docs: list[Doc]) -> list[str]:
 
 
 def check_migration_component(docs: list[Doc]) -> list[str]:
-    from services.common.migrate_command import TARGETS
+    from runtime.migrate_command import TARGETS
 
     problems = []
     jobs = {}
@@ -1424,7 +1424,7 @@ def connections_per_pod(workload: Workload) -> tuple[int, str]:
     LISTEN connection (one per replica, held for the process' life), plus one spare for
     start-up work (schema creation, a LISTEN reconnect overlapping the old socket's close)."""
     loaded = load_program_settings(workload)
-    # Calls only: services/common/database.py, which defines open_database, is in every
+    # Calls only: runtime/database.py, which defines open_database, is in every
     # service's module list.
     source = "\n".join(
         re.sub(r"(?m)^\s*(async\s+)?def \w+\(", "", path.read_text()) for path in server_modules(workload.program.name)

@@ -10,6 +10,11 @@ import grpc
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2_grpc
+from runtime.clients import open_channel
+from runtime.database import resolve_database_url
+from runtime.llm import ModelChain
+from runtime.server import Mount, ServiceApp
+from runtime.service_identity import ServiceIdentity
 from services.agent.approvals import ApprovalPolicy
 from services.agent.checkpoints import Checkpoints
 from services.agent.conversations import Conversations
@@ -27,11 +32,6 @@ from services.agent.session_access import SessionAccess
 from services.agent.settings import AgentSettings
 from services.agent.system_prompt import SystemPrompt
 from services.agent.tools.registry import build_tools
-from services.common.clients import open_channel
-from services.common.database import resolve_database_url
-from services.common.llm import ModelChain
-from services.common.server import Mount, ServiceApp
-from services.common.service_identity import ServiceIdentity
 
 
 class AgentApp(ServiceApp):
@@ -125,7 +125,7 @@ class AgentApp(ServiceApp):
         ]
 
     def database_ping(self) -> Callable[[], Awaitable[None]] | None:
-        # The health probe's ping (services.common.server.DatabaseHealth): the checkpoint pool.
+        # The health probe's ping (runtime.server.DatabaseHealth): the checkpoint pool.
         return functools.partial(ping_pool, self.checkpoints.pool) if self.checkpoints is not None else None
 
     async def drain(self, grace_s: float) -> None:

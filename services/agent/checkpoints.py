@@ -12,10 +12,10 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from runtime.logging import get_logger
 from services.agent.pg_pool import ensure_schema, open_pool
 from services.agent.run_store import RunStore
 from services.agent.settings import AgentSettings
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

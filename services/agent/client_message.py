@@ -7,7 +7,7 @@ the job of whatever renders it.
 from __future__ import annotations
 
 from agentmesh.agent.v1 import agent_pb2
-from services.common.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 USER_ROLES = frozenset({"", "user"})
 

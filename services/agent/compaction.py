@@ -13,7 +13,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.messages.utils import count_tokens_approximately
 
 import llm_tasks
-from services.common.llm import ModelAnswer, ModelChain
+from runtime.llm import ModelAnswer, ModelChain
 
 SUMMARY_TASK = llm_tasks.CONVERSATION_SUMMARY
 SUMMARY_SCHEMA = {

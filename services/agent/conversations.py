@@ -14,12 +14,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 
 from agentmesh.agent.v1 import agent_pb2
+from runtime.errors import InvalidArgument
+from runtime.paging import decode_page_token, encode_page_token, page_size
 from services.agent.checkpoints import Checkpoints
 from services.agent.graph import META_KEY, tool_call_message
 from services.agent.runs import Runs
 from services.agent.session_access import SessionAccess
-from services.common.errors import InvalidArgument
-from services.common.paging import decode_page_token, encode_page_token, page_size
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200

@@ -1,4 +1,4 @@
-"""Account deletion, the agent's share (`EraseUserData`, see services.common.erasure).
+"""Account deletion, the agent's share (`EraseUserData`, see runtime.erasure).
 
 Everything the agent holds about a user: their runs with the runs' events and
 interrupts (cascade), their pending hand-offs in the outbox, and the conversation state
@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from runtime.erasure import add_counts
+from runtime.errors import Aborted
+from runtime.logging import get_logger
 from services.agent.runs import Runs
-from services.common.erasure import add_counts
-from services.common.errors import Aborted
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

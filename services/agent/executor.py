@@ -31,6 +31,12 @@ from langgraph.types import Command, Overwrite
 
 from agentmesh.agent.v1 import agent_pb2
 from agentmesh.evals.v1 import evals_pb2
+from runtime.database_errors import database_unavailable
+from runtime.errors import DomainError
+from runtime.interceptors import DATABASE_UNAVAILABLE
+from runtime.llm import ModelChain
+from runtime.logging import get_logger
+from runtime.service_identity import ServiceIdentity
 from services.agent import metrics
 from services.agent.graph import TurnContext, recursion_limit, stamped, start_turn
 from services.agent.langfuse_tracing import LangfuseTracing
@@ -39,12 +45,6 @@ from services.agent.outbox import OutboxDelivery, OutboxItem, memory_write, trac
 from services.agent.run_events import RunChannel
 from services.agent.run_messages import interrupt_event
 from services.agent.run_store import NewInterrupt, RunOutcome, RunRow, RunStore
-from services.common.database_errors import database_unavailable
-from services.common.errors import DomainError
-from services.common.interceptors import DATABASE_UNAVAILABLE
-from services.common.llm import ModelChain
-from services.common.logging import get_logger
-from services.common.service_identity import ServiceIdentity
 
 log = get_logger(__name__)
 

@@ -34,6 +34,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, interrupt
 
 from agentmesh.agent.v1 import agent_pb2
+from runtime.llm import ModelAnswer, ModelChain
 from services.agent.approvals import (
     ANSWER,
     APPROVE,
@@ -48,7 +49,6 @@ from services.agent.compaction import compaction_cut, needs_compaction, summaris
 from services.agent.context_window import context_window
 from services.agent.system_prompt import SystemPrompt
 from services.agent.tools.registry import ToolRegistry
-from services.common.llm import ModelAnswer, ModelChain
 
 
 class ConversationState(TypedDict):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from runtime.logging import get_logger
 from services.agent.settings import AgentSettings
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import grpc
 
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
+from runtime.clients import open_channel
+from runtime.logging import get_logger
 from services.agent import metrics
 from services.agent.run_store import RunRow
 from services.agent.settings import AgentSettings
-from services.common.clients import open_channel
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

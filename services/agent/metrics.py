@@ -1,5 +1,5 @@
 """The agent's own Prometheus metrics (beside the gRPC server ones; its model calls' `agent_llm_*`
-are services/common/llm/metrics.py's, registered by the chain)."""
+are runtime/llm/metrics.py's, registered by the chain)."""
 
 from __future__ import annotations
 

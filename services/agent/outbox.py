@@ -30,10 +30,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
+from runtime.errors import DomainError
+from runtime.logging import get_logger
+from runtime.service_identity import ServiceIdentity
 from services.agent import metrics
-from services.common.errors import DomainError
-from services.common.logging import get_logger
-from services.common.service_identity import ServiceIdentity
 
 log = get_logger(__name__)
 

@@ -9,8 +9,8 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from services.common.database import client_statement_timeout_s, retry_connect
-from services.common.settings import CommonSettings
+from runtime.database import client_statement_timeout_s, retry_connect
+from runtime.settings import CommonSettings
 
 OPEN_TIMEOUT_S = 30.0
 DEDICATED_CONNECT_TIMEOUT_S = 10
@@ -18,7 +18,7 @@ DEDICATED_CONNECT_TIMEOUT_S = 10
 
 async def ensure_schema(url: str, schema: str, *, connect_timeout_s: float = OPEN_TIMEOUT_S) -> None:
     # The first connection of the agent's start: a database still starting is retried
-    # (services/common/database.py retry_connect) instead of crash-looping the pod.
+    # (runtime/database.py retry_connect) instead of crash-looping the pod.
     conn = await retry_connect(
         lambda: psycopg.AsyncConnection.connect(url, autocommit=True), timeout_s=connect_timeout_s, what=schema
     )

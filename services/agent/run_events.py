@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import psycopg
 
 from agentmesh.agent.v1 import agent_pb2
+from runtime.logging import get_logger
 from services.agent import metrics
 from services.agent.outbox import OutboxItem
 from services.agent.run_store import (
@@ -33,7 +34,6 @@ from services.agent.run_store import (
     RunRow,
     RunStore,
 )
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

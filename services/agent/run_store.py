@@ -21,8 +21,8 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
+from runtime.erasure import CREATE_ERASURES
 from services.agent.outbox import OutboxItem, write_items
-from services.common.erasure import CREATE_ERASURES
 
 # Migrations as an ordered list: entry i brings the schema to version i + 1.
 MIGRATIONS: list[list[str]] = [

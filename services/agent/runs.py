@@ -23,6 +23,20 @@ import grpc
 import psycopg
 
 from agentmesh.agent.v1 import agent_pb2
+from runtime.errors import (
+    Aborted,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    error_for_status,
+)
+from runtime.ids import parse_id
+from runtime.logging import get_logger
+from runtime.paging import decode_page_token, one_page, page_size
+from runtime.principal import Principal
 from services.agent import metrics
 from services.agent.approvals import ANSWER, APPROVE, EDIT, KIND_QUESTION, REJECT
 from services.agent.checkpoints import Checkpoints
@@ -40,20 +54,6 @@ from services.agent.run_events import RunChannel, RunNotifier, StoredFollow, fol
 from services.agent.run_messages import DECISION_NAMES
 from services.agent.run_store import InterruptRow, RunOutcome, RunRow, RunStore, SessionBusy
 from services.agent.session_access import SessionAccess
-from services.common.errors import (
-    Aborted,
-    DomainError,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-    error_for_status,
-)
-from services.common.ids import parse_id
-from services.common.logging import get_logger
-from services.common.paging import decode_page_token, one_page, page_size
-from services.common.principal import Principal
 
 log = get_logger(__name__)
 

@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from runtime.erasure import erasure_request
+from runtime.errors import Unavailable
+from runtime.principal import current_principal
 from services.agent.conversations import Conversations
 from services.agent.erasure import UserErasure
 from services.agent.run_messages import chat_response, decision_message, run_message
 from services.agent.runs import Runs, ending_error
-from services.common.erasure import erasure_request
-from services.common.errors import Unavailable
-from services.common.principal import current_principal
 
 # Called by the auth service's account deletion only.
 SERVICE_METHODS = frozenset({"EraseUserData"})

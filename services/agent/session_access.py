@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from services.common.clients import forward_metadata, open_channel
-from services.common.errors import error_from_rpc
-from services.common.ids import parse_id
+from runtime.clients import forward_metadata, open_channel
+from runtime.errors import error_from_rpc
+from runtime.ids import parse_id
 
 SERVICE = "agentmesh.sessions.v1.SessionService"
 

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from services.common.llm_settings import LLMSettings
-from services.common.settings import CommonSettings
+from runtime.llm_settings import LLMSettings
+from runtime.settings import CommonSettings
 
 
 class AgentSettings(CommonSettings, LLMSettings):

@@ -9,12 +9,12 @@ import asyncio
 import getpass
 import sys
 
+from runtime.errors import DomainError
+from runtime.server import run
+from runtime.settings import load_settings
 from services.auth.app import AuthApp
 from services.auth.roles import KNOWN_ROLES, Roles
 from services.auth.settings import AuthSettings
-from services.common.errors import DomainError
-from services.common.server import run
-from services.common.settings import load_settings
 
 
 async def rotate_keys(app: AuthApp) -> None:

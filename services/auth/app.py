@@ -9,6 +9,11 @@ from pathlib import Path
 import jwt
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from runtime.database import Database, open_database
+from runtime.logging import get_logger
+from runtime.revocations import RevocationSet
+from runtime.server import Mount, ServiceApp
+from runtime.tokens import AccessTokenVerifier
 from services.auth.accounts import Accounts, SuccessorSeal
 from services.auth.deletions import AccountDeletions, DeletionSettings, UserKeys
 from services.auth.erasure_calls import SelfServiceToken, ServiceErasers
@@ -23,11 +28,6 @@ from services.auth.settings import AuthSettings
 from services.auth.store import AuthStore
 from services.auth.throttle import LoginThrottle
 from services.auth.tokens import AccessTokenIssuer
-from services.common.database import Database, open_database
-from services.common.logging import get_logger
-from services.common.revocations import RevocationSet
-from services.common.server import Mount, ServiceApp
-from services.common.tokens import AccessTokenVerifier
 
 log = get_logger(__name__)
 

@@ -32,14 +32,14 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from runtime.database_errors import database_unavailable
+from runtime.errors import DomainError, NotFound, PermissionDenied
+from runtime.logging import get_logger
 from services.auth.erasure_calls import STEPS, ServiceErasers
 from services.auth.passwords import PasswordHasher
 from services.auth.revocations import RevocationLog
 from services.auth.store import AuthStore, DeletionRow
 from services.auth.throttle import LoginThrottle, account_key
-from services.common.database_errors import database_unavailable
-from services.common.errors import DomainError, NotFound, PermissionDenied
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -15,9 +15,9 @@ from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
+from runtime.clients import open_channel
+from runtime.errors import error_from_rpc
 from services.auth.tokens import AccessTokenIssuer
-from services.common.clients import open_channel
-from services.common.errors import error_from_rpc
 
 SERVICE_NAME = "auth"
 TOKEN_TTL_S = 300

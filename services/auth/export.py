@@ -15,8 +15,8 @@ from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.auth.v1 import auth_pb2
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from services.common.clients import forward_metadata, open_channel
-from services.common.errors import error_from_rpc
+from runtime.clients import forward_metadata, open_channel
+from runtime.errors import error_from_rpc
 
 SESSIONS_PAGE = 100
 HISTORY_PAGE = 200

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from runtime.logging import get_logger
 from services.auth.store import AuthStore, SigningKeyRow
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

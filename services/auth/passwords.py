@@ -7,7 +7,7 @@ import re
 
 import bcrypt
 
-from services.common.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 MIN_LENGTH = 8
 MAX_LENGTH = 64

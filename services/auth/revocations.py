@@ -15,9 +15,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+from runtime.logging import get_logger
+from runtime.revocations import FAMILY, USER, Revocation, RevocationSet
 from services.auth.store import AuthStore, RevocationRow
-from services.common.logging import get_logger
-from services.common.revocations import FAMILY, USER, Revocation, RevocationSet
 
 log = get_logger(__name__)
 

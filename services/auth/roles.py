@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import uuid
 
+from runtime.errors import InvalidArgument, NotFound
+from runtime.logging import get_logger
 from services.auth.accounts import normalise_email
 from services.auth.revocations import RevocationLog
 from services.auth.store import AuthStore, UserRow
-from services.common.errors import InvalidArgument, NotFound
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -8,6 +8,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from runtime.errors import InvalidArgument, PermissionDenied, Unavailable
+from runtime.principal import current_principal, require_admin
 from services.auth.accounts import Accounts
 from services.auth.deletions import AUTH_STORE, AccountDeletions
 from services.auth.erasure_calls import STEPS
@@ -18,8 +20,6 @@ from services.auth.roles import KNOWN_ROLES, Roles
 from services.auth.service_tokens import ServiceTokens
 from services.auth.store import DeletionRow, UserRow
 from services.auth.tokens import IssuedTokens
-from services.common.errors import InvalidArgument, PermissionDenied, Unavailable
-from services.common.principal import current_principal, require_admin
 
 # Logout needs only the refresh token; IssueServiceToken authenticates with the credential.
 PUBLIC_METHODS = frozenset({"Register", "Login", "Refresh", "Logout", "GetJwks", "IssueServiceToken"})

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from runtime.errors import Unauthenticated
+from runtime.logging import get_logger
 from services.auth.settings import AuthSettings
 from services.auth.tokens import AccessTokenIssuer
-from services.common.errors import Unauthenticated
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

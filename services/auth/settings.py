@@ -8,8 +8,8 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from services.common.service_identity import dev_service_credential, is_dev_service_credential
-from services.common.settings import CommonSettings
+from runtime.service_identity import dev_service_credential, is_dev_service_credential
+from runtime.settings import CommonSettings
 
 # Refused in staging and production: anyone with the source could decrypt the stored signing keys.
 DEV_SIGNING_KEY_SECRET = "agentmesh-development-signing-key-secret"  # noqa: S105

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common.errors import AlreadyExists
+from runtime.errors import AlreadyExists
 
 INSERT_USER = text(
     "INSERT INTO users (id, email, password_hash) VALUES (:id, :email, :password_hash)"

@@ -16,8 +16,8 @@ from datetime import timedelta
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from runtime.errors import ResourceExhausted
 from services.auth.store import AuthStore
-from services.common.errors import ResourceExhausted
 
 
 class LoginThrottled(ResourceExhausted):

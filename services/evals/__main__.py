@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from services.common.server import run
-from services.common.settings import load_settings
+from runtime.server import run
+from runtime.settings import load_settings
 from services.evals.app import EvalsApp
 from services.evals.settings import EvalsSettings
 

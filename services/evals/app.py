@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
-from services.common.database import Database, open_database
-from services.common.llm import LLMClient
-from services.common.logging import get_logger
-from services.common.server import Mount, ServiceApp
+from runtime.database import Database, open_database
+from runtime.llm import LLMClient
+from runtime.logging import get_logger
+from runtime.server import Mount, ServiceApp
 from services.evals.export import LangfuseScoreSink, NoScoreSink, ScoreSink
 from services.evals.judge import Judge
 from services.evals.langfuse_source import LangfuseTraceImporter

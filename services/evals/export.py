@@ -10,7 +10,7 @@ from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
-from services.common.logging import get_logger
+from runtime.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """LLM-as-a-judge: one metric prompt, one trace, a score 0-1 with reasoning.
 
 The judge asks for structured output (a strict JSON schema) through the mesh's one LLM
-client (services/common/llm): retries with backoff honouring `retry-after`, a malformed
+client (runtime/llm): retries with backoff honouring `retry-after`, a malformed
 answer retried like a failed call, a circuit breaker per judge model. It never raises for
 a bad judgement: the caller gets a `JudgeFailure` for that one metric and the run goes on.
 """
@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from llm_tasks import JUDGEMENT
-from services.common.errors import Unavailable
-from services.common.llm import LLMClient
-from services.common.logging import get_logger
+from runtime.errors import Unavailable
+from runtime.llm import LLMClient
+from runtime.logging import get_logger
 from services.evals.metrics_catalog import MetricDefinition
 from services.evals.store import TraceRecord
 

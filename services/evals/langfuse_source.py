@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.common.logging import get_logger
+from runtime.logging import get_logger
 from services.evals.store import EvalStore, TraceRecord
 
 log = get_logger(__name__)

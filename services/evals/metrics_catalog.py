@@ -23,7 +23,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.common.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 FRONT_MATTER_RE = re.compile(r"\A---\s*\n(?P<meta>.*?)\n---\s*\n(?P<prompt>.*)\Z", re.DOTALL)

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.common.errors import InvalidArgument
-from services.common.logging import get_logger
+from runtime.errors import InvalidArgument
+from runtime.logging import get_logger
 from services.evals.export import ScoreSink, observe_judgement
 from services.evals.judge import Judge, JudgeSuccess
 from services.evals.langfuse_source import LangfuseTraceImporter

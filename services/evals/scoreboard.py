@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from services.common.errors import InvalidArgument, PermissionDenied
-from services.common.paging import decode_page_token, one_page
-from services.common.paging import page_size as bounded_page_size
-from services.common.principal import Principal
+from runtime.errors import InvalidArgument, PermissionDenied
+from runtime.paging import decode_page_token, one_page
+from runtime.paging import page_size as bounded_page_size
+from runtime.principal import Principal
 from services.evals.metrics_catalog import MetricCatalog
 from services.evals.store import EvalStore, MetricSummary, ScoreRow
 

@@ -8,8 +8,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
-from services.common.erasure import erasure_request
-from services.common.principal import current_principal, require_admin
+from runtime.erasure import erasure_request
+from runtime.principal import current_principal, require_admin
 from services.evals.metrics_catalog import MetricCatalog, MetricDefinition
 from services.evals.runner import EvaluationRunner, Progress, Report, RunRequest
 from services.evals.scoreboard import Scoreboard

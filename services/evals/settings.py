@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from services.common.llm_settings import LLMSettings
-from services.common.settings import CommonSettings
+from runtime.llm_settings import LLMSettings
+from runtime.settings import CommonSettings
 
 PACKAGE_DIR = Path(__file__).parent
 

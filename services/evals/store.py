@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.erasure import add_counts
+from runtime.erasure import add_counts
 
 INSERT_TRACE = text(
     "INSERT INTO traces (trace_id, session_id, user_id, input, output, model, latency_ms, prompt_tokens,"
@@ -164,7 +164,7 @@ def _trace(row) -> TraceRecord:
     )
 
 
-# Account erasure (services.common.erasure): the user's traces, by owner or by one of
+# Account erasure (runtime.erasure): the user's traces, by owner or by one of
 # their sessions (traces recorded before evals knew the user), and their scores.
 OPEN_ERASURE = text("INSERT INTO erasures (erasure_id) VALUES (:erasure_id) ON CONFLICT DO NOTHING")
 LOCK_ERASURE = text("SELECT counts FROM erasures WHERE erasure_id = :erasure_id FOR UPDATE")

@@ -11,9 +11,9 @@ import json
 from datetime import UTC
 
 from agentmesh.evals.v1 import evals_pb2
-from services.common.errors import InvalidArgument
-from services.common.ids import parse_id
-from services.common.principal import Principal, require_service
+from runtime.errors import InvalidArgument
+from runtime.ids import parse_id
+from runtime.principal import Principal, require_service
 from services.evals.store import EvalStore, ToolCallRecord, TraceRecord
 
 MAX_TEXT_CHARS = 100_000

@@ -1,7 +1,7 @@
 """`python -m services.memory` serves the memory service."""
 
-from services.common.server import run
-from services.common.settings import load_settings
+from runtime.server import run
+from runtime.settings import load_settings
 from services.memory.app import MemoryApp
 from services.memory.settings import MemorySettings
 

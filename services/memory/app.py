@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
-from services.common.database import Database, open_database
-from services.common.llm import LLMClient
-from services.common.server import Mount, ServiceApp
+from runtime.database import Database, open_database
+from runtime.llm import LLMClient
+from runtime.server import Mount, ServiceApp
 from services.memory.embeddings import Embedder, open_embedder
 from services.memory.extraction import FactExtractor
 from services.memory.memories import Memories

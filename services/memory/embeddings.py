@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import openai
 
-from services.common.errors import Unavailable
-from services.common.logging import get_logger
+from runtime.errors import Unavailable
+from runtime.logging import get_logger
 from services.memory.metrics import memory_embedding_seconds
 from services.memory.settings import MemorySettings
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from llm_tasks import MEMORY_FACTS
-from services.common.errors import Unavailable
-from services.common.llm import ModelChain
-from services.common.logging import get_logger
+from runtime.errors import Unavailable
+from runtime.llm import ModelChain
+from runtime.logging import get_logger
 from services.memory.facts import MAX_FACT_LENGTH, Candidate
 from services.memory.metrics import memory_llm_failures_total
 

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
-from services.common.ids import parse_id, parse_uuid
-from services.common.paging import decode_page_token, one_page, page_size
+from runtime.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from runtime.ids import parse_id, parse_uuid
+from runtime.paging import decode_page_token, one_page, page_size
 from services.memory.embeddings import Embedder, Vector
 from services.memory.extraction import FactExtractor
 from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact

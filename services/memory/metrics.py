@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from services.common.metrics import LATENCY_BUCKETS
+from runtime.metrics import LATENCY_BUCKETS
 
 memory_events_total = Counter(
     "memory_events_total",

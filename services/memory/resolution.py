@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llm_tasks import MEMORY_RESOLUTION
-from services.common.errors import Unavailable
-from services.common.llm import ModelChain
-from services.common.logging import get_logger
+from runtime.errors import Unavailable
+from runtime.llm import ModelChain
+from runtime.logging import get_logger
 from services.memory.embeddings import Embedder, Vector
 from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact
 from services.memory.metrics import memory_llm_failures_total

@@ -8,10 +8,10 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
-from services.common.erasure import erasure_request
-from services.common.errors import InvalidArgument
-from services.common.ids import acting_user_id
-from services.common.principal import current_principal
+from runtime.erasure import erasure_request
+from runtime.errors import InvalidArgument
+from runtime.ids import acting_user_id
+from runtime.principal import current_principal
 from services.memory.memories import AddRequest, Memories
 from services.memory.resolution import Outcome
 from services.memory.store import HistoryRow, MemoryRow

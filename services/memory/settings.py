@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from services.common.llm_settings import LLMSettings
-from services.common.settings import CommonSettings
+from runtime.llm_settings import LLMSettings
+from runtime.settings import CommonSettings
 
 Embedder = Literal["offline", "openai", "local"]
 

@@ -21,7 +21,7 @@ from pgvector.asyncpg import register_vector
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common.erasure import add_counts
+from runtime.erasure import add_counts
 from services.memory.facts import normalise_fact
 from services.memory.metrics import memory_search_seconds
 
@@ -128,7 +128,7 @@ HISTORY_AFTER = text(
     " WHERE user_id = :user_id AND memory_id = :memory_id AND (created_at, id) > (:created_at, :id)"
     " ORDER BY created_at, id LIMIT :limit"
 )
-# Account erasure (services.common.erasure): totals kept under the erasure id.
+# Account erasure (runtime.erasure): totals kept under the erasure id.
 OPEN_ERASURE = text("INSERT INTO erasures (erasure_id) VALUES (:erasure_id) ON CONFLICT DO NOTHING")
 LOCK_ERASURE = text("SELECT counts FROM erasures WHERE erasure_id = :erasure_id FOR UPDATE")
 ERASE_USER = {

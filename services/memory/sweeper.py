@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.common.logging import get_logger
+from runtime.logging import get_logger
 from services.memory.store import MemoryStore
 
 log = get_logger(__name__)

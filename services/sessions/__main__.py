@@ -1,7 +1,7 @@
 """`python -m services.sessions` serves the sessions service."""
 
-from services.common.server import run
-from services.common.settings import load_settings
+from runtime.server import run
+from runtime.settings import load_settings
 from services.sessions.app import SessionsApp
 from services.sessions.settings import SessionsSettings
 

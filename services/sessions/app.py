@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from services.common.database import Database, open_database
-from services.common.server import Mount, ServiceApp
-from services.common.service_identity import ServiceIdentity
+from runtime.database import Database, open_database
+from runtime.server import Mount, ServiceApp
+from runtime.service_identity import ServiceIdentity
 from services.sessions.chat_sessions import ChatSessions
 from services.sessions.conversations import AgentConversationCleaner, ConversationCleaner, NoConversationCleaner
 from services.sessions.server import SERVICE_METHODS, SessionServicer

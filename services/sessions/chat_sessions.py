@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from services.common.errors import InvalidArgument, NotFound, ResourceExhausted
-from services.common.ids import parse_uuid
-from services.common.paging import decode_page_token, one_page, page_size
+from runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+from runtime.ids import parse_uuid
+from runtime.paging import decode_page_token, one_page, page_size
 from services.sessions.conversations import ConversationCleaner
 from services.sessions.store import SessionRow, SessionStore
 

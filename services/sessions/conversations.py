@@ -15,9 +15,9 @@ from typing import Protocol
 import grpc
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
-from services.common.clients import forward_metadata, open_channel
-from services.common.errors import error_from_rpc
-from services.common.service_identity import ServiceIdentity
+from runtime.clients import forward_metadata, open_channel
+from runtime.errors import error_from_rpc
+from runtime.service_identity import ServiceIdentity
 
 
 class ConversationCleaner(Protocol):

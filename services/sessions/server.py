@@ -9,10 +9,10 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from services.common.erasure import erasure_request
-from services.common.errors import InvalidArgument
-from services.common.ids import acting_user_id
-from services.common.principal import current_principal
+from runtime.erasure import erasure_request
+from runtime.errors import InvalidArgument
+from runtime.ids import acting_user_id
+from runtime.principal import current_principal
 from services.sessions.chat_sessions import ChatSessions, Expiry, SessionUpdate, clean_name
 from services.sessions.store import SessionRow
 

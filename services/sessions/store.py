@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.common.erasure import add_counts
+from runtime.erasure import add_counts
 
 # Every read and write of a session skips expired ones: they are gone for their owner
 # from the first second, before the sweeper deletes them.
@@ -90,7 +90,7 @@ CLEAR_FAILED = text(
     " next_attempt_at = clock_timestamp() + make_interval(secs => :delay_s) WHERE session_id = :session_id"
 )
 
-# Account erasure (services.common.erasure): one transaction per attempt, totals kept
+# Account erasure (runtime.erasure): one transaction per attempt, totals kept
 # under the erasure id. Pending clears name expired sessions whose conversations the
 # agent has yet to clear: their ids are reported too.
 OPEN_ERASURE = text("INSERT INTO erasures (erasure_id) VALUES (:erasure_id) ON CONFLICT DO NOTHING")

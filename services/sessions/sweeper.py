@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.common.errors import DomainError
-from services.common.logging import get_logger
+from runtime.errors import DomainError
+from runtime.logging import get_logger
 from services.sessions.conversations import ConversationCleaner
 from services.sessions.store import SessionStore
 

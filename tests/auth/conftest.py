@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from agentmesh.auth.v1 import auth_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
-from services.common.database import with_driver
+from runtime.database import with_driver
 
 T = TypeVar("T")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from runtime.erasure import add_counts
 from services.auth.deletions import PSEUDONYM_PREFIX, UserKeys, retry_delay_s
-from services.common.erasure import add_counts
 
 
 def test_retry_delay_doubles_with_jitter_up_to_the_maximum() -> None:

@@ -10,16 +10,16 @@ import pytest
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
+from runtime.clients import forward_metadata
+from runtime.errors import InvalidArgument
+from runtime.principal import Principal, reset_principal, set_principal
+from runtime.revocations import FAMILY, USER, Revocation, RevocationSet
+from runtime.service_identity import dev_service_credential
 from services.auth.keys import generate_key
 from services.auth.roles import normalise_roles
 from services.auth.server import jwk_message
 from services.auth.settings import AuthSettings
 from services.auth.throttle import LoginThrottled, account_key
-from services.common.clients import forward_metadata
-from services.common.errors import InvalidArgument
-from services.common.principal import Principal, reset_principal, set_principal
-from services.common.revocations import FAMILY, USER, Revocation, RevocationSet
-from services.common.service_identity import dev_service_credential
 
 
 def principal(user_id: str = "u1", family_id: str = "f1", issued_at: float = 100.0) -> Principal:

@@ -15,9 +15,9 @@ import pytest
 
 from agentmesh.auth.v1 import auth_pb2
 from meshctl.processes import ROOT
+from runtime.service_identity import dev_service_credential, service_credential_for
+from runtime.settings import CommonSettings, SettingsError
 from services.auth.settings import DEV_SIGNING_KEY_SECRET, AuthSettings
-from services.common.service_identity import dev_service_credential, service_credential_for
-from services.common.settings import CommonSettings, SettingsError
 from tests.auth.test_token_attacks import sign, signing_key  # noqa: F401 - fixture
 from tests.support.grpc_errors import rpc_failure
 from tests.support.services import service_metadata, service_token

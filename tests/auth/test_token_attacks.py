@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentmesh.auth.v1 import auth_pb2
 from meshctl.mesh import Mesh
+from runtime.database import with_driver
 from services.auth.keys import KeyCipher, KeyRing, SigningKey, generate_key
 from services.auth.settings import DEV_SIGNING_KEY_SECRET
 from services.auth.store import AuthStore
-from services.common.database import with_driver
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser
 

@@ -18,7 +18,7 @@ import pytest
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
-from services.common.clients import open_channel
+from runtime.clients import open_channel
 from tests.support.users import MeshUser
 
 CALLS = 40

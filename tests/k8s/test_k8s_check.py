@@ -289,7 +289,7 @@ def test_pools_beyond_max_connections_are_caught() -> None:
 
 def test_agent_connections_are_its_psycopg_pool_and_its_listen_connection() -> None:
     """The agent's runs, run events and outbox share the checkpoint pool; LISTEN holds one more
-    connection per replica. The services/common/database.py definition of open_database is
+    connection per replica. The runtime/database.py definition of open_database is
     not a call (the table used to count 3 SQLAlchemy connections the agent never opened)."""
     docs = prod()
     agent = next(row for row in k8s_check.pool_table(docs) if row.name == "agent")
@@ -358,7 +358,7 @@ def test_alerts_and_panels_name_metrics_the_code_defines() -> None:
     problems = "\n".join(k8s_check.check_metric_names(alerts, dashboard))
     assert "alert AgentmeshOutboxBacklog: metric agent_outbox_age_seconds is defined nowhere" in problems
     assert "dashboard panel 'Runs lost (replica stopped renewing its leases)': metric agent_lost_runs_total" in problems
-    # Names built per service in an f-string (services/common/llm/metrics.py: f"{p}_circuit_open").
+    # Names built per service in an f-string (runtime/llm/metrics.py: f"{p}_circuit_open").
     assert "alert AgentmeshLLMCircuitOpen: metric agent_llm_circuit_is_open is defined nowhere" in problems
     assert "AgentmeshLLMFallbacks" not in problems
     assert "AgentmeshRunsLost: metric agent_runs_lost_total" not in problems

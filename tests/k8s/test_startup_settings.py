@@ -25,9 +25,9 @@ from pydantic import ValidationError
 
 from gateway.settings import GatewaySettings
 from meshctl.mesh import free_port
+from runtime.database import open_database
+from runtime.settings import CommonSettings
 from services.agent.pg_pool import ensure_schema
-from services.common.database import open_database
-from services.common.settings import CommonSettings
 from tests.k8s.test_k8s_check import find, k8s_check
 
 POSTGRES = ("127.0.0.1", 5432)
@@ -132,7 +132,7 @@ async def test_wrong_credentials_or_database_fail_at_once(credentials: str, data
 def test_manifest_otel_env_reaches_the_tracer_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     from opentelemetry.sdk.resources import Resource
 
-    from services.common.tracing import TracingSettings, sampler_from
+    from runtime.tracing import TracingSettings, sampler_from
 
     docs = k8s_check.render_overlay("prod")
     agent = find(docs, "Deployment", "agent")
@@ -154,7 +154,7 @@ def test_manifest_otel_env_reaches_the_tracer_provider(monkeypatch: pytest.Monke
 
 
 def test_sampler_settings_refuse_unknown_values(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.common.tracing import TracingSettings
+    from runtime.tracing import TracingSettings
 
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "sometimes")
     with pytest.raises(ValidationError):

@@ -1,4 +1,4 @@
-"""The shared LLM client's pure rules (services/common/llm): backoff with full jitter and
+"""The shared LLM client's pure rules (runtime/llm): backoff with full jitter and
 `retry-after`, the circuit breaker, and structured answers retried when malformed and moved
 to the next model when they stay malformed. The same client runs in the agent, memory and
 evals; tests/agent/test_resilience.py covers it against the offline model over HTTP."""
@@ -14,11 +14,11 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from prometheus_client import REGISTRY
 
-from services.common.llm import Backoff, LLMUnavailable
-from services.common.llm.chain import ModelChain, ModelEndpoint
-from services.common.llm.circuit_breaker import CircuitBreaker
-from services.common.llm.metrics import llm_metrics
-from services.common.llm.retry import error_kind, retry_after_s
+from runtime.llm import Backoff, LLMUnavailable
+from runtime.llm.chain import ModelChain, ModelEndpoint
+from runtime.llm.circuit_breaker import CircuitBreaker
+from runtime.llm.metrics import llm_metrics
+from runtime.llm.retry import error_kind, retry_after_s
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 

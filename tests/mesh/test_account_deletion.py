@@ -22,7 +22,7 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
-from services.common.service_identity import dev_service_credential
+from runtime.service_identity import dev_service_credential
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser, register_user
 from tests.support.waiting import eventually

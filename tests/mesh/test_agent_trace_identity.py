@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
-from services.common.database import with_driver
+from runtime.database import with_driver
 from tests.auth.conftest import eventually
 from tests.support.users import MeshUser
 

@@ -15,8 +15,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.common.database_errors import database_unavailable
-from services.common.errors import InvalidArgument, Unavailable, error_from_rpc
+from runtime.database_errors import database_unavailable
+from runtime.errors import InvalidArgument, Unavailable, error_from_rpc
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from bench.chaos import postgres_frozen, restart_postgres
 from meshctl.mesh import Mesh
 from meshctl.postgres import stop_embedded_postgres
+from runtime.database import database_wait_bound_s
+from runtime.embedded_pg import embedded_database_url
+from runtime.settings import CommonSettings
 from services.agent.run_store import RunRow, RunStore
-from services.common.database import database_wait_bound_s
-from services.common.embedded_pg import embedded_database_url
-from services.common.settings import CommonSettings
 from tests.conftest import TEST_ENV
 from tests.support.grpc_errors import error_reason
 from tests.support.users import MeshUser, register_user

@@ -1,4 +1,4 @@
-"""An upstream's ErrorInfo reason and metadata survive a hop (services/common/errors.py).
+"""An upstream's ErrorInfo reason and metadata survive a hop (runtime/errors.py).
 
 Before: `error_from_rpc` rebuilt the error from the status code alone, so Chat on another
 user's session answered NOT_FOUND where GetSession answers SESSION_NOT_FOUND.
@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2, status_pb2
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
-from services.common.errors import NotFound, ResourceExhausted, Unavailable, error_from_rpc, upstream_error_info
+from runtime.errors import NotFound, ResourceExhausted, Unavailable, error_from_rpc, upstream_error_info
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser
 

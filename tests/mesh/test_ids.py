@@ -1,4 +1,4 @@
-"""The one canonical id spelling (services/common/ids.py): pure rules, no processes."""
+"""The one canonical id spelling (runtime/ids.py): pure rules, no processes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from services.common.errors import InvalidArgument, PermissionDenied
-from services.common.ids import acting_user_id, is_canonical_id, parse_id, parse_uuid
-from services.common.principal import Principal
+from runtime.errors import InvalidArgument, PermissionDenied
+from runtime.ids import acting_user_id, is_canonical_id, parse_id, parse_uuid
+from runtime.principal import Principal
 
 CANONICAL = "0b6c7f8e-3d1a-4c2b-9e5f-1a2b3c4d5e6f"
 

@@ -38,7 +38,7 @@ def fresh_database(mesh: Mesh):
 def migrate(mesh: Mesh, database_url: str, service: str) -> subprocess.CompletedProcess[str]:
     env = {**mesh.env, "DATABASE_URL": database_url}
     return subprocess.run(
-        [sys.executable, "-m", "services.common.migrate_command", service],
+        [sys.executable, "-m", "runtime.migrate_command", service],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.common.errors import InvalidArgument
-from services.common.paging import decode_page_token, encode_page_token
+from runtime.errors import InvalidArgument
+from runtime.paging import decode_page_token, encode_page_token
 
 # The parsers the services pass today (sessions and memory; evals).
 PARSER_SETS = [

@@ -19,8 +19,8 @@ from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
-from services.common.errors import InvalidArgument
-from services.common.request_checks import check_request
+from runtime.errors import InvalidArgument
+from runtime.request_checks import check_request
 from tests.support.grpc_errors import rpc_failure
 from tests.support.services import service_metadata
 from tests.support.users import MeshUser
@@ -186,8 +186,8 @@ async def test_database_errors_do_not_carry_the_statement_parameters(mesh: Mesh)
     # the interceptor logged it whole with the traceback.
     from sqlalchemy import text
 
-    from services.common.database import open_database
-    from services.common.settings import CommonSettings
+    from runtime.database import open_database
+    from runtime.settings import CommonSettings
 
     settings = CommonSettings(_env_file=None, database_url=mesh.env["DATABASE_URL"])  # type: ignore[call-arg]
     database = await open_database(settings, schema="public", migrations=None)
@@ -210,8 +210,8 @@ async def test_database_errors_do_not_carry_the_statement_parameters(mesh: Mesh)
 async def test_a_crash_is_logged_without_its_message(capsys: pytest.CaptureFixture[str]) -> None:
     # Before: log.exception printed the exception's message, e.g. asyncpg's
     # "invalid input for query argument $1: '<the user's text>'", into the service log.
-    from services.common.interceptors import RuntimeInterceptor
-    from services.common.logging import configure_logging
+    from runtime.interceptors import RuntimeInterceptor
+    from runtime.logging import configure_logging
 
     configure_logging(service="test", level="INFO", fmt="json")
     secret = marker()

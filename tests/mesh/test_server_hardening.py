@@ -1,4 +1,4 @@
-"""Limits every gRPC server sets (services/common/server.py): stream count, message sizes
+"""Limits every gRPC server sets (runtime/server.py): stream count, message sizes
 that agree with the gateway's body limit, keepalive enforcement, connection age, and
 reflection off in production.
 
@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.settings import GatewaySettings
-from services.common.server import RunningServer, create_server, server_options
-from services.common.settings import CommonSettings
+from runtime.server import RunningServer, create_server, server_options
+from runtime.settings import CommonSettings
 
 PRODUCTION = {"app_env": "production", "database_url": "postgresql://unused@127.0.0.1/unused"}
 
@@ -80,7 +80,7 @@ def test_limits_agree_with_the_gateway_and_its_clients() -> None:
     # A stream the gateway keeps open is never cut by the connection-age grace.
     assert common.grpc_max_connection_age_grace_s > gateway.gateway_stream_timeout
     # Our clients ping every 30 s: slower than the minimum the server enforces.
-    from services.common.clients import KEEPALIVE_OPTIONS
+    from runtime.clients import KEEPALIVE_OPTIONS
 
     assert dict(KEEPALIVE_OPTIONS)["grpc.keepalive_time_ms"] >= common.grpc_keepalive_min_ping_interval_s * 1000
     # A larger body limit moves the receive limit with it.

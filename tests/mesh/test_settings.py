@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from meshctl.processes import ROOT
+from runtime.settings import SettingsError, load_settings
 from services.auth.settings import DEV_SIGNING_KEY_SECRET, AuthSettings
-from services.common.settings import SettingsError, load_settings
 
 
 def test_production_refuses_development_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +50,7 @@ def test_malformed_settings_name_the_setting_not_its_value(monkeypatch: pytest.M
 
 
 def test_env_file_of_the_app_env_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setattr("services.common.settings.ROOT", tmp_path)
+    monkeypatch.setattr("runtime.settings.ROOT", tmp_path)
     # Staging refuses the development signing secret and service credentials (issue 11).
     (tmp_path / ".env.staging").write_text(
         "ACCESS_TOKEN_TTL_S=600\nLOGIN_MAX_FAILURES=7\nSIGNING_KEY_SECRET=" + "s" * 40 + "\n"

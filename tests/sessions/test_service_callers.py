@@ -14,7 +14,7 @@ import pytest
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
-from services.common.service_identity import ServiceIdentity, dev_service_credential
+from runtime.service_identity import ServiceIdentity, dev_service_credential
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser
 

@@ -4,7 +4,7 @@ with the service's development credential (what every service does in developmen
 from __future__ import annotations
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
-from services.common.service_identity import dev_service_credential
+from runtime.service_identity import dev_service_credential
 
 
 async def service_token(stub: auth_pb2_grpc.AuthServiceStub, name: str = "agent") -> str:

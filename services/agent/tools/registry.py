@@ -12,13 +12,13 @@ from typing import Any
 from langchain_core.messages import ToolCall, ToolMessage
 from pydantic import ValidationError
 
+from runtime.logging import get_logger
 from services.agent import metrics
 from services.agent.tools.ask_user import ASK_USER_TOOL
 from services.agent.tools.base import Tool, ToolError
 from services.agent.tools.calculator import CALCULATOR
 from services.agent.tools.current_time import CURRENT_TIME
 from services.agent.tools.web_search import make_web_search
-from services.common.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -1,3 +1,3 @@
-from services.common.database import run_migrations_in_env
+from runtime.database import run_migrations_in_env
 
 run_migrations_in_env()

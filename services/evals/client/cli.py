@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from agentmesh.evals.v1 import evals_pb2
-from services.common.settings import load_settings
+from runtime.settings import load_settings
 from services.evals.client.evaluation import EXIT_ERROR, EXIT_OK, EXIT_THRESHOLD_CROSSED, evaluate
 from services.evals.client.golden import golden_command
 from services.evals.client.login import CommandError, admin_token

@@ -28,7 +28,7 @@ from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from services.common.settings import load_settings
+from runtime.settings import load_settings
 from services.evals.client.evaluation import EXIT_OK, EXIT_THRESHOLD_CROSSED, evaluate
 from services.evals.client.login import CommandError, admin_token, bearer
 from services.evals.settings import EvalsSettings

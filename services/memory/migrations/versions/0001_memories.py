@@ -6,7 +6,7 @@ Revises:
 
 from alembic import op
 
-from services.common.settings import load_settings
+from runtime.settings import load_settings
 from services.memory.settings import MemorySettings
 
 revision = "0001"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import op
 
-from services.common.settings import load_settings
+from runtime.settings import load_settings
 from services.memory.settings import MemorySettings
 
 revision = "0002"

@@ -6,7 +6,7 @@ Revises: 0003
 
 from alembic import op
 
-from services.common.erasure import CREATE_ERASURES
+from runtime.erasure import CREATE_ERASURES
 
 revision = "0004"
 down_revision = "0003"

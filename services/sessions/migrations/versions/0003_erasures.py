@@ -6,7 +6,7 @@ Revises: 0002
 
 from alembic import op
 
-from services.common.erasure import CREATE_ERASURES
+from runtime.erasure import CREATE_ERASURES
 
 revision = "0003"
 down_revision = "0002"

@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf import descriptor
 from google.protobuf.message import DecodeError, Message
 
-from services.common.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 FieldDescriptor = descriptor.FieldDescriptor
 

@@ -19,18 +19,18 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
-from services.common import metrics
-from services.common.database_errors import database_unavailable
-from services.common.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable, internal_status
-from services.common.logging import get_logger
-from services.common.principal import Principal, reset_principal, set_principal
-from services.common.request_checks import crash_report, tolerant_deserializer, validate_request
-from services.common.tokens import AccessTokenVerifier
+from runtime import metrics
+from runtime.database_errors import database_unavailable
+from runtime.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable, internal_status
+from runtime.logging import get_logger
+from runtime.principal import Principal, reset_principal, set_principal
+from runtime.request_checks import crash_report, tolerant_deserializer, validate_request
+from runtime.tokens import AccessTokenVerifier
 
 log = get_logger(__name__)
 
 BEARER = "bearer "
-# Honoured only when the token is a service token (services.common.service_identity).
+# Honoured only when the token is a service token (runtime.service_identity).
 ON_BEHALF_OF = "x-on-behalf-of"
 
 

@@ -17,9 +17,9 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from services.common.embedded_pg import embedded_database_url
-from services.common.logging import get_logger
-from services.common.settings import CommonSettings
+from runtime.embedded_pg import embedded_database_url
+from runtime.logging import get_logger
+from runtime.settings import CommonSettings
 
 log = get_logger(__name__)
 

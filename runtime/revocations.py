@@ -23,8 +23,8 @@ from typing import Protocol
 import grpc
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
-from services.common.logging import get_logger
-from services.common.principal import Principal
+from runtime.logging import get_logger
+from runtime.principal import Principal
 
 log = get_logger(__name__)
 

@@ -6,7 +6,7 @@ verifier pins the algorithm (so `alg: none` and HS256-with-the-public-key forger
 fail), requires exp/iat/sub/jti, checks iss and aud, and honours nbf.
 
 Revoked tokens (logout, reuse detection, role change, account deletion) are refused
-against an in-process `RevocationSet` fed by the auth service (services.common.revocations),
+against an in-process `RevocationSet` fed by the auth service (runtime.revocations),
 on every call, cached tokens included. A token with a `svc` claim is a service token
 (IssueServiceToken); user tokens carry `fid`, their refresh token family.
 """
@@ -22,10 +22,10 @@ import grpc
 import jwt
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
-from services.common.errors import Unauthenticated
-from services.common.logging import get_logger
-from services.common.principal import Principal
-from services.common.revocations import RevocationSet
+from runtime.errors import Unauthenticated
+from runtime.logging import get_logger
+from runtime.principal import Principal
+from runtime.revocations import RevocationSet
 
 log = get_logger(__name__)
 

@@ -29,13 +29,13 @@ from langchain_core.messages import (
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_openai import ChatOpenAI
 
-from services.common.errors import Unavailable
-from services.common.llm.circuit_breaker import CircuitBreaker
-from services.common.llm.metrics import LLMMetrics, llm_metrics
-from services.common.llm.retry import Backoff, EmptyModelStream, MalformedAnswer, error_kind
-from services.common.llm_settings import LLMSettings
-from services.common.logging import get_logger
-from services.common.tracing import llm_span
+from runtime.errors import Unavailable
+from runtime.llm.circuit_breaker import CircuitBreaker
+from runtime.llm.metrics import LLMMetrics, llm_metrics
+from runtime.llm.retry import Backoff, EmptyModelStream, MalformedAnswer, error_kind
+from runtime.llm_settings import LLMSettings
+from runtime.logging import get_logger
+from runtime.tracing import llm_span
 
 log = get_logger(__name__)
 

@@ -4,7 +4,7 @@ model, structured output (`complete_json`) and streaming that never retries once
 the client. Metrics are `<service>_llm_*` (e.g. `agent_llm_retries_total`), one set per service.
 """
 
-from services.common.llm.chain import LLMClient, LLMUnavailable, ModelAnswer, ModelChain
-from services.common.llm.retry import Backoff, MalformedAnswer
+from runtime.llm.chain import LLMClient, LLMUnavailable, ModelAnswer, ModelChain
+from runtime.llm.retry import Backoff, MalformedAnswer
 
 __all__ = ["Backoff", "LLMClient", "LLMUnavailable", "MalformedAnswer", "ModelAnswer", "ModelChain"]

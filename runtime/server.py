@@ -22,15 +22,15 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.clients import open_channel
-from services.common.interceptors import RuntimeInterceptor
-from services.common.logging import configure_logging, get_logger
-from services.common.metrics import database_up, start_metrics_server
-from services.common.revocations import RevocationFeed, RevocationSet
-from services.common.service_identity import ServiceIdentity
-from services.common.settings import CommonSettings
-from services.common.tokens import AccessTokenVerifier, JwksKeySource
-from services.common.tracing import configure_tracing, shutdown_tracing
+from runtime.clients import open_channel
+from runtime.interceptors import RuntimeInterceptor
+from runtime.logging import configure_logging, get_logger
+from runtime.metrics import database_up, start_metrics_server
+from runtime.revocations import RevocationFeed, RevocationSet
+from runtime.service_identity import ServiceIdentity
+from runtime.settings import CommonSettings
+from runtime.tokens import AccessTokenVerifier, JwksKeySource
+from runtime.tracing import configure_tracing, shutdown_tracing
 
 log = get_logger(__name__)
 
@@ -80,7 +80,7 @@ class ServiceApp(abc.ABC):
     def database_ping(self) -> Callable[[], Awaitable[None]] | None:
         """How the health probe asks this service's database whether it answers (a coroutine
         that raises when it does not), or None when the service has no database. The default
-        pings `self.database` (services.common.database.Database); other apps override it."""
+        pings `self.database` (runtime.database.Database); other apps override it."""
         database = getattr(self, "database", None)
         ping = getattr(database, "ping", None)
         return ping if callable(ping) else None

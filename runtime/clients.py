@@ -11,7 +11,7 @@ import grpc
 import structlog
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common.principal import optional_principal
+from runtime.principal import optional_principal
 
 KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),

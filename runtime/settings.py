@@ -89,7 +89,7 @@ class CommonSettings(BaseSettings):
     # UNAVAILABLE (DATABASE_UNAVAILABLE) instead of hanging. One statement: the server cancels it
     # after DB_STATEMENT_TIMEOUT_S (statement_timeout), the client gives up one second later (a
     # frozen server cancels nothing). One new connection: DB_CONNECT_ATTEMPT_TIMEOUT_S. The
-    # longest a call can wait is services.common.database.database_wait_bound_s().
+    # longest a call can wait is runtime.database.database_wait_bound_s().
     db_statement_timeout_s: float = Field(default=5.0, gt=0)
     db_connect_attempt_timeout_s: float = Field(default=5.0, ge=1)
     # The health probe pings the database this often; the service's gRPC health is NOT_SERVING
@@ -108,16 +108,16 @@ class CommonSettings(BaseSettings):
     # turn every request into a call to the auth service.
     jwks_refetch_min_interval_s: float = Field(default=2.0, ge=0)
     # This service's secret for IssueServiceToken (empty: the public development
-    # credential, refused in staging and production; see services/common/service_identity.py).
+    # credential, refused in staging and production; see runtime/service_identity.py).
     service_credential: SecretStr = SecretStr("")
 
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = ""
-    # The OpenTelemetry SDK's sampler variables (read by services/common/tracing.py; listed
+    # The OpenTelemetry SDK's sampler variables (read by runtime/tracing.py; listed
     # here so a bad value stops the start instead of falling back to sampling everything).
     otel_traces_sampler: TracesSampler = "parentbased_always_on"
     otel_traces_sampler_arg: float | None = Field(default=None, ge=0, le=1)
-    # How outgoing channels balance (read by services/common/clients.py, listed here so a bad
+    # How outgoing channels balance (read by runtime/clients.py, listed here so a bad
     # value stops the start): round_robin spreads calls over every pod a headless Service names.
     grpc_lb_policy: Literal["round_robin", "pick_first"] = "round_robin"
     langfuse_public_key: SecretStr | None = None

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from services.common.errors import InvalidArgument
+from runtime.errors import InvalidArgument
 
 Row = TypeVar("Row")
 

@@ -1,6 +1,6 @@
 """Schema migrations as a one-shot command, for the Kubernetes migration Jobs.
 
-`python -m services.common.migrate_command <service>` brings that service's schema to
+`python -m runtime.migrate_command <service>` brings that service's schema to
 head and exits 0 (non-zero with the error otherwise). It is the same code the service
 runs at start when DB_MIGRATE_ON_START is true, serialised across replicas and Jobs by
 the same advisory lock, so running both is safe. A service's `__main__` may also expose
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.settings import ROOT, CommonSettings, load_settings
+from runtime.settings import ROOT, CommonSettings, load_settings
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,13 @@ async def migrate_service(service: str) -> None:
     target = TARGETS[service]
     settings = target.load_settings()
     if service == "agent":
+        from runtime.database import resolve_database_url
         from services.agent.checkpoints import Checkpoints
-        from services.common.database import resolve_database_url
 
         checkpoints = await Checkpoints.open(await resolve_database_url(settings), settings)  # type: ignore[arg-type]
         await checkpoints.close()
         return
-    from services.common.database import open_database
+    from runtime.database import open_database
 
     migrations = ROOT / "services" / service / "migrations"
     database = await open_database(settings, schema=target.schema, migrations=Path(migrations))
@@ -61,7 +61,7 @@ async def migrate_service(service: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.common.migrate_command", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m runtime.migrate_command", description=__doc__)
     parser.add_argument("service", choices=sorted(TARGETS))
     args = parser.parse_args(argv)
     asyncio.run(migrate_service(args.service))

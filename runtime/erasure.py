@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.common.errors import PermissionDenied
-from services.common.ids import parse_id
-from services.common.principal import require_service
+from runtime.errors import PermissionDenied
+from runtime.ids import parse_id
+from runtime.principal import require_service
 
 # The only caller: the deletion job lives in the auth service.
 ERASING_SERVICE = "auth"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import uuid
 
-from services.common.errors import InvalidArgument, PermissionDenied
-from services.common.principal import Principal
+from runtime.errors import InvalidArgument, PermissionDenied
+from runtime.principal import Principal
 
 CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

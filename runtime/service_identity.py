@@ -22,10 +22,10 @@ import grpc
 import structlog
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
-from services.common.clients import open_channel
-from services.common.errors import Unavailable
-from services.common.logging import get_logger
-from services.common.settings import CommonSettings, SettingsError
+from runtime.clients import open_channel
+from runtime.errors import Unavailable
+from runtime.logging import get_logger
+from runtime.settings import CommonSettings, SettingsError
 
 log = get_logger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass, field
 
-from services.common.errors import PermissionDenied, Unauthenticated
+from runtime.errors import PermissionDenied, Unauthenticated
 
 
 @dataclass(frozen=True, slots=True)

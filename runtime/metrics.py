@@ -29,7 +29,7 @@ grpc_server_msg_sent_total = Counter(
     ["grpc_type", "grpc_service", "grpc_method"],
 )
 
-# 1 while the service's database answers its health probe (services.common.server.DatabaseHealth).
+# 1 while the service's database answers its health probe (runtime.server.DatabaseHealth).
 database_up = Gauge("database_up", "1 while this process's database answers the health probe, else 0.")
 
 

@@ -8,9 +8,8 @@ here is a no-op (the API's default tracer), so tracing never breaks a service.
 
 - gRPC services: `serve()` calls `configure_tracing(settings, name)` and adds the
   interceptors it returns; `shutdown_tracing()` flushes at exit.
-- the gateway: `configure_gateway_tracing()` once before creating channels, and
-  `TraceContextMiddleware(app)` outermost, so each HTTP request is a server span that
-  continues the client's `traceparent` and parents the gRPC calls it makes.
+- the gateway: `configure_gateway_tracing()` once before creating channels; its own
+  `gateway.tracing.TraceContextMiddleware` makes each HTTP request a server span.
 - the agent: `with llm_span(model) as span:` around each model call (the LLM is reached
   over HTTP by langchain-openai, which no instrumentation here covers).
 """
@@ -18,20 +17,17 @@ here is a no-op (the API's default tracer), so tracing never breaks a service.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.settings import CommonSettings, TracesSampler
+from runtime.settings import CommonSettings, TracesSampler
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.sampling import Sampler
@@ -163,57 +159,6 @@ def inject_trace_context(metadata: Sequence[tuple[str, str]]) -> list[tuple[str,
         return list(metadata)
     kept = [(key, value) for key, value in metadata if key.lower() not in TRACE_CONTEXT_KEYS]
     return kept + sorted(carrier.items())
-
-
-def _route_of(scope: Scope) -> str:
-    state = scope.get("state") or {}
-    return str(state.get("route_template") or scope.get("path", ""))
-
-
-class TraceContextMiddleware:
-    """ASGI middleware: one SERVER span per HTTP request, continuing the client's W3C
-    `traceparent` when it sends one. Named `METHOD route-template` once the router set
-    the template (raw paths would make span names unbounded)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        carrier: MutableMapping[str, str] = dict(Headers(scope=scope).items())
-        parent = propagate.extract(carrier)
-        method = str(scope.get("method", "GET"))
-        span = tracer().start_span(
-            f"{method} {scope.get('path', '')}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": str(scope.get("path", ""))},
-        )
-        status_code = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status_code
-            if message["type"] == "http.response.start":
-                status_code = int(message["status"])
-            await send(message)
-
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        try:
-            await self.app(scope, receive, send_with_status)
-        except BaseException as exc:
-            span.record_exception(exc)
-            raise
-        finally:
-            route = _route_of(scope)
-            span.update_name(f"{method} {route}")
-            span.set_attribute("http.route", route)
-            span.set_attribute("http.response.status_code", status_code)
-            if status_code >= 500:
-                span.set_status(Status(StatusCode.ERROR))
-            span.end()
-            otel_context.detach(token)
 
 
 @contextmanager

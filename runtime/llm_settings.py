@@ -22,7 +22,7 @@ class LLMSettings(BaseSettings):
     llm_models: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["offline-small", "offline-large"])
     llm_timeout_s: float = Field(default=30.0, gt=0)
 
-    # Retries, backoff and circuit breakers of services/common/llm (agent, memory, evals alike).
+    # Retries, backoff and circuit breakers of runtime/llm (agent, memory, evals alike).
     llm_max_attempts: int = Field(default=3, ge=1, le=10)
     llm_backoff_base_s: float = Field(default=0.25, ge=0)
     llm_backoff_max_s: float = Field(default=4.0, ge=0)
