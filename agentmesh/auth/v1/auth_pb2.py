@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agentmesh.options.v1 import options_pb2 as agentmesh_dot_options_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from agentmesh.agent.v1 import agent_pb2 as agentmesh_dot_agent_dot_v1_dot_agent__pb2
@@ -30,7 +31,7 @@ from agentmesh.sessions.v1 import sessions_pb2 as agentmesh_dot_sessions_dot_v1_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61gentmesh/auth/v1/auth.proto\x12\x11\x61gentmesh.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1e\x61gentmesh/agent/v1/agent.proto\x1a agentmesh/memory/v1/memory.proto\x1a$agentmesh/sessions/v1/sessions.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x13\n\x05roles\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc8\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x0fRegisterRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x10RegisterResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\x12,\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.agentmesh.auth.v1.TokenPair\"[\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x12\n\ngrant_type\x18\x04 \x01(\t\"\xcc\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0eRefreshRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xce\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\rLogoutRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x10\n\x0eLogoutResponse\"\x12\n\x10LogoutAllRequest\"\"\n\x11LogoutAllResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\";\n\x13SetUserRolesRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05roles\x18\x02 \x03(\t\"=\n\x14SetUserRolesResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\"P\n\x18IssueServiceTokenRequest\x12\x1a\n\x0cservice_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncredential\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"u\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\nexpires_in\x18\x02 \x01(\x05\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17WatchRevocationsRequest\"\x9f\x01\n\nRevocation\x12\x13\n\tfamily_id\x18\x01 \x01(\tH\x00\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12.\n\nnot_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06target\"i\n\x18WatchRevocationsResponse\x12\x32\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1d.agentmesh.auth.v1.Revocation\x12\x19\n\x11snapshot_complete\x18\x02 \x01(\x08\"\x0e\n\x0cGetMeRequest\"6\n\rGetMeResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\"\x10\n\x0eGetJwksRequest\">\n\x0fGetJwksResponse\x12+\n\x04keys\x18\x01 \x03(\x0b\x32\x1d.agentmesh.auth.v1.JsonWebKey\"\x9c\x01\n\nJsonWebKey\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x0b\n\x03use\x18\x04 \x01(\t\x12\x10\n\x03\x63rv\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01x\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x01n\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x0e\n\x01\x65\x18\x08 \x01(\tH\x03\x88\x01\x01\x42\x06\n\x04_crvB\x04\n\x02_xB\x04\n\x02_nB\x04\n\x02_e\".\n\x14\x44\x65leteAccountRequest\x12\x16\n\x08password\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x15\x44\x65leteAccountResponse\x12\x33\n\x07receipt\x18\x01 \x01(\x0b\x32\".agentmesh.auth.v1.DeletionReceipt\"\xec\x01\n\x0f\x44\x65letionReceipt\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .agentmesh.auth.v1.DeletionState\x12/\n\x06stores\x18\x03 \x03(\x0b\x32\x1f.agentmesh.auth.v1.StoreReceipt\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x0cStoreReceipt\x12\r\n\x05store\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12;\n\x06\x63ounts\x18\x03 \x03(\x0b\x32+.agentmesh.auth.v1.StoreReceipt.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x16\n\x14\x45xportAccountRequest\"\xba\x01\n\x15\x45xportAccountResponse\x12\x31\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.SessionH\x00\x12\x35\n\x07message\x18\x02 \x01(\x0b\x32\".agentmesh.auth.v1.ExportedMessageH\x00\x12-\n\x06memory\x18\x03 \x01(\x0b\x32\x1b.agentmesh.memory.v1.MemoryH\x00\x42\x08\n\x06record\"S\n\x0f\x45xportedMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x07message\x18\x02 \x01(\x0b\x32\x1b.agentmesh.agent.v1.Message*i\n\rDeletionState\x12\x1e\n\x1a\x44\x45LETION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LETION_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LETION_STATE_SUCCEEDED\x10\x02\x32\x9a\x0b\n\x0b\x41uthService\x12q\n\x08Register\x12\".agentmesh.auth.v1.RegisterRequest\x1a#.agentmesh.auth.v1.RegisterResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/auth/register:\x01*\x12\x65\n\x05Login\x12\x1f.agentmesh.auth.v1.LoginRequest\x1a .agentmesh.auth.v1.LoginResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12m\n\x07Refresh\x12!.agentmesh.auth.v1.RefreshRequest\x1a\".agentmesh.auth.v1.RefreshResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12i\n\x06Logout\x12 .agentmesh.auth.v1.LogoutRequest\x1a!.agentmesh.auth.v1.LogoutResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12u\n\tLogoutAll\x12#.agentmesh.auth.v1.LogoutAllRequest\x1a$.agentmesh.auth.v1.LogoutAllResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth:logoutAll:\x01*\x12\x8e\x01\n\x0cSetUserRoles\x12&.agentmesh.auth.v1.SetUserRolesRequest\x1a\'.agentmesh.auth.v1.SetUserRolesResponse\"-\x82\xd3\xe4\x93\x02\'\"\x1c/v1/users/{user_id}:setRoles:\x01*b\x04user\x12n\n\x11IssueServiceToken\x12+.agentmesh.auth.v1.IssueServiceTokenRequest\x1a,.agentmesh.auth.v1.IssueServiceTokenResponse\x12m\n\x10WatchRevocations\x12*.agentmesh.auth.v1.WatchRevocationsRequest\x1a+.agentmesh.auth.v1.WatchRevocationsResponse0\x01\x12\x81\x01\n\rDeleteAccount\x12\'.agentmesh.auth.v1.DeleteAccountRequest\x1a(.agentmesh.auth.v1.DeleteAccountResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth/me:delete:\x01*\x12\x80\x01\n\rExportAccount\x12\'.agentmesh.auth.v1.ExportAccountRequest\x1a(.agentmesh.auth.v1.ExportAccountResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/auth/me:export0\x01\x12\x65\n\x05GetMe\x12\x1f.agentmesh.auth.v1.GetMeRequest\x1a .agentmesh.auth.v1.GetMeResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x0b/v1/auth/meb\x04user\x12\x81\x01\n\x07GetJwks\x12!.agentmesh.auth.v1.GetJwksRequest\x1a\".agentmesh.auth.v1.GetJwksResponse\"/\x82\xd3\xe4\x93\x02)\x12\r/v1/auth/jwksZ\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61gentmesh/auth/v1/auth.proto\x12\x11\x61gentmesh.auth.v1\x1a\"agentmesh/options/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1e\x61gentmesh/agent/v1/agent.proto\x1a agentmesh/memory/v1/memory.proto\x1a$agentmesh/sessions/v1/sessions.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"r\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x13\n\x05roles\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xc8\x01\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x0fRegisterRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x10RegisterResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\x12,\n\x06tokens\x18\x02 \x01(\x0b\x32\x1c.agentmesh.auth.v1.TokenPair\"[\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x16\n\x08password\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x12\n\ngrant_type\x18\x04 \x01(\t\"\xcc\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0eRefreshRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xce\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\rLogoutRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x10\n\x0eLogoutResponse\"\x12\n\x10LogoutAllRequest\"\"\n\x11LogoutAllResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\";\n\x13SetUserRolesRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05roles\x18\x02 \x03(\t\"=\n\x14SetUserRolesResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\"P\n\x18IssueServiceTokenRequest\x12\x1a\n\x0cservice_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\ncredential\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"u\n\x19IssueServiceTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\nexpires_in\x18\x02 \x01(\x05\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x19\n\x17WatchRevocationsRequest\"\x9f\x01\n\nRevocation\x12\x13\n\tfamily_id\x18\x01 \x01(\tH\x00\x12\x11\n\x07user_id\x18\x02 \x01(\tH\x00\x12.\n\nnot_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06target\"i\n\x18WatchRevocationsResponse\x12\x32\n\x0brevocations\x18\x01 \x03(\x0b\x32\x1d.agentmesh.auth.v1.Revocation\x12\x19\n\x11snapshot_complete\x18\x02 \x01(\x08\"\x0e\n\x0cGetMeRequest\"6\n\rGetMeResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.agentmesh.auth.v1.User\"\x10\n\x0eGetJwksRequest\">\n\x0fGetJwksResponse\x12+\n\x04keys\x18\x01 \x03(\x0b\x32\x1d.agentmesh.auth.v1.JsonWebKey\"\x9c\x01\n\nJsonWebKey\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03kid\x18\x02 \x01(\t\x12\x0b\n\x03\x61lg\x18\x03 \x01(\t\x12\x0b\n\x03use\x18\x04 \x01(\t\x12\x10\n\x03\x63rv\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x01x\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x0e\n\x01n\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x0e\n\x01\x65\x18\x08 \x01(\tH\x03\x88\x01\x01\x42\x06\n\x04_crvB\x04\n\x02_xB\x04\n\x02_nB\x04\n\x02_e\".\n\x14\x44\x65leteAccountRequest\x12\x16\n\x08password\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x15\x44\x65leteAccountResponse\x12\x33\n\x07receipt\x18\x01 \x01(\x0b\x32\".agentmesh.auth.v1.DeletionReceipt\"\xec\x01\n\x0f\x44\x65letionReceipt\x12\x13\n\x0b\x64\x65letion_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .agentmesh.auth.v1.DeletionState\x12/\n\x06stores\x18\x03 \x03(\x0b\x32\x1f.agentmesh.auth.v1.StoreReceipt\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x0cStoreReceipt\x12\r\n\x05store\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12;\n\x06\x63ounts\x18\x03 \x03(\x0b\x32+.agentmesh.auth.v1.StoreReceipt.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x16\n\x14\x45xportAccountRequest\"\xba\x01\n\x15\x45xportAccountResponse\x12\x31\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.SessionH\x00\x12\x35\n\x07message\x18\x02 \x01(\x0b\x32\".agentmesh.auth.v1.ExportedMessageH\x00\x12-\n\x06memory\x18\x03 \x01(\x0b\x32\x1b.agentmesh.memory.v1.MemoryH\x00\x42\x08\n\x06record\"S\n\x0f\x45xportedMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x07message\x18\x02 \x01(\x0b\x32\x1b.agentmesh.agent.v1.Message*i\n\rDeletionState\x12\x1e\n\x1a\x44\x45LETION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LETION_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LETION_STATE_SUCCEEDED\x10\x02\x32\xd9\x0b\n\x0b\x41uthService\x12\x81\x01\n\x08Register\x12\".agentmesh.auth.v1.RegisterRequest\x1a#.agentmesh.auth.v1.RegisterResponse\",\xa0\x9f\x19\x01\xb2\x9f\x19\x08register\x82\xd3\xe4\x93\x02\x16\"\x11/v1/auth/register:\x01*\x12r\n\x05Login\x12\x1f.agentmesh.auth.v1.LoginRequest\x1a .agentmesh.auth.v1.LoginResponse\"&\xa0\x9f\x19\x01\xb2\x9f\x19\x05login\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/auth/login:\x01*\x12z\n\x07Refresh\x12!.agentmesh.auth.v1.RefreshRequest\x1a\".agentmesh.auth.v1.RefreshResponse\"(\xa0\x9f\x19\x01\xb2\x9f\x19\x05login\x82\xd3\xe4\x93\x02\x15\"\x10/v1/auth/refresh:\x01*\x12m\n\x06Logout\x12 .agentmesh.auth.v1.LogoutRequest\x1a!.agentmesh.auth.v1.LogoutResponse\"\x1e\xa0\x9f\x19\x01\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/auth/logout:\x01*\x12u\n\tLogoutAll\x12#.agentmesh.auth.v1.LogoutAllRequest\x1a$.agentmesh.auth.v1.LogoutAllResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth:logoutAll:\x01*\x12\x8e\x01\n\x0cSetUserRoles\x12&.agentmesh.auth.v1.SetUserRolesRequest\x1a\'.agentmesh.auth.v1.SetUserRolesResponse\"-\x82\xd3\xe4\x93\x02\'\"\x1c/v1/users/{user_id}:setRoles:\x01*b\x04user\x12t\n\x11IssueServiceToken\x12+.agentmesh.auth.v1.IssueServiceTokenRequest\x1a,.agentmesh.auth.v1.IssueServiceTokenResponse\"\x04\xa0\x9f\x19\x01\x12s\n\x10WatchRevocations\x12*.agentmesh.auth.v1.WatchRevocationsRequest\x1a+.agentmesh.auth.v1.WatchRevocationsResponse\"\x04\xa8\x9f\x19\x01\x30\x01\x12\x81\x01\n\rDeleteAccount\x12\'.agentmesh.auth.v1.DeleteAccountRequest\x1a(.agentmesh.auth.v1.DeleteAccountResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x12/v1/auth/me:delete:\x01*\x12\x80\x01\n\rExportAccount\x12\'.agentmesh.auth.v1.ExportAccountRequest\x1a(.agentmesh.auth.v1.ExportAccountResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/auth/me:export0\x01\x12\x65\n\x05GetMe\x12\x1f.agentmesh.auth.v1.GetMeRequest\x1a .agentmesh.auth.v1.GetMeResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x0b/v1/auth/meb\x04user\x12\x85\x01\n\x07GetJwks\x12!.agentmesh.auth.v1.GetJwksRequest\x1a\".agentmesh.auth.v1.GetJwksResponse\"3\xa0\x9f\x19\x01\x82\xd3\xe4\x93\x02)\x12\r/v1/auth/jwksZ\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -64,17 +65,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STORERECEIPT_COUNTSENTRY']._loaded_options = None
   _globals['_STORERECEIPT_COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_AUTHSERVICE'].methods_by_name['Register']._loaded_options = None
-  _globals['_AUTHSERVICE'].methods_by_name['Register']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/auth/register:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['Register']._serialized_options = b'\240\237\031\001\262\237\031\010register\202\323\344\223\002\026\"\021/v1/auth/register:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Login']._loaded_options = None
-  _globals['_AUTHSERVICE'].methods_by_name['Login']._serialized_options = b'\202\323\344\223\002\023\"\016/v1/auth/login:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['Login']._serialized_options = b'\240\237\031\001\262\237\031\005login\202\323\344\223\002\023\"\016/v1/auth/login:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Refresh']._loaded_options = None
-  _globals['_AUTHSERVICE'].methods_by_name['Refresh']._serialized_options = b'\202\323\344\223\002\025\"\020/v1/auth/refresh:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['Refresh']._serialized_options = b'\240\237\031\001\262\237\031\005login\202\323\344\223\002\025\"\020/v1/auth/refresh:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._loaded_options = None
-  _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/auth/logout:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\240\237\031\001\202\323\344\223\002\024\"\017/v1/auth/logout:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['LogoutAll']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['LogoutAll']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/auth:logoutAll:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['SetUserRoles']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['SetUserRoles']._serialized_options = b'\202\323\344\223\002\'\"\034/v1/users/{user_id}:setRoles:\001*b\004user'
+  _globals['_AUTHSERVICE'].methods_by_name['IssueServiceToken']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['IssueServiceToken']._serialized_options = b'\240\237\031\001'
+  _globals['_AUTHSERVICE'].methods_by_name['WatchRevocations']._loaded_options = None
+  _globals['_AUTHSERVICE'].methods_by_name['WatchRevocations']._serialized_options = b'\250\237\031\001'
   _globals['_AUTHSERVICE'].methods_by_name['DeleteAccount']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['DeleteAccount']._serialized_options = b'\202\323\344\223\002\027\"\022/v1/auth/me:delete:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['ExportAccount']._loaded_options = None
@@ -82,73 +87,73 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['GetMe']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['GetMe']._serialized_options = b'\202\323\344\223\002\023\022\013/v1/auth/meb\004user'
   _globals['_AUTHSERVICE'].methods_by_name['GetJwks']._loaded_options = None
-  _globals['_AUTHSERVICE'].methods_by_name['GetJwks']._serialized_options = b'\202\323\344\223\002)\022\r/v1/auth/jwksZ\030\022\026/.well-known/jwks.json'
-  _globals['_DELETIONSTATE']._serialized_start=3166
-  _globals['_DELETIONSTATE']._serialized_end=3271
-  _globals['_USER']._serialized_start=251
-  _globals['_USER']._serialized_end=365
-  _globals['_TOKENPAIR']._serialized_start=368
-  _globals['_TOKENPAIR']._serialized_end=568
-  _globals['_REGISTERREQUEST']._serialized_start=570
-  _globals['_REGISTERREQUEST']._serialized_end=632
-  _globals['_REGISTERRESPONSE']._serialized_start=634
-  _globals['_REGISTERRESPONSE']._serialized_end=737
-  _globals['_LOGINREQUEST']._serialized_start=739
-  _globals['_LOGINREQUEST']._serialized_end=830
-  _globals['_LOGINRESPONSE']._serialized_start=833
-  _globals['_LOGINRESPONSE']._serialized_end=1037
-  _globals['_REFRESHREQUEST']._serialized_start=1039
-  _globals['_REFRESHREQUEST']._serialized_end=1084
-  _globals['_REFRESHRESPONSE']._serialized_start=1087
-  _globals['_REFRESHRESPONSE']._serialized_end=1293
-  _globals['_LOGOUTREQUEST']._serialized_start=1295
-  _globals['_LOGOUTREQUEST']._serialized_end=1339
-  _globals['_LOGOUTRESPONSE']._serialized_start=1341
-  _globals['_LOGOUTRESPONSE']._serialized_end=1357
-  _globals['_LOGOUTALLREQUEST']._serialized_start=1359
-  _globals['_LOGOUTALLREQUEST']._serialized_end=1377
-  _globals['_LOGOUTALLRESPONSE']._serialized_start=1379
-  _globals['_LOGOUTALLRESPONSE']._serialized_end=1413
-  _globals['_SETUSERROLESREQUEST']._serialized_start=1415
-  _globals['_SETUSERROLESREQUEST']._serialized_end=1474
-  _globals['_SETUSERROLESRESPONSE']._serialized_start=1476
-  _globals['_SETUSERROLESRESPONSE']._serialized_end=1537
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=1539
-  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=1619
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=1621
-  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=1738
-  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=1740
-  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=1765
-  _globals['_REVOCATION']._serialized_start=1768
-  _globals['_REVOCATION']._serialized_end=1927
-  _globals['_WATCHREVOCATIONSRESPONSE']._serialized_start=1929
-  _globals['_WATCHREVOCATIONSRESPONSE']._serialized_end=2034
-  _globals['_GETMEREQUEST']._serialized_start=2036
-  _globals['_GETMEREQUEST']._serialized_end=2050
-  _globals['_GETMERESPONSE']._serialized_start=2052
-  _globals['_GETMERESPONSE']._serialized_end=2106
-  _globals['_GETJWKSREQUEST']._serialized_start=2108
-  _globals['_GETJWKSREQUEST']._serialized_end=2124
-  _globals['_GETJWKSRESPONSE']._serialized_start=2126
-  _globals['_GETJWKSRESPONSE']._serialized_end=2188
-  _globals['_JSONWEBKEY']._serialized_start=2191
-  _globals['_JSONWEBKEY']._serialized_end=2347
-  _globals['_DELETEACCOUNTREQUEST']._serialized_start=2349
-  _globals['_DELETEACCOUNTREQUEST']._serialized_end=2395
-  _globals['_DELETEACCOUNTRESPONSE']._serialized_start=2397
-  _globals['_DELETEACCOUNTRESPONSE']._serialized_end=2473
-  _globals['_DELETIONRECEIPT']._serialized_start=2476
-  _globals['_DELETIONRECEIPT']._serialized_end=2712
-  _globals['_STORERECEIPT']._serialized_start=2715
-  _globals['_STORERECEIPT']._serialized_end=2866
-  _globals['_STORERECEIPT_COUNTSENTRY']._serialized_start=2821
-  _globals['_STORERECEIPT_COUNTSENTRY']._serialized_end=2866
-  _globals['_EXPORTACCOUNTREQUEST']._serialized_start=2868
-  _globals['_EXPORTACCOUNTREQUEST']._serialized_end=2890
-  _globals['_EXPORTACCOUNTRESPONSE']._serialized_start=2893
-  _globals['_EXPORTACCOUNTRESPONSE']._serialized_end=3079
-  _globals['_EXPORTEDMESSAGE']._serialized_start=3081
-  _globals['_EXPORTEDMESSAGE']._serialized_end=3164
-  _globals['_AUTHSERVICE']._serialized_start=3274
-  _globals['_AUTHSERVICE']._serialized_end=4708
+  _globals['_AUTHSERVICE'].methods_by_name['GetJwks']._serialized_options = b'\240\237\031\001\202\323\344\223\002)\022\r/v1/auth/jwksZ\030\022\026/.well-known/jwks.json'
+  _globals['_DELETIONSTATE']._serialized_start=3202
+  _globals['_DELETIONSTATE']._serialized_end=3307
+  _globals['_USER']._serialized_start=287
+  _globals['_USER']._serialized_end=401
+  _globals['_TOKENPAIR']._serialized_start=404
+  _globals['_TOKENPAIR']._serialized_end=604
+  _globals['_REGISTERREQUEST']._serialized_start=606
+  _globals['_REGISTERREQUEST']._serialized_end=668
+  _globals['_REGISTERRESPONSE']._serialized_start=670
+  _globals['_REGISTERRESPONSE']._serialized_end=773
+  _globals['_LOGINREQUEST']._serialized_start=775
+  _globals['_LOGINREQUEST']._serialized_end=866
+  _globals['_LOGINRESPONSE']._serialized_start=869
+  _globals['_LOGINRESPONSE']._serialized_end=1073
+  _globals['_REFRESHREQUEST']._serialized_start=1075
+  _globals['_REFRESHREQUEST']._serialized_end=1120
+  _globals['_REFRESHRESPONSE']._serialized_start=1123
+  _globals['_REFRESHRESPONSE']._serialized_end=1329
+  _globals['_LOGOUTREQUEST']._serialized_start=1331
+  _globals['_LOGOUTREQUEST']._serialized_end=1375
+  _globals['_LOGOUTRESPONSE']._serialized_start=1377
+  _globals['_LOGOUTRESPONSE']._serialized_end=1393
+  _globals['_LOGOUTALLREQUEST']._serialized_start=1395
+  _globals['_LOGOUTALLREQUEST']._serialized_end=1413
+  _globals['_LOGOUTALLRESPONSE']._serialized_start=1415
+  _globals['_LOGOUTALLRESPONSE']._serialized_end=1449
+  _globals['_SETUSERROLESREQUEST']._serialized_start=1451
+  _globals['_SETUSERROLESREQUEST']._serialized_end=1510
+  _globals['_SETUSERROLESRESPONSE']._serialized_start=1512
+  _globals['_SETUSERROLESRESPONSE']._serialized_end=1573
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_start=1575
+  _globals['_ISSUESERVICETOKENREQUEST']._serialized_end=1655
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_start=1657
+  _globals['_ISSUESERVICETOKENRESPONSE']._serialized_end=1774
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=1776
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=1801
+  _globals['_REVOCATION']._serialized_start=1804
+  _globals['_REVOCATION']._serialized_end=1963
+  _globals['_WATCHREVOCATIONSRESPONSE']._serialized_start=1965
+  _globals['_WATCHREVOCATIONSRESPONSE']._serialized_end=2070
+  _globals['_GETMEREQUEST']._serialized_start=2072
+  _globals['_GETMEREQUEST']._serialized_end=2086
+  _globals['_GETMERESPONSE']._serialized_start=2088
+  _globals['_GETMERESPONSE']._serialized_end=2142
+  _globals['_GETJWKSREQUEST']._serialized_start=2144
+  _globals['_GETJWKSREQUEST']._serialized_end=2160
+  _globals['_GETJWKSRESPONSE']._serialized_start=2162
+  _globals['_GETJWKSRESPONSE']._serialized_end=2224
+  _globals['_JSONWEBKEY']._serialized_start=2227
+  _globals['_JSONWEBKEY']._serialized_end=2383
+  _globals['_DELETEACCOUNTREQUEST']._serialized_start=2385
+  _globals['_DELETEACCOUNTREQUEST']._serialized_end=2431
+  _globals['_DELETEACCOUNTRESPONSE']._serialized_start=2433
+  _globals['_DELETEACCOUNTRESPONSE']._serialized_end=2509
+  _globals['_DELETIONRECEIPT']._serialized_start=2512
+  _globals['_DELETIONRECEIPT']._serialized_end=2748
+  _globals['_STORERECEIPT']._serialized_start=2751
+  _globals['_STORERECEIPT']._serialized_end=2902
+  _globals['_STORERECEIPT_COUNTSENTRY']._serialized_start=2857
+  _globals['_STORERECEIPT_COUNTSENTRY']._serialized_end=2902
+  _globals['_EXPORTACCOUNTREQUEST']._serialized_start=2904
+  _globals['_EXPORTACCOUNTREQUEST']._serialized_end=2926
+  _globals['_EXPORTACCOUNTRESPONSE']._serialized_start=2929
+  _globals['_EXPORTACCOUNTRESPONSE']._serialized_end=3115
+  _globals['_EXPORTEDMESSAGE']._serialized_start=3117
+  _globals['_EXPORTEDMESSAGE']._serialized_end=3200
+  _globals['_AUTHSERVICE']._serialized_start=3310
+  _globals['_AUTHSERVICE']._serialized_end=4807
 # @@protoc_insertion_point(module_scope)

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agentmesh.options.v1 import options_pb2 as agentmesh_dot_options_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentmesh/evals/v1/evals.proto\x12\x12\x61gentmesh.evals.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\nTraceUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"W\n\rTraceToolCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t\"\x9c\x02\n\x05Trace\x12\x16\n\x08trace_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05input\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x03\x12-\n\x05usage\x18\x08 \x01(\x0b\x32\x1e.agentmesh.evals.v1.TraceUsage\x12\x35\n\ntool_calls\x18\t \x03(\x0b\x32!.agentmesh.evals.v1.TraceToolCall\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x12RecordTraceRequest\x12.\n\x05trace\x18\x01 \x01(\x0b\x32\x19.agentmesh.evals.v1.TraceB\x04\xe2\x41\x01\x02\"&\n\x13RecordTraceResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\xde\x01\n\x06Metric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x37\n\tdirection\x18\x03 \x01(\x0e\x32$.agentmesh.evals.v1.Metric.Direction\x12\x11\n\tthreshold\x18\x04 \x01(\x01\"e\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44IRECTION_LOWER_IS_BETTER\x10\x01\x12\x1e\n\x1a\x44IRECTION_HIGHER_IS_BETTER\x10\x02\"\x14\n\x12ListMetricsRequest\"B\n\x13ListMetricsResponse\x12+\n\x07metrics\x18\x01 \x03(\x0b\x32\x1a.agentmesh.evals.v1.Metric\"\x86\x01\n\x14RunEvaluationRequest\x12\x0f\n\x07metrics\x18\x01 \x03(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07regrade\x18\x05 \x01(\x08\"i\n\x12\x45valuationProgress\x12\x0e\n\x06graded\x18\x01 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x05\x12\x11\n\tremaining\x18\x03 \x01(\x05\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x0e\n\x06metric\x18\x05 \x01(\t\"@\n\nWorstTrace\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\treasoning\x18\x03 \x01(\t\"\x95\x01\n\x0cMetricReport\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12-\n\x05worst\x18\x05 \x03(\x0b\x32\x1e.agentmesh.evals.v1.WorstTrace\x12\x19\n\x11threshold_crossed\x18\x06 \x01(\x08\"u\n\x10\x45valuationReport\x12\x0e\n\x06traces\x18\x01 \x01(\x05\x12\x0e\n\x06graded\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x31\n\x07metrics\x18\x04 \x03(\x0b\x32 .agentmesh.evals.v1.MetricReport\"\x94\x01\n\x15RunEvaluationResponse\x12:\n\x08progress\x18\x01 \x01(\x0b\x32&.agentmesh.evals.v1.EvaluationProgressH\x00\x12\x36\n\x06report\x18\x02 \x01(\x0b\x32$.agentmesh.evals.v1.EvaluationReportH\x00\x42\x07\n\x05\x65vent\"\xa4\x01\n\x05Score\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\treasoning\x18\x04 \x01(\t\x12\x13\n\x0bjudge_model\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x07 \x01(\t\"p\n\x11ListScoresRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"X\n\x12ListScoresResponse\x12)\n\x06scores\x18\x01 \x03(\x0b\x32\x19.agentmesh.evals.v1.Score\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x17GetMetricSummaryRequest\x12\x14\n\x06metric\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06window\x18\x02 \x01(\t\"q\n\x18GetMetricSummaryResponse\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12\x0b\n\x03p50\x18\x05 \x01(\x01\x12\x0b\n\x03p90\x18\x06 \x01(\x01\"\\\n\x14\x45raseUserDataRequest\x12\x18\n\nerasure_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0bsession_ids\x18\x03 \x03(\t\"\x8d\x01\n\x15\x45raseUserDataResponse\x12\x45\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x35.agentmesh.evals.v1.EraseUserDataResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x81\x06\n\x0b\x45valService\x12{\n\x0bRecordTrace\x12&.agentmesh.evals.v1.RecordTraceRequest\x1a\'.agentmesh.evals.v1.RecordTraceResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/evals/traces:\x01*\x12y\n\x0bListMetrics\x12&.agentmesh.evals.v1.ListMetricsRequest\x1a\'.agentmesh.evals.v1.ListMetricsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/evals/metrics\x12\x80\x01\n\rRunEvaluation\x12(.agentmesh.evals.v1.RunEvaluationRequest\x1a).agentmesh.evals.v1.RunEvaluationResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/evals:run:\x01*0\x01\x12u\n\nListScores\x12%.agentmesh.evals.v1.ListScoresRequest\x1a&.agentmesh.evals.v1.ListScoresResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/evals/scores\x12\x99\x01\n\x10GetMetricSummary\x12+.agentmesh.evals.v1.GetMetricSummaryRequest\x1a,.agentmesh.evals.v1.GetMetricSummaryResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/evals/metrics/{metric}/summary\x12\x64\n\rEraseUserData\x12(.agentmesh.evals.v1.EraseUserDataRequest\x1a).agentmesh.evals.v1.EraseUserDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentmesh/evals/v1/evals.proto\x12\x12\x61gentmesh.evals.v1\x1a\"agentmesh/options/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\nTraceUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"W\n\rTraceToolCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x04 \x01(\t\"\x9c\x02\n\x05Trace\x12\x16\n\x08trace_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\r\n\x05input\x18\x04 \x01(\t\x12\x0e\n\x06output\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nlatency_ms\x18\x07 \x01(\x03\x12-\n\x05usage\x18\x08 \x01(\x0b\x32\x1e.agentmesh.evals.v1.TraceUsage\x12\x35\n\ntool_calls\x18\t \x03(\x0b\x32!.agentmesh.evals.v1.TraceToolCall\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x12RecordTraceRequest\x12.\n\x05trace\x18\x01 \x01(\x0b\x32\x19.agentmesh.evals.v1.TraceB\x04\xe2\x41\x01\x02\"&\n\x13RecordTraceResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"\xde\x01\n\x06Metric\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x37\n\tdirection\x18\x03 \x01(\x0e\x32$.agentmesh.evals.v1.Metric.Direction\x12\x11\n\tthreshold\x18\x04 \x01(\x01\"e\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44IRECTION_LOWER_IS_BETTER\x10\x01\x12\x1e\n\x1a\x44IRECTION_HIGHER_IS_BETTER\x10\x02\"\x14\n\x12ListMetricsRequest\"B\n\x13ListMetricsResponse\x12+\n\x07metrics\x18\x01 \x03(\x0b\x32\x1a.agentmesh.evals.v1.Metric\"\x86\x01\n\x14RunEvaluationRequest\x12\x0f\n\x07metrics\x18\x01 \x03(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0f\n\x07regrade\x18\x05 \x01(\x08\"i\n\x12\x45valuationProgress\x12\x0e\n\x06graded\x18\x01 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x02 \x01(\x05\x12\x11\n\tremaining\x18\x03 \x01(\x05\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\x0e\n\x06metric\x18\x05 \x01(\t\"@\n\nWorstTrace\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x11\n\treasoning\x18\x03 \x01(\t\"\x95\x01\n\x0cMetricReport\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12-\n\x05worst\x18\x05 \x03(\x0b\x32\x1e.agentmesh.evals.v1.WorstTrace\x12\x19\n\x11threshold_crossed\x18\x06 \x01(\x08\"u\n\x10\x45valuationReport\x12\x0e\n\x06traces\x18\x01 \x01(\x05\x12\x0e\n\x06graded\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x31\n\x07metrics\x18\x04 \x03(\x0b\x32 .agentmesh.evals.v1.MetricReport\"\x94\x01\n\x15RunEvaluationResponse\x12:\n\x08progress\x18\x01 \x01(\x0b\x32&.agentmesh.evals.v1.EvaluationProgressH\x00\x12\x36\n\x06report\x18\x02 \x01(\x0b\x32$.agentmesh.evals.v1.EvaluationReportH\x00\x42\x07\n\x05\x65vent\"\xa4\x01\n\x05Score\x12\x10\n\x08trace_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x11\n\treasoning\x18\x04 \x01(\t\x12\x13\n\x0bjudge_model\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x07 \x01(\t\"p\n\x11ListScoresRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"X\n\x12ListScoresResponse\x12)\n\x06scores\x18\x01 \x03(\x0b\x32\x19.agentmesh.evals.v1.Score\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x17GetMetricSummaryRequest\x12\x14\n\x06metric\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06window\x18\x02 \x01(\t\"q\n\x18GetMetricSummaryResponse\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x0c\n\x04mean\x18\x04 \x01(\x01\x12\x0b\n\x03p50\x18\x05 \x01(\x01\x12\x0b\n\x03p90\x18\x06 \x01(\x01\"\\\n\x14\x45raseUserDataRequest\x12\x18\n\nerasure_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0bsession_ids\x18\x03 \x03(\t\"\x8d\x01\n\x15\x45raseUserDataResponse\x12\x45\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x35.agentmesh.evals.v1.EraseUserDataResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x8b\x06\n\x0b\x45valService\x12\x7f\n\x0bRecordTrace\x12&.agentmesh.evals.v1.RecordTraceRequest\x1a\'.agentmesh.evals.v1.RecordTraceResponse\"\x1f\xa8\x9f\x19\x01\x82\xd3\xe4\x93\x02\x15\"\x10/v1/evals/traces:\x01*\x12y\n\x0bListMetrics\x12&.agentmesh.evals.v1.ListMetricsRequest\x1a\'.agentmesh.evals.v1.ListMetricsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/evals/metrics\x12\x80\x01\n\rRunEvaluation\x12(.agentmesh.evals.v1.RunEvaluationRequest\x1a).agentmesh.evals.v1.RunEvaluationResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/evals:run:\x01*0\x01\x12u\n\nListScores\x12%.agentmesh.evals.v1.ListScoresRequest\x1a&.agentmesh.evals.v1.ListScoresResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/evals/scores\x12\x99\x01\n\x10GetMetricSummary\x12+.agentmesh.evals.v1.GetMetricSummaryRequest\x1a,.agentmesh.evals.v1.GetMetricSummaryResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/evals/metrics/{metric}/summary\x12j\n\rEraseUserData\x12(.agentmesh.evals.v1.EraseUserDataRequest\x1a).agentmesh.evals.v1.EraseUserDataResponse\"\x04\xa8\x9f\x19\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,7 +48,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._loaded_options = None
   _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_options = b'8\001'
   _globals['_EVALSERVICE'].methods_by_name['RecordTrace']._loaded_options = None
-  _globals['_EVALSERVICE'].methods_by_name['RecordTrace']._serialized_options = b'\202\323\344\223\002\025\"\020/v1/evals/traces:\001*'
+  _globals['_EVALSERVICE'].methods_by_name['RecordTrace']._serialized_options = b'\250\237\031\001\202\323\344\223\002\025\"\020/v1/evals/traces:\001*'
   _globals['_EVALSERVICE'].methods_by_name['ListMetrics']._loaded_options = None
   _globals['_EVALSERVICE'].methods_by_name['ListMetrics']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/evals/metrics'
   _globals['_EVALSERVICE'].methods_by_name['RunEvaluation']._loaded_options = None
@@ -56,52 +57,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALSERVICE'].methods_by_name['ListScores']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/evals/scores'
   _globals['_EVALSERVICE'].methods_by_name['GetMetricSummary']._loaded_options = None
   _globals['_EVALSERVICE'].methods_by_name['GetMetricSummary']._serialized_options = b'\202\323\344\223\002$\022\"/v1/evals/metrics/{metric}/summary'
-  _globals['_TRACEUSAGE']._serialized_start=150
-  _globals['_TRACEUSAGE']._serialized_end=212
-  _globals['_TRACETOOLCALL']._serialized_start=214
-  _globals['_TRACETOOLCALL']._serialized_end=301
-  _globals['_TRACE']._serialized_start=304
-  _globals['_TRACE']._serialized_end=588
-  _globals['_RECORDTRACEREQUEST']._serialized_start=590
-  _globals['_RECORDTRACEREQUEST']._serialized_end=658
-  _globals['_RECORDTRACERESPONSE']._serialized_start=660
-  _globals['_RECORDTRACERESPONSE']._serialized_end=698
-  _globals['_METRIC']._serialized_start=701
-  _globals['_METRIC']._serialized_end=923
-  _globals['_METRIC_DIRECTION']._serialized_start=822
-  _globals['_METRIC_DIRECTION']._serialized_end=923
-  _globals['_LISTMETRICSREQUEST']._serialized_start=925
-  _globals['_LISTMETRICSREQUEST']._serialized_end=945
-  _globals['_LISTMETRICSRESPONSE']._serialized_start=947
-  _globals['_LISTMETRICSRESPONSE']._serialized_end=1013
-  _globals['_RUNEVALUATIONREQUEST']._serialized_start=1016
-  _globals['_RUNEVALUATIONREQUEST']._serialized_end=1150
-  _globals['_EVALUATIONPROGRESS']._serialized_start=1152
-  _globals['_EVALUATIONPROGRESS']._serialized_end=1257
-  _globals['_WORSTTRACE']._serialized_start=1259
-  _globals['_WORSTTRACE']._serialized_end=1323
-  _globals['_METRICREPORT']._serialized_start=1326
-  _globals['_METRICREPORT']._serialized_end=1475
-  _globals['_EVALUATIONREPORT']._serialized_start=1477
-  _globals['_EVALUATIONREPORT']._serialized_end=1594
-  _globals['_RUNEVALUATIONRESPONSE']._serialized_start=1597
-  _globals['_RUNEVALUATIONRESPONSE']._serialized_end=1745
-  _globals['_SCORE']._serialized_start=1748
-  _globals['_SCORE']._serialized_end=1912
-  _globals['_LISTSCORESREQUEST']._serialized_start=1914
-  _globals['_LISTSCORESREQUEST']._serialized_end=2026
-  _globals['_LISTSCORESRESPONSE']._serialized_start=2028
-  _globals['_LISTSCORESRESPONSE']._serialized_end=2116
-  _globals['_GETMETRICSUMMARYREQUEST']._serialized_start=2118
-  _globals['_GETMETRICSUMMARYREQUEST']._serialized_end=2181
-  _globals['_GETMETRICSUMMARYRESPONSE']._serialized_start=2183
-  _globals['_GETMETRICSUMMARYRESPONSE']._serialized_end=2296
-  _globals['_ERASEUSERDATAREQUEST']._serialized_start=2298
-  _globals['_ERASEUSERDATAREQUEST']._serialized_end=2390
-  _globals['_ERASEUSERDATARESPONSE']._serialized_start=2393
-  _globals['_ERASEUSERDATARESPONSE']._serialized_end=2534
-  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_start=2489
-  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_end=2534
-  _globals['_EVALSERVICE']._serialized_start=2537
-  _globals['_EVALSERVICE']._serialized_end=3306
+  _globals['_EVALSERVICE'].methods_by_name['EraseUserData']._loaded_options = None
+  _globals['_EVALSERVICE'].methods_by_name['EraseUserData']._serialized_options = b'\250\237\031\001'
+  _globals['_TRACEUSAGE']._serialized_start=186
+  _globals['_TRACEUSAGE']._serialized_end=248
+  _globals['_TRACETOOLCALL']._serialized_start=250
+  _globals['_TRACETOOLCALL']._serialized_end=337
+  _globals['_TRACE']._serialized_start=340
+  _globals['_TRACE']._serialized_end=624
+  _globals['_RECORDTRACEREQUEST']._serialized_start=626
+  _globals['_RECORDTRACEREQUEST']._serialized_end=694
+  _globals['_RECORDTRACERESPONSE']._serialized_start=696
+  _globals['_RECORDTRACERESPONSE']._serialized_end=734
+  _globals['_METRIC']._serialized_start=737
+  _globals['_METRIC']._serialized_end=959
+  _globals['_METRIC_DIRECTION']._serialized_start=858
+  _globals['_METRIC_DIRECTION']._serialized_end=959
+  _globals['_LISTMETRICSREQUEST']._serialized_start=961
+  _globals['_LISTMETRICSREQUEST']._serialized_end=981
+  _globals['_LISTMETRICSRESPONSE']._serialized_start=983
+  _globals['_LISTMETRICSRESPONSE']._serialized_end=1049
+  _globals['_RUNEVALUATIONREQUEST']._serialized_start=1052
+  _globals['_RUNEVALUATIONREQUEST']._serialized_end=1186
+  _globals['_EVALUATIONPROGRESS']._serialized_start=1188
+  _globals['_EVALUATIONPROGRESS']._serialized_end=1293
+  _globals['_WORSTTRACE']._serialized_start=1295
+  _globals['_WORSTTRACE']._serialized_end=1359
+  _globals['_METRICREPORT']._serialized_start=1362
+  _globals['_METRICREPORT']._serialized_end=1511
+  _globals['_EVALUATIONREPORT']._serialized_start=1513
+  _globals['_EVALUATIONREPORT']._serialized_end=1630
+  _globals['_RUNEVALUATIONRESPONSE']._serialized_start=1633
+  _globals['_RUNEVALUATIONRESPONSE']._serialized_end=1781
+  _globals['_SCORE']._serialized_start=1784
+  _globals['_SCORE']._serialized_end=1948
+  _globals['_LISTSCORESREQUEST']._serialized_start=1950
+  _globals['_LISTSCORESREQUEST']._serialized_end=2062
+  _globals['_LISTSCORESRESPONSE']._serialized_start=2064
+  _globals['_LISTSCORESRESPONSE']._serialized_end=2152
+  _globals['_GETMETRICSUMMARYREQUEST']._serialized_start=2154
+  _globals['_GETMETRICSUMMARYREQUEST']._serialized_end=2217
+  _globals['_GETMETRICSUMMARYRESPONSE']._serialized_start=2219
+  _globals['_GETMETRICSUMMARYRESPONSE']._serialized_end=2332
+  _globals['_ERASEUSERDATAREQUEST']._serialized_start=2334
+  _globals['_ERASEUSERDATAREQUEST']._serialized_end=2426
+  _globals['_ERASEUSERDATARESPONSE']._serialized_start=2429
+  _globals['_ERASEUSERDATARESPONSE']._serialized_end=2570
+  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_start=2525
+  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_end=2570
+  _globals['_EVALSERVICE']._serialized_start=2573
+  _globals['_EVALSERVICE']._serialized_end=3352
 # @@protoc_insertion_point(module_scope)

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agentmesh.options.v1 import options_pb2 as agentmesh_dot_options_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentmesh/memory/v1/memory.proto\x12\x13\x61gentmesh.memory.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\x06Memory\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"4\n\x13\x43onversationMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd6\x01\n\x0bMemoryEvent\x12\x36\n\x05\x65vent\x18\x01 \x01(\x0e\x32\'.agentmesh.memory.v1.MemoryEvent.Action\x12+\n\x06memory\x18\x02 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\x15\n\rprevious_text\x18\x03 \x01(\t\"K\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41\x44\x44\x10\x01\x12\n\n\x06UPDATE\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03\x12\x08\n\x04NOOP\x10\x04\"\xe0\x01\n\x12\x41\x64\x64MemoriesRequest\x12:\n\x08messages\x18\x01 \x03(\x0b\x32(.agentmesh.memory.v1.ConversationMessage\x12\r\n\x05\x66\x61\x63ts\x18\x02 \x03(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x15\n\rcontext_facts\x18\x04 \x03(\t\x12\x35\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fidempotency_key\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\"G\n\x13\x41\x64\x64MemoriesResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .agentmesh.memory.v1.MemoryEvent\"a\n\x15SearchMemoriesRequest\x12\x13\n\x05query\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\tmin_score\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"J\n\x0cSearchResult\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\"L\n\x16SearchMemoriesResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.agentmesh.memory.v1.SearchResult\"V\n\x13ListMemoriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x14ListMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x13\x44\x65leteMemoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14\x44\x65leteMemoryResponse\"\x1a\n\x18\x44\x65leteAllMemoriesRequest\"2\n\x19\x44\x65leteAllMemoriesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"\x98\x01\n\x13UpdateMemoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x06memory\x18\x02 \x01(\x0b\x32\x1b.agentmesh.memory.v1.MemoryB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"C\n\x14UpdateMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\"Y\n\x17GetMemoryHistoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc6\x01\n\x12MemoryHistoryEntry\x12\x36\n\x05\x65vent\x18\x01 \x01(\x0e\x32\'.agentmesh.memory.v1.MemoryEvent.Action\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rprevious_text\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x18GetMemoryHistoryResponse\x12\x38\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\'.agentmesh.memory.v1.MemoryHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x14\x45raseUserDataRequest\x12\x18\n\nerasure_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x8e\x01\n\x15\x45raseUserDataResponse\x12\x46\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x36.agentmesh.memory.v1.EraseUserDataResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xb3\x08\n\rMemoryService\x12y\n\x0b\x41\x64\x64Memories\x12\'.agentmesh.memory.v1.AddMemoriesRequest\x1a(.agentmesh.memory.v1.AddMemoriesResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/memories:\x01*\x12\x89\x01\n\x0eSearchMemories\x12*.agentmesh.memory.v1.SearchMemoriesRequest\x1a+.agentmesh.memory.v1.SearchMemoriesResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/memories:search:\x01*\x12y\n\x0cListMemories\x12(.agentmesh.memory.v1.ListMemoriesRequest\x1a).agentmesh.memory.v1.ListMemoriesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/memories\x12\x88\x01\n\x0cUpdateMemory\x12(.agentmesh.memory.v1.UpdateMemoryRequest\x1a).agentmesh.memory.v1.UpdateMemoryResponse\"#\x82\xd3\xe4\x93\x02\x1d\x32\x18/v1/memories/{memory_id}:\x01*\x12\x99\x01\n\x10GetMemoryHistory\x12,.agentmesh.memory.v1.GetMemoryHistoryRequest\x1a-.agentmesh.memory.v1.GetMemoryHistoryResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/memories/{memory_id}/history\x12\x85\x01\n\x0c\x44\x65leteMemory\x12(.agentmesh.memory.v1.DeleteMemoryRequest\x1a).agentmesh.memory.v1.DeleteMemoryResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/memories/{memory_id}\x12\x88\x01\n\x11\x44\x65leteAllMemories\x12-.agentmesh.memory.v1.DeleteAllMemoriesRequest\x1a..agentmesh.memory.v1.DeleteAllMemoriesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e*\x0c/v1/memories\x12\x66\n\rEraseUserData\x12).agentmesh.memory.v1.EraseUserDataRequest\x1a*.agentmesh.memory.v1.EraseUserDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n agentmesh/memory/v1/memory.proto\x12\x13\x61gentmesh.memory.v1\x1a\"agentmesh/options/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x01\n\x06Memory\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"4\n\x13\x43onversationMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xd6\x01\n\x0bMemoryEvent\x12\x36\n\x05\x65vent\x18\x01 \x01(\x0e\x32\'.agentmesh.memory.v1.MemoryEvent.Action\x12+\n\x06memory\x18\x02 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\x15\n\rprevious_text\x18\x03 \x01(\t\"K\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x07\n\x03\x41\x44\x44\x10\x01\x12\n\n\x06UPDATE\x10\x02\x12\n\n\x06\x44\x45LETE\x10\x03\x12\x08\n\x04NOOP\x10\x04\"\xe0\x01\n\x12\x41\x64\x64MemoriesRequest\x12:\n\x08messages\x18\x01 \x03(\x0b\x32(.agentmesh.memory.v1.ConversationMessage\x12\r\n\x05\x66\x61\x63ts\x18\x02 \x03(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x15\n\rcontext_facts\x18\x04 \x03(\t\x12\x35\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x1d\n\x0fidempotency_key\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01\"G\n\x13\x41\x64\x64MemoriesResponse\x12\x30\n\x06\x65vents\x18\x01 \x03(\x0b\x32 .agentmesh.memory.v1.MemoryEvent\"a\n\x15SearchMemoriesRequest\x12\x13\n\x05query\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x16\n\tmin_score\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"J\n\x0cSearchResult\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\"L\n\x16SearchMemoriesResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.agentmesh.memory.v1.SearchResult\"V\n\x13ListMemoriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"^\n\x14ListMemoriesResponse\x12-\n\x08memories\x18\x01 \x03(\x0b\x32\x1b.agentmesh.memory.v1.Memory\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x13\x44\x65leteMemoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14\x44\x65leteMemoryResponse\"\x1a\n\x18\x44\x65leteAllMemoriesRequest\"2\n\x19\x44\x65leteAllMemoriesResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"\x98\x01\n\x13UpdateMemoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x06memory\x18\x02 \x01(\x0b\x32\x1b.agentmesh.memory.v1.MemoryB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"C\n\x14UpdateMemoryResponse\x12+\n\x06memory\x18\x01 \x01(\x0b\x32\x1b.agentmesh.memory.v1.Memory\"Y\n\x17GetMemoryHistoryRequest\x12\x17\n\tmemory_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc6\x01\n\x12MemoryHistoryEntry\x12\x36\n\x05\x65vent\x18\x01 \x01(\x0e\x32\'.agentmesh.memory.v1.MemoryEvent.Action\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rprevious_text\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x18GetMemoryHistoryResponse\x12\x38\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\'.agentmesh.memory.v1.MemoryHistoryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"G\n\x14\x45raseUserDataRequest\x12\x18\n\nerasure_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\x8e\x01\n\x15\x45raseUserDataResponse\x12\x46\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x36.agentmesh.memory.v1.EraseUserDataResponse.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xb9\x08\n\rMemoryService\x12y\n\x0b\x41\x64\x64Memories\x12\'.agentmesh.memory.v1.AddMemoriesRequest\x1a(.agentmesh.memory.v1.AddMemoriesResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/memories:\x01*\x12\x89\x01\n\x0eSearchMemories\x12*.agentmesh.memory.v1.SearchMemoriesRequest\x1a+.agentmesh.memory.v1.SearchMemoriesResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/memories:search:\x01*\x12y\n\x0cListMemories\x12(.agentmesh.memory.v1.ListMemoriesRequest\x1a).agentmesh.memory.v1.ListMemoriesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/memories\x12\x88\x01\n\x0cUpdateMemory\x12(.agentmesh.memory.v1.UpdateMemoryRequest\x1a).agentmesh.memory.v1.UpdateMemoryResponse\"#\x82\xd3\xe4\x93\x02\x1d\x32\x18/v1/memories/{memory_id}:\x01*\x12\x99\x01\n\x10GetMemoryHistory\x12,.agentmesh.memory.v1.GetMemoryHistoryRequest\x1a-.agentmesh.memory.v1.GetMemoryHistoryResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/memories/{memory_id}/history\x12\x85\x01\n\x0c\x44\x65leteMemory\x12(.agentmesh.memory.v1.DeleteMemoryRequest\x1a).agentmesh.memory.v1.DeleteMemoryResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/memories/{memory_id}\x12\x88\x01\n\x11\x44\x65leteAllMemories\x12-.agentmesh.memory.v1.DeleteAllMemoriesRequest\x1a..agentmesh.memory.v1.DeleteAllMemoriesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e*\x0c/v1/memories\x12l\n\rEraseUserData\x12).agentmesh.memory.v1.EraseUserDataRequest\x1a*.agentmesh.memory.v1.EraseUserDataResponse\"\x04\xa8\x9f\x19\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -81,52 +82,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMORYSERVICE'].methods_by_name['DeleteMemory']._serialized_options = b'\202\323\344\223\002\032*\030/v1/memories/{memory_id}'
   _globals['_MEMORYSERVICE'].methods_by_name['DeleteAllMemories']._loaded_options = None
   _globals['_MEMORYSERVICE'].methods_by_name['DeleteAllMemories']._serialized_options = b'\202\323\344\223\002\016*\014/v1/memories'
-  _globals['_MEMORY']._serialized_start=188
-  _globals['_MEMORY']._serialized_end=418
-  _globals['_CONVERSATIONMESSAGE']._serialized_start=420
-  _globals['_CONVERSATIONMESSAGE']._serialized_end=472
-  _globals['_MEMORYEVENT']._serialized_start=475
-  _globals['_MEMORYEVENT']._serialized_end=689
-  _globals['_MEMORYEVENT_ACTION']._serialized_start=614
-  _globals['_MEMORYEVENT_ACTION']._serialized_end=689
-  _globals['_ADDMEMORIESREQUEST']._serialized_start=692
-  _globals['_ADDMEMORIESREQUEST']._serialized_end=916
-  _globals['_ADDMEMORIESRESPONSE']._serialized_start=918
-  _globals['_ADDMEMORIESRESPONSE']._serialized_end=989
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=991
-  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1088
-  _globals['_SEARCHRESULT']._serialized_start=1090
-  _globals['_SEARCHRESULT']._serialized_end=1164
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1166
-  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1242
-  _globals['_LISTMEMORIESREQUEST']._serialized_start=1244
-  _globals['_LISTMEMORIESREQUEST']._serialized_end=1330
-  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1332
-  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1426
-  _globals['_DELETEMEMORYREQUEST']._serialized_start=1428
-  _globals['_DELETEMEMORYREQUEST']._serialized_end=1474
-  _globals['_DELETEMEMORYRESPONSE']._serialized_start=1476
-  _globals['_DELETEMEMORYRESPONSE']._serialized_end=1498
-  _globals['_DELETEALLMEMORIESREQUEST']._serialized_start=1500
-  _globals['_DELETEALLMEMORIESREQUEST']._serialized_end=1526
-  _globals['_DELETEALLMEMORIESRESPONSE']._serialized_start=1528
-  _globals['_DELETEALLMEMORIESRESPONSE']._serialized_end=1578
-  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1581
-  _globals['_UPDATEMEMORYREQUEST']._serialized_end=1733
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=1735
-  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=1802
-  _globals['_GETMEMORYHISTORYREQUEST']._serialized_start=1804
-  _globals['_GETMEMORYHISTORYREQUEST']._serialized_end=1893
-  _globals['_MEMORYHISTORYENTRY']._serialized_start=1896
-  _globals['_MEMORYHISTORYENTRY']._serialized_end=2094
-  _globals['_GETMEMORYHISTORYRESPONSE']._serialized_start=2096
-  _globals['_GETMEMORYHISTORYRESPONSE']._serialized_end=2205
-  _globals['_ERASEUSERDATAREQUEST']._serialized_start=2207
-  _globals['_ERASEUSERDATAREQUEST']._serialized_end=2278
-  _globals['_ERASEUSERDATARESPONSE']._serialized_start=2281
-  _globals['_ERASEUSERDATARESPONSE']._serialized_end=2423
-  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_start=2378
-  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_end=2423
-  _globals['_MEMORYSERVICE']._serialized_start=2426
-  _globals['_MEMORYSERVICE']._serialized_end=3501
+  _globals['_MEMORYSERVICE'].methods_by_name['EraseUserData']._loaded_options = None
+  _globals['_MEMORYSERVICE'].methods_by_name['EraseUserData']._serialized_options = b'\250\237\031\001'
+  _globals['_MEMORY']._serialized_start=224
+  _globals['_MEMORY']._serialized_end=454
+  _globals['_CONVERSATIONMESSAGE']._serialized_start=456
+  _globals['_CONVERSATIONMESSAGE']._serialized_end=508
+  _globals['_MEMORYEVENT']._serialized_start=511
+  _globals['_MEMORYEVENT']._serialized_end=725
+  _globals['_MEMORYEVENT_ACTION']._serialized_start=650
+  _globals['_MEMORYEVENT_ACTION']._serialized_end=725
+  _globals['_ADDMEMORIESREQUEST']._serialized_start=728
+  _globals['_ADDMEMORIESREQUEST']._serialized_end=952
+  _globals['_ADDMEMORIESRESPONSE']._serialized_start=954
+  _globals['_ADDMEMORIESRESPONSE']._serialized_end=1025
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_start=1027
+  _globals['_SEARCHMEMORIESREQUEST']._serialized_end=1124
+  _globals['_SEARCHRESULT']._serialized_start=1126
+  _globals['_SEARCHRESULT']._serialized_end=1200
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_start=1202
+  _globals['_SEARCHMEMORIESRESPONSE']._serialized_end=1278
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=1280
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=1366
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1368
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1462
+  _globals['_DELETEMEMORYREQUEST']._serialized_start=1464
+  _globals['_DELETEMEMORYREQUEST']._serialized_end=1510
+  _globals['_DELETEMEMORYRESPONSE']._serialized_start=1512
+  _globals['_DELETEMEMORYRESPONSE']._serialized_end=1534
+  _globals['_DELETEALLMEMORIESREQUEST']._serialized_start=1536
+  _globals['_DELETEALLMEMORIESREQUEST']._serialized_end=1562
+  _globals['_DELETEALLMEMORIESRESPONSE']._serialized_start=1564
+  _globals['_DELETEALLMEMORIESRESPONSE']._serialized_end=1614
+  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1617
+  _globals['_UPDATEMEMORYREQUEST']._serialized_end=1769
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_start=1771
+  _globals['_UPDATEMEMORYRESPONSE']._serialized_end=1838
+  _globals['_GETMEMORYHISTORYREQUEST']._serialized_start=1840
+  _globals['_GETMEMORYHISTORYREQUEST']._serialized_end=1929
+  _globals['_MEMORYHISTORYENTRY']._serialized_start=1932
+  _globals['_MEMORYHISTORYENTRY']._serialized_end=2130
+  _globals['_GETMEMORYHISTORYRESPONSE']._serialized_start=2132
+  _globals['_GETMEMORYHISTORYRESPONSE']._serialized_end=2241
+  _globals['_ERASEUSERDATAREQUEST']._serialized_start=2243
+  _globals['_ERASEUSERDATAREQUEST']._serialized_end=2314
+  _globals['_ERASEUSERDATARESPONSE']._serialized_start=2317
+  _globals['_ERASEUSERDATARESPONSE']._serialized_end=2459
+  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_start=2414
+  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_end=2459
+  _globals['_MEMORYSERVICE']._serialized_start=2462
+  _globals['_MEMORYSERVICE']._serialized_end=3543
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from agentmesh.options.v1 import options_pb2 as agentmesh_dot_options_dot_v1_dot_options__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
@@ -29,7 +30,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentmesh/sessions/v1/sessions.proto\x12\x15\x61gentmesh.sessions.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x02\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x34\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12,\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x04\"\x8f\x01\n\x14\x43reateSessionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12,\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\"H\n\x15\x43reateSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x14ListSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x1e.agentmesh.sessions.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x12GetSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"\xb2\x01\n\x14UpdateSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x07session\x18\x03 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.SessionB\x04\xe2\x41\x01\x01\x12\x35\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"H\n\x15UpdateSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteSessionResponse\"c\n\x14\x45raseUserDataRequest\x12\x18\n\nerasure_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x12\x66orget_session_ids\x18\x03 \x01(\x08\"\xa5\x01\n\x15\x45raseUserDataResponse\x12H\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x38.agentmesh.sessions.v1.EraseUserDataResponse.CountsEntry\x12\x13\n\x0bsession_ids\x18\x02 \x03(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xab\x06\n\x0eSessionService\x12\x83\x01\n\rCreateSession\x12+.agentmesh.sessions.v1.CreateSessionRequest\x1a,.agentmesh.sessions.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12}\n\x0cListSessions\x12*.agentmesh.sessions.v1.ListSessionsRequest\x1a+.agentmesh.sessions.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12\x84\x01\n\nGetSession\x12(.agentmesh.sessions.v1.GetSessionRequest\x1a).agentmesh.sessions.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x90\x01\n\rUpdateSession\x12+.agentmesh.sessions.v1.UpdateSessionRequest\x1a,.agentmesh.sessions.v1.UpdateSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/sessions/{session_id}:\x01*\x12\x8d\x01\n\rDeleteSession\x12+.agentmesh.sessions.v1.DeleteSessionRequest\x1a,.agentmesh.sessions.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12j\n\rEraseUserData\x12+.agentmesh.sessions.v1.EraseUserDataRequest\x1a,.agentmesh.sessions.v1.EraseUserDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentmesh/sessions/v1/sessions.proto\x12\x15\x61gentmesh.sessions.v1\x1a\"agentmesh/options/v1/options.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x02\n\x07Session\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x34\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12,\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x04\"\x8f\x01\n\x14\x43reateSessionRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12,\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x01\"H\n\x15\x43reateSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"<\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x14ListSessionsResponse\x12\x30\n\x08sessions\x18\x01 \x03(\x0b\x32\x1e.agentmesh.sessions.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x12GetSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"\xb2\x01\n\x14UpdateSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x07session\x18\x03 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.SessionB\x04\xe2\x41\x01\x01\x12\x35\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"H\n\x15UpdateSessionResponse\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.agentmesh.sessions.v1.Session\"0\n\x14\x44\x65leteSessionRequest\x12\x18\n\nsession_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteSessionResponse\"c\n\x14\x45raseUserDataRequest\x12\x18\n\nerasure_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x12\x66orget_session_ids\x18\x03 \x01(\x08\"\xa5\x01\n\x15\x45raseUserDataResponse\x12H\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x38.agentmesh.sessions.v1.EraseUserDataResponse.CountsEntry\x12\x13\n\x0bsession_ids\x18\x02 \x03(\t\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\xb1\x06\n\x0eSessionService\x12\x83\x01\n\rCreateSession\x12+.agentmesh.sessions.v1.CreateSessionRequest\x1a,.agentmesh.sessions.v1.CreateSessionResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/sessions:\x01*\x12}\n\x0cListSessions\x12*.agentmesh.sessions.v1.ListSessionsRequest\x1a+.agentmesh.sessions.v1.ListSessionsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/sessions\x12\x84\x01\n\nGetSession\x12(.agentmesh.sessions.v1.GetSessionRequest\x1a).agentmesh.sessions.v1.GetSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/sessions/{session_id}\x12\x90\x01\n\rUpdateSession\x12+.agentmesh.sessions.v1.UpdateSessionRequest\x1a,.agentmesh.sessions.v1.UpdateSessionResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/sessions/{session_id}:\x01*\x12\x8d\x01\n\rDeleteSession\x12+.agentmesh.sessions.v1.DeleteSessionRequest\x1a,.agentmesh.sessions.v1.DeleteSessionResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/sessions/{session_id}\x12p\n\rEraseUserData\x12+.agentmesh.sessions.v1.EraseUserDataRequest\x1a,.agentmesh.sessions.v1.EraseUserDataResponse\"\x04\xa8\x9f\x19\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -82,34 +83,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONSERVICE'].methods_by_name['UpdateSession']._serialized_options = b'\202\323\344\223\002\0362\031/v1/sessions/{session_id}:\001*'
   _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._loaded_options = None
   _globals['_SESSIONSERVICE'].methods_by_name['DeleteSession']._serialized_options = b'\202\323\344\223\002\033*\031/v1/sessions/{session_id}'
-  _globals['_SESSION']._serialized_start=226
-  _globals['_SESSION']._serialized_end=507
-  _globals['_CREATESESSIONREQUEST']._serialized_start=510
-  _globals['_CREATESESSIONREQUEST']._serialized_end=653
-  _globals['_CREATESESSIONRESPONSE']._serialized_start=655
-  _globals['_CREATESESSIONRESPONSE']._serialized_end=727
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=729
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=789
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=791
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=888
-  _globals['_GETSESSIONREQUEST']._serialized_start=890
-  _globals['_GETSESSIONREQUEST']._serialized_end=935
-  _globals['_GETSESSIONRESPONSE']._serialized_start=937
-  _globals['_GETSESSIONRESPONSE']._serialized_end=1006
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=1009
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1187
-  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1189
-  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1261
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1263
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1311
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1313
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1336
-  _globals['_ERASEUSERDATAREQUEST']._serialized_start=1338
-  _globals['_ERASEUSERDATAREQUEST']._serialized_end=1437
-  _globals['_ERASEUSERDATARESPONSE']._serialized_start=1440
-  _globals['_ERASEUSERDATARESPONSE']._serialized_end=1605
-  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_start=1560
-  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_end=1605
-  _globals['_SESSIONSERVICE']._serialized_start=1608
-  _globals['_SESSIONSERVICE']._serialized_end=2419
+  _globals['_SESSIONSERVICE'].methods_by_name['EraseUserData']._loaded_options = None
+  _globals['_SESSIONSERVICE'].methods_by_name['EraseUserData']._serialized_options = b'\250\237\031\001'
+  _globals['_SESSION']._serialized_start=262
+  _globals['_SESSION']._serialized_end=543
+  _globals['_CREATESESSIONREQUEST']._serialized_start=546
+  _globals['_CREATESESSIONREQUEST']._serialized_end=689
+  _globals['_CREATESESSIONRESPONSE']._serialized_start=691
+  _globals['_CREATESESSIONRESPONSE']._serialized_end=763
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=765
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=825
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=827
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=924
+  _globals['_GETSESSIONREQUEST']._serialized_start=926
+  _globals['_GETSESSIONREQUEST']._serialized_end=971
+  _globals['_GETSESSIONRESPONSE']._serialized_start=973
+  _globals['_GETSESSIONRESPONSE']._serialized_end=1042
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=1045
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1223
+  _globals['_UPDATESESSIONRESPONSE']._serialized_start=1225
+  _globals['_UPDATESESSIONRESPONSE']._serialized_end=1297
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1299
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1347
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1349
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1372
+  _globals['_ERASEUSERDATAREQUEST']._serialized_start=1374
+  _globals['_ERASEUSERDATAREQUEST']._serialized_end=1473
+  _globals['_ERASEUSERDATARESPONSE']._serialized_start=1476
+  _globals['_ERASEUSERDATARESPONSE']._serialized_end=1641
+  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_start=1596
+  _globals['_ERASEUSERDATARESPONSE_COUNTSENTRY']._serialized_end=1641
+  _globals['_SESSIONSERVICE']._serialized_start=1644
+  _globals['_SESSIONSERVICE']._serialized_end=2461
 # @@protoc_insertion_point(module_scope)
