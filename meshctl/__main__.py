@@ -24,6 +24,7 @@ from meshctl.ports import describe_clashes, find_clashes
 from meshctl.postgres import stop_embedded_postgres
 from meshctl.processes import ROOT
 from meshctl.supervisor import Supervisor
+from runtime.registry import start_order
 
 # pgserver computes its lock directory with platformdirs when imported, which warns on
 # every start where XDG_RUNTIME_DIR is unset (any non-login shell, containers, CI) and
@@ -167,13 +168,14 @@ def run(data_dir: Path, *, ephemeral_ports: bool) -> int:
 
 
 def main() -> None:
+    default_ports = ", ".join(str(port) for port in sorted(entry.port for entry in start_order()))
     parser = argparse.ArgumentParser(prog="python -m meshctl", description=__doc__)
     parser.add_argument("command", choices=["run"])
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".data")
     parser.add_argument(
         "--ephemeral-ports",
         action="store_true",
-        help="listen on free ports instead of the defaults (8080, 50051-50055, ...): beside another mesh",
+        help=f"listen on free ports instead of the defaults ({default_ports}, ...): beside another mesh",
     )
     args = parser.parse_args()
     sys.exit(run(args.data_dir, ephemeral_ports=args.ephemeral_ports))

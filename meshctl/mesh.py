@@ -12,21 +12,17 @@ from pathlib import Path
 
 from meshctl.processes import ROOT, ChildProcess, StartError, python_module
 from runtime.embedded_pg import embedded_database_url
+from runtime.registry import grpc_services, process, start_order
 
-# (name, module, default gRPC port, default metrics port), in start order: auth
-# first (everyone verifies its tokens), the gateway last.
-SERVICES = [
-    ("auth", "services.auth", 50051, 9101),
-    ("sessions", "services.sessions", 50052, 9102),
-    ("memory", "services.memory", 50054, 9104),
-    ("evals", "services.evals", 50055, 9105),
-    ("agent", "services.agent", 50053, 9103),
-]
-ADDR_VARS = {name: f"{name.upper()}_ADDR" for name, *_ in SERVICES}
-GATEWAY_PORT = 8080
+# (name, module, default gRPC port, default metrics port) of every gRPC service, in start
+# order (runtime.registry.start_order: auth first, since everyone verifies its tokens).
+SERVICES = [(p.name, p.module, p.port, p.metrics_port) for p in start_order() if p.kind == "grpc"]
+ADDR_VARS = {p.name: p.addr_env for p in grpc_services()}
+_GATEWAY = process("gateway")
+GATEWAY_PORT = _GATEWAY.port
+GATEWAY_METRICS_PORT = _GATEWAY.metrics_port
 OFFLINE_LLM_PORT = 8100
 OFFLINE_LLM_READY = re.compile(r"offline LLM listening on (?P<url>http://\S+)")
-GATEWAY_METRICS_PORT = 9100
 GATEWAY_READY = re.compile(r"gateway listening on (?P<url>http://\S+)(?: metrics=(?P<metrics>\S+))?")
 
 
@@ -90,7 +86,7 @@ class Mesh:
             if module_exists(module):
                 grpc_port, metrics_port = self._ports[name]
                 ports += [(grpc_port, f"{name} gRPC"), (metrics_port, f"{name} metrics")]
-        if module_exists("gateway"):
+        if module_exists(_GATEWAY.module):
             ports += [(self._gateway_port, "gateway HTTP"), (self._gateway_metrics_port, "gateway metrics")]
         return ports
 
@@ -103,11 +99,12 @@ class Mesh:
         wanted = set(only) if only is not None else None
         if self.wants_offline_llm():
             self.start_offline_llm()
-        for name, module, *_ in SERVICES:
-            if (wanted is None or name in wanted) and module_exists(module):
-                self.start_service(name)
-        if (wanted is None or "gateway" in wanted) and module_exists("gateway"):
-            self.start_gateway()
+        for entry in start_order():
+            if (wanted is None or entry.name in wanted) and module_exists(entry.module):
+                if entry.kind == "gateway":
+                    self.start_gateway()
+                else:
+                    self.start_service(entry.name)
 
     def start_offline_llm(self) -> ChildProcess:
         env = {**self.env, "OFFLINE_LLM_PORT": str(self._llm_port)}
@@ -131,7 +128,7 @@ class Mesh:
     def start_service(self, name: str, *, instance: str = "", **overrides: str) -> ChildProcess:
         """Starts a service; `instance` names another replica, which listens on free ports
         unless GRPC_PORT / METRICS_PORT are given (a restart test reuses them)."""
-        module = dict((n, m) for n, m, *_ in SERVICES)[name]
+        module = process(name).module
         key = f"{name}{instance}"
         if instance:
             overrides = {"GRPC_PORT": str(free_port()), "METRICS_PORT": str(free_port()), **overrides}
@@ -151,7 +148,7 @@ class Mesh:
         }
         child = ChildProcess(
             "gateway",
-            python_module("gateway"),
+            python_module(_GATEWAY.module),
             env,
             self.log_dir / "gateway.log",
             GATEWAY_READY,

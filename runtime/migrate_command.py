@@ -17,13 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.settings import ROOT, CommonSettings, load_settings
+from runtime.registry import PROCESSES
+from runtime.settings import CommonSettings, load_settings
 
 
 @dataclass(frozen=True)
 class MigrationTarget:
     settings_class: str
     schema: str
+    migrations: Path
 
     def load_settings(self) -> CommonSettings:
         module_name, class_name = self.settings_class.rsplit(":", 1)
@@ -32,13 +34,11 @@ class MigrationTarget:
         return load_settings(cls, db_migrate_on_start=True)
 
 
+# Every process of the registry that owns a schema (the gateway has none).
 TARGETS = {
-    "auth": MigrationTarget("services.auth.settings:AuthSettings", "auth"),
-    "sessions": MigrationTarget("services.sessions.settings:SessionsSettings", "sessions"),
-    "memory": MigrationTarget("services.memory.settings:MemorySettings", "memory"),
-    "evals": MigrationTarget("services.evals.settings:EvalsSettings", "evals"),
-    # LangGraph's checkpointer owns the agent's tables (its own setup(), no Alembic).
-    "agent": MigrationTarget("services.agent.settings:AgentSettings", "agent"),
+    entry.name: MigrationTarget(entry.settings_class, entry.schema, entry.migrations_dir)
+    for entry in PROCESSES
+    if entry.schema is not None
 }
 
 
@@ -46,6 +46,7 @@ async def migrate_service(service: str) -> None:
     """Brings `service`'s schema to head, then closes every connection it opened."""
     target = TARGETS[service]
     settings = target.load_settings()
+    # LangGraph's checkpointer owns the agent's tables (its own setup(), no Alembic).
     if service == "agent":
         from runtime.database import resolve_database_url
         from services.agent.checkpoints import Checkpoints
@@ -55,8 +56,7 @@ async def migrate_service(service: str) -> None:
         return
     from runtime.database import open_database
 
-    migrations = ROOT / "services" / service / "migrations"
-    database = await open_database(settings, schema=target.schema, migrations=Path(migrations))
+    database = await open_database(settings, schema=target.schema, migrations=target.migrations)
     await database.close()
 
 
