@@ -24,7 +24,7 @@ from gateway.observability import GatewayMetrics, ObservabilityMiddleware
 from gateway.openapi import build_openapi
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Router as TemplateRouter
-from gateway.settings import DEFAULT_RATE_LIMIT_CLASSES, GatewaySettings, load_gateway_settings
+from gateway.settings import GatewaySettings, load_gateway_settings
 from gateway.tracing import TraceContextMiddleware
 from gateway.upstreams import UpstreamPool
 from runtime.logging import get_logger
@@ -60,7 +60,9 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         upstreams=upstreams,
         limiter=RateLimiter(
             settings.rate_limits(),
-            DEFAULT_RATE_LIMIT_CLASSES,
+            # Each RPC's class is declared in its contract ((agentmesh.options.v1.rate_limit_class));
+            # the settings only say how many requests each class allows.
+            api.rate_limit_classes(),
             storage_url=settings.rate_limit_storage_url,
             key_prefix=settings.rate_limit_key_prefix,
         ),

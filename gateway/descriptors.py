@@ -11,6 +11,7 @@ from google.protobuf import descriptor, descriptor_pb2, descriptor_pool, message
 from google.protobuf.message import Message
 
 from gateway.routing import PathTemplate
+from runtime import rpc_policy
 
 # FileDescriptorProto field numbers used to address comments in source_code_info.
 _SERVICE_FIELD = 6
@@ -57,6 +58,11 @@ class HttpBinding:
     def client_streaming(self) -> bool:
         return bool(self.method.client_streaming)
 
+    @property
+    def public(self) -> bool:
+        """Callable without an access token (the contract's `public` option)."""
+        return rpc_policy.is_public(self.method)
+
 
 @dataclass
 class ApiDescriptors:
@@ -72,6 +78,16 @@ class ApiDescriptors:
 
     def message_class(self, full_name: str) -> type[Message]:
         return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(full_name))
+
+    def rate_limit_classes(self) -> dict[str, str]:
+        """`package.Service.Method` -> the rate-limit class its contract names; RPCs that name
+        none are left out, so the limiter can still put reads (GET) in their own class."""
+        classes: dict[str, str] = {}
+        for binding in self.bindings:
+            named = rpc_policy.declared_rate_limit_class(binding.method)
+            if named is not None:
+                classes[binding.rpc_name] = named
+        return classes
 
 
 def load_descriptor_set(path: Path) -> ApiDescriptors:

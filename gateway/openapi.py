@@ -198,7 +198,9 @@ def build_openapi(api: ApiDescriptors, *, title: str, version: str, emit_unpopul
             "description": (
                 "HTTP/JSON gateway to the agentmesh gRPC services, generated from the proto "
                 "annotations. Errors are google.rpc.Status JSON. Server-streaming RPCs answer "
-                "newline-delimited JSON, or Server-Sent Events with `Accept: text/event-stream`."
+                "newline-delimited JSON, or Server-Sent Events with `Accept: text/event-stream`. "
+                "An operation whose `security` is `[]` needs no token; every other one needs "
+                "`Authorization: Bearer <access token>`."
             ),
         },
         "tags": tags,
@@ -207,7 +209,6 @@ def build_openapi(api: ApiDescriptors, *, title: str, version: str, emit_unpopul
             "schemas": builder.components,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
-        "security": [{"bearerAuth": []}, {}],
     }
 
 
@@ -228,6 +229,9 @@ def _operation(builder: _SchemaBuilder, binding: HttpBinding, seen_ids: set[str]
         "description": description,
         "parameters": _path_parameters(builder, binding) + _query_parameters(builder, binding),
         "responses": _responses(builder, binding),
+        # From the contract's (agentmesh.options.v1.public) option. `[]` says "no token needed";
+        # there is no document-wide default an operation could silently inherit.
+        "security": [] if binding.public else [{"bearerAuth": []}],
     }
     if binding.body:
         operation["requestBody"] = _request_body(builder, binding)

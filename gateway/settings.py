@@ -16,17 +16,6 @@ from runtime.settings import SettingsError, env_files
 
 DEFAULT_DESCRIPTOR_SET = Path(agentmesh.__file__).parent / "descriptors.binpb"
 
-# The seed's route classes; an RPC not listed falls into `default`.
-DEFAULT_RATE_LIMIT_CLASSES = {
-    "agentmesh.auth.v1.AuthService.Login": "login",
-    "agentmesh.auth.v1.AuthService.Refresh": "login",
-    "agentmesh.auth.v1.AuthService.Register": "register",
-    "agentmesh.agent.v1.AgentService.Chat": "chat",
-    "agentmesh.agent.v1.AgentService.StreamChat": "chat_stream",
-    "agentmesh.agent.v1.AgentService.GetHistory": "messages",
-    "agentmesh.agent.v1.AgentService.ClearHistory": "messages",
-}
-
 
 def _split_commas(value: object) -> object:
     if isinstance(value, str):

@@ -22,6 +22,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from runtime import rpc_policy
 from runtime.clients import open_channel
 from runtime.interceptors import RuntimeInterceptor
 from runtime.logging import configure_logging, get_logger
@@ -37,22 +38,37 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class Mount:
-    """One gRPC service a process serves."""
+    """One gRPC service a process serves.
+
+    Which of its methods need no token and which only services may call is read from the
+    contract's method options (runtime.rpc_policy), not listed here.
+    """
 
     descriptor: ServiceDescriptor
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
-    public_methods: frozenset[str] = field(default_factory=frozenset)
-    # Methods only services may call (a service token); end users get PERMISSION_DENIED.
+    # Transitional: method names a service still lists as service-only. The contract's
+    # (agentmesh.options.v1.service_only) decides; a list given here must say the same, so the
+    # two cannot drift apart while the lists are being removed.
     service_methods: frozenset[str] = field(default_factory=frozenset)
 
-    @property
-    def full_public_methods(self) -> set[str]:
-        return {f"/{self.descriptor.full_name}/{name}" for name in self.public_methods}
+    def __post_init__(self) -> None:
+        rpc_policy.check_service(self.descriptor)
+        if self.service_methods:
+            declared = frozenset(path.rpartition("/")[2] for path in self.full_service_methods)
+            if self.service_methods != declared:
+                raise rpc_policy.PolicyError(
+                    f"{self.descriptor.full_name}: service_methods {sorted(self.service_methods)} disagree "
+                    f"with the contract's service_only options {sorted(declared)}"
+                )
 
     @property
-    def full_service_methods(self) -> set[str]:
-        return {f"/{self.descriptor.full_name}/{name}" for name in self.service_methods}
+    def full_public_methods(self) -> frozenset[str]:
+        return rpc_policy.public_methods(self.descriptor)
+
+    @property
+    def full_service_methods(self) -> frozenset[str]:
+        return rpc_policy.service_only_methods(self.descriptor)
 
 
 class ServiceApp(abc.ABC):

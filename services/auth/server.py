@@ -21,9 +21,10 @@ from services.auth.service_tokens import ServiceTokens
 from services.auth.store import DeletionRow, UserRow
 from services.auth.tokens import IssuedTokens
 
-# Logout needs only the refresh token; IssueServiceToken authenticates with the credential.
-PUBLIC_METHODS = frozenset({"Register", "Login", "Refresh", "Logout", "GetJwks", "IssueServiceToken"})
-# Callable with a service token only; end users get PERMISSION_DENIED.
+# Which RPCs need no token (Register, Login, Refresh, Logout, GetJwks, IssueServiceToken) and
+# which only services may call is declared on each RPC in auth.proto (agentmesh.options.v1).
+# This list repeats the service_only option until app.py stops passing it; Mount refuses it
+# if the two ever disagree.
 SERVICE_METHODS = frozenset({"WatchRevocations"})
 # RFC 7517 members every key has, then those RFC 8037 (OKP) and RFC 7518 (RSA) define.
 JWK_MEMBERS = {"OKP": ("crv", "x"), "RSA": ("n", "e")}
