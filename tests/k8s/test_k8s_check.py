@@ -4,16 +4,13 @@ the code; and each cross-check fails when the manifests drift from the code."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("k8s_check", ROOT / "scripts" / "k8s_check.py")
@@ -108,20 +105,57 @@ def test_network_policy_check_needs_every_call_and_no_other() -> None:
             "ports": [{"protocol": "TCP", "port": 50054}],
         }
     ]
+    memory_ingress = find(docs, "NetworkPolicy", "memory-ingress")
+    memory_ingress["spec"]["ingress"][0]["from"] = [
+        peer
+        for peer in memory_ingress["spec"]["ingress"][0]["from"]
+        if peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] != "gateway"
+    ]
     problems = "\n".join(k8s_check.cross_check(docs, "prod"))
-    assert "egress sessions -> agent:50053 is needed by the code" in problems
-    assert "egress sessions -> memory:50054 is allowed but the code makes no such call" in problems
+    assert "egress sessions -> agent:50053 is needed but no NetworkPolicy allows it" in problems
+    assert "egress sessions -> memory:50054 is allowed but nothing needs it" in problems
+    assert "ingress sessions -> memory:50054 is allowed but nothing needs it" not in problems
+    assert "ingress gateway -> memory:50054 is needed but no NetworkPolicy allows it" in problems
 
 
-def test_code_calls_come_from_the_addr_settings_the_code_uses() -> None:
+def test_network_policies_follow_the_registry_not_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edge declared in runtime/registry.py needs its egress and ingress rules; one the
+    registry drops makes the manifests' rules for it superfluous."""
+    from runtime import registry
+
+    changed = tuple(
+        dataclasses.replace(entry, calls=(*entry.calls, "evals"))
+        if entry.name == "memory"
+        else dataclasses.replace(entry, calls=tuple(c for c in entry.calls if c != "agent"))
+        if entry.name == "sessions"
+        else entry
+        for entry in registry.PROCESSES
+    )
+    monkeypatch.setattr(registry, "PROCESSES", changed)
+    problems = problems_of(prod())
+    assert "egress memory -> evals:50055 is needed but no NetworkPolicy allows it" in problems
+    assert "ingress memory -> evals:50055 is needed but no NetworkPolicy allows it" in problems
+    assert (
+        "Deployment/memory/memory: calls evals (runtime/registry.py), but no settings class reads EVALS_ADDR"
+        in problems
+    )
+    assert "egress sessions -> agent:50053 is allowed but nothing needs it" in problems
+    assert "ingress sessions -> agent:50053 is allowed but nothing needs it" in problems
+
+
+def test_declared_calls_are_the_registry_s() -> None:
     program = k8s_check.program_for(["python", "-m", "services.sessions"])
-    assert k8s_check.code_calls(program) == {"auth", "agent"}
+    assert k8s_check.declared_calls(program) == {"auth", "agent"}
     # Account deletion and export reach every store of the user's data.
     auth = k8s_check.program_for(["python", "-m", "services.auth"])
-    assert k8s_check.code_calls(auth) == {"sessions", "agent", "memory", "evals"}
+    assert k8s_check.declared_calls(auth) == {"sessions", "agent", "memory", "evals"}
     evals = k8s_check.program_for(["python", "-m", "services.evals"])
     # The evals CLI's sessions/agent addresses are not calls of the server.
-    assert k8s_check.code_calls(evals) == {"auth"}
+    assert k8s_check.declared_calls(evals) == {"auth"}
+    gateway = k8s_check.program_for(["python", "-m", "gateway"])
+    assert k8s_check.declared_calls(gateway) == {"auth", "sessions", "agent", "memory", "evals"}
+    migration = k8s_check.program_for(["python", "-m", "runtime.migrate_command", "memory"])
+    assert (migration.kind, k8s_check.declared_calls(migration)) == ("migration", set())
 
 
 # ---------------------------------------------------------------- issue 17: each pitfall is caught
@@ -325,75 +359,6 @@ def test_prod_refuses_to_render_without_its_required_values() -> None:
     assert k8s_check.check_prod_values() == []
 
 
-def test_alert_rule_checks_catch_the_old_rules() -> None:
-    """The old rules: CamelCase grpc_code (never written), `page`/`ticket` severities, no
-    runbooks, TargetDown on a job label that ServiceMonitors never produce."""
-    assert k8s_check.check_alert_rules() == []
-    old = yaml.safe_load(subprocess_git_show("k8s/observability/alerts.yml"))
-    original = k8s_check.ALERTS
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:
-        yaml.safe_dump(old, handle)
-    try:
-        k8s_check.ALERTS = Path(handle.name)
-        problems = "\n".join(k8s_check.check_alert_rules())
-    finally:
-        k8s_check.ALERTS = original
-        Path(handle.name).unlink()
-    assert "alert AgentmeshHighErrorRatio: grpc_code ['DataLoss', 'DeadlineExceeded', 'Internal'" in problems
-    assert "alert AgentmeshHighErrorRatio: severity 'page' is not one of critical|warning" in problems
-    assert "alert AgentmeshTargetDown: selects on `job`" in problems
-    assert "runbook_url must be" in problems
-
-
-def test_alerts_and_panels_name_metrics_the_code_defines() -> None:
-    """A metric renamed in the code (or misspelled in a rule) is caught for alerts and panels;
-    kube-state-metrics' and Prometheus' own series are not the code's to define."""
-    assert k8s_check.check_metric_names() == []
-    alerts = (
-        k8s_check.ALERTS.read_text()
-        .replace("agent_outbox_oldest_age_seconds", "agent_outbox_age_seconds")
-        .replace("agent_llm_circuit_open", "agent_llm_circuit_is_open")
-    )
-    dashboard = k8s_check.DASHBOARD.read_text().replace("agent_runs_lost_total", "agent_lost_runs_total")
-    problems = "\n".join(k8s_check.check_metric_names(alerts, dashboard))
-    assert "alert AgentmeshOutboxBacklog: metric agent_outbox_age_seconds is defined nowhere" in problems
-    assert "dashboard panel 'Runs lost (replica stopped renewing its leases)': metric agent_lost_runs_total" in problems
-    # Names built per service in an f-string (runtime/llm/metrics.py: f"{p}_circuit_open").
-    assert "alert AgentmeshLLMCircuitOpen: metric agent_llm_circuit_is_open is defined nowhere" in problems
-    assert "AgentmeshLLMFallbacks" not in problems
-    assert "AgentmeshRunsLost: metric agent_runs_lost_total" not in problems
-    assert "kube_pod" not in problems and "metric up " not in problems
-
-
-def test_promtool_unit_tests_pass_and_cover_every_alert() -> None:
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool missing (make browser)")
-    assert k8s_check.check_alert_tests() == []
-
-
-def test_promtool_tests_fail_on_the_old_rules(tmp_path: Path) -> None:
-    """The unit tests can fail: against the committed-before rules they do."""
-    if shutil.which("promtool") is None:
-        pytest.skip("promtool missing (make browser)")
-    (tmp_path / "alerts.yml").write_text(subprocess_git_show("k8s/observability/alerts.yml"))
-    (tmp_path / "tests").mkdir()
-    shutil.copy(k8s_check.ALERT_TESTS / "alerts_test.yml", tmp_path / "tests" / "alerts_test.yml")
-    result = subprocess.run(
-        ["promtool", "test", "rules", str(tmp_path / "tests" / "alerts_test.yml")], capture_output=True, text=True
-    )
-    assert result.returncode != 0
-    assert "alertname: AgentmeshHighErrorRatio" in result.stdout + result.stderr
-    assert "alertname: AgentmeshPodNotReady" in result.stdout + result.stderr
-
-
-def test_dockerfile_without_a_digest_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert k8s_check.check_dockerfile() == []
-    unpinned = tmp_path / "Dockerfile"
-    unpinned.write_text("FROM python:3.11-slim-bookworm AS build\nFROM python:3.11-slim-bookworm\n")
-    monkeypatch.setattr(k8s_check, "DOCKERFILE", unpinned)
-    assert len(k8s_check.check_dockerfile()) == 2
-
-
 def test_drain_plan_gives_a_rolling_restart_test_the_manifests_settings() -> None:
     docs = prod()
     agent = k8s_check.drain_plan(docs, "agent")
@@ -406,13 +371,3 @@ def test_drain_plan_gives_a_rolling_restart_test_the_manifests_settings() -> Non
 
 def test_readme_pool_table_matches_the_manifests() -> None:
     assert k8s_check.check_readme_pool_table(k8s_check.render_overlay("prod")) == []
-
-
-# The rules as they were before issue 17 (the first commit that touched this file's tests).
-OLD_RULES_COMMIT = "eb42350"
-
-
-def subprocess_git_show(path: str) -> str:
-    return subprocess.run(
-        ["git", "show", f"{OLD_RULES_COMMIT}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
