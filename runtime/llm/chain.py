@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 from langchain_core.messages import (
@@ -36,6 +36,9 @@ from runtime.llm.retry import Backoff, EmptyModelStream, MalformedAnswer, error_
 from runtime.llm_settings import LLMSettings
 from runtime.logging import get_logger
 from runtime.tracing import llm_span
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = get_logger(__name__)
 
@@ -293,6 +296,32 @@ class ModelChain:
             raise ModelFailed(endpoint.name, kind, f"{kind}, asked to wait longer than we retry") from exc
         return delay
 
+    async def _whole(
+        self,
+        model: str,
+        runnable: Runnable[Any, Any],
+        messages: list[BaseMessage],
+        config: RunnableConfig | None,
+        state: _Attempt,
+        started: float,
+    ) -> ModelAnswer:
+        with llm_span(model) as span:
+            message = await runnable.ainvoke(messages, config=config, stream=False)
+            if not isinstance(message, AIMessage) or (not message.content and not message.tool_calls):
+                raise EmptyModelStream(f"{model} sent an empty answer")
+            state.first_output = True
+            self._metrics.time_to_first_token_seconds.labels(model=model).observe(time.perf_counter() - started)
+            return self._answered(model, message, span)
+
+    def _answered(self, model: str, message: AIMessage, span: Span) -> ModelAnswer:
+        usage = message.usage_metadata or {"input_tokens": 0, "output_tokens": 0}
+        prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        span.set_attribute("gen_ai.usage.input_tokens", prompt)
+        span.set_attribute("gen_ai.usage.output_tokens", completion)
+        self._metrics.tokens_total.labels(model=model, kind="prompt").inc(prompt)
+        self._metrics.tokens_total.labels(model=model, kind="completion").inc(completion)
+        return ModelAnswer(model, message, prompt, completion)
+
     async def _stream(
         self,
         model: str,
@@ -304,6 +333,10 @@ class ModelChain:
         started: float,
     ) -> ModelAnswer:
         m = self._metrics
+        if on_text is None:
+            # Nobody reads this answer as it comes (structured output, summaries): one
+            # response costs a fraction of parsing and merging a chunk per token.
+            return await self._whole(model, runnable, messages, config, state, started)
         with llm_span(model) as span:
             merged: AIMessageChunk | None = None
             # aclosing: a cancelled turn must close the HTTP stream now, so the server stops generating.
@@ -324,10 +357,4 @@ class ModelChain:
                 raise EmptyModelStream(f"{model} sent an empty stream")
             message = message_chunk_to_message(merged)
             assert isinstance(message, AIMessage)
-            usage = message.usage_metadata or {"input_tokens": 0, "output_tokens": 0}
-            prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
-            span.set_attribute("gen_ai.usage.input_tokens", prompt)
-            span.set_attribute("gen_ai.usage.output_tokens", completion)
-        m.tokens_total.labels(model=model, kind="prompt").inc(prompt)
-        m.tokens_total.labels(model=model, kind="completion").inc(completion)
-        return ModelAnswer(model, message, prompt, completion)
+            return self._answered(model, message, span)
