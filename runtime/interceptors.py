@@ -35,6 +35,9 @@ ON_BEHALF_OF = "x-on-behalf-of"
 
 
 class RuntimeInterceptor(grpc.aio.ServerInterceptor):
+    """`public_methods` and `service_methods` are gRPC paths (`/pkg.Service/Method`); serve()
+    takes them from the contracts' method options (runtime.rpc_policy via Mount)."""
+
     def __init__(
         self,
         verifier: AccessTokenVerifier,
