@@ -4,10 +4,7 @@ kill a process start their own extra instance with `mesh.start_service(...)`."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,22 +13,10 @@ import pytest
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from meshctl.mesh import Mesh
+from runtime.registry import start_order
+from tests.support.auth import ADMIN_EMAIL, run_auth_command
+from tests.support.mesh import TEST_ENV
 from tests.support.users import MeshUser, register_user
-
-# Test-only speedups and limits: bcrypt at cost 4 (production requires >= 12) so a
-# hundred registrations take milliseconds, and gateway rate limits high enough that
-# only the rate-limit tests hit them.
-TEST_ENV = {
-    "APP_ENV": "test",
-    "BCRYPT_ROUNDS": "4",
-    "LOG_LEVEL": "INFO",
-    "SHUTDOWN_GRACE_S": "10",
-    # Every test client shares 127.0.0.1; tests of the limits start their own gateway.
-    **{
-        f"RATE_LIMIT_{route_class}": "100000 per minute"
-        for route_class in ("DEFAULT", "READ", "CHAT", "CHAT_STREAM", "MESSAGES", "LOGIN", "REGISTER")
-    },
-}
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +27,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     only = [name for name in os.environ.get("MESH_ONLY", "").split(",") if name] or None
     try:
         mesh.start(only)
+        if only is None:
+            # The launcher starts only the services whose module exists; without MESH_ONLY a
+            # missing (renamed) one must fail here, not turn its tests into skips.
+            missing = {entry.name for entry in start_order()} - set(mesh.processes)
+            assert not missing, f"the mesh started without {sorted(missing)}"
         yield mesh
     finally:
         mesh.stop()
@@ -74,25 +64,8 @@ async def other_user(auth_stub: auth_pb2_grpc.AuthServiceStub) -> MeshUser:
     return await register_user(auth_stub)
 
 
-ADMIN_EMAIL = "admin@example.com"
 # Databases (one per mesh) where ADMIN_EMAIL has been made admin already.
 _admins_granted: set[str] = set()
-
-
-async def run_auth_command(mesh: Mesh, *args: str) -> tuple[int, str, str]:
-    """Runs `python -m services.auth <args>` against the mesh's database."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.auth",
-        *args,
-        env=mesh.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture
@@ -112,7 +85,3 @@ async def admin(mesh: Mesh, auth_stub: auth_pb2_grpc.AuthServiceStub) -> MeshUse
     login = await auth_stub.Login(auth_pb2.LoginRequest(email=email, password=MeshUser.PASSWORD))
     me = await auth_stub.GetMe(auth_pb2.GetMeRequest(), metadata=[("authorization", f"Bearer {login.access_token}")])
     return MeshUser(me.user.id, email, login.access_token, login.refresh_token)
-
-
-def unique_email(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"

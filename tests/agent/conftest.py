@@ -4,17 +4,18 @@ extra agent instances with their own settings."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
+from agentmesh.agent.v1 import agent_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
+from tests.support.agent import NewSession, StartAgent
+from tests.support.runs import REPLICA_SETTINGS
 from tests.support.users import MeshUser
 
 
@@ -33,9 +34,6 @@ def agent(agent_channel: grpc.aio.Channel) -> agent_pb2_grpc.AgentServiceStub:
 async def sessions(mesh: Mesh) -> AsyncIterator[sessions_pb2_grpc.SessionServiceStub]:
     async with grpc.aio.insecure_channel(mesh.addr("sessions")) as channel:
         yield sessions_pb2_grpc.SessionServiceStub(channel)
-
-
-NewSession = Callable[[MeshUser], Awaitable[str]]
 
 
 @pytest.fixture
@@ -59,9 +57,6 @@ async def llm_control(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
         assert (await client.post("/_offline/reset")).status_code == 200
 
 
-StartAgent = Callable[..., Awaitable[ChildProcess]]
-
-
 @pytest.fixture
 async def start_agent(mesh: Mesh) -> AsyncIterator[StartAgent]:
     """Starts extra agent instances (own ports, given settings); stops them afterwards."""
@@ -77,44 +72,19 @@ async def start_agent(mesh: Mesh) -> AsyncIterator[StartAgent]:
         await asyncio.to_thread(child.stop)
 
 
-def chat_request(session_id: str, content: str, role: str = "user") -> agent_pb2.ChatRequest:
-    return agent_pb2.ChatRequest(session_id=session_id, message=agent_pb2.Message(role=role, content=content))
+@pytest.fixture(scope="module")
+def replicas(mesh: Mesh) -> Iterator[tuple[ChildProcess, ChildProcess]]:
+    """Two agent replicas for the runs tests, on the runs' own model (tests/support/runs.py)."""
+    first = mesh.start_service("agent", instance="-runs-a", **REPLICA_SETTINGS)
+    second = mesh.start_service("agent", instance="-runs-b", **REPLICA_SETTINGS)
+    yield first, second
+    first.stop()
+    second.stop()
 
 
-def stream_request(session_id: str, content: str, role: str = "user") -> agent_pb2.StreamChatRequest:
-    return agent_pb2.StreamChatRequest(session_id=session_id, message=agent_pb2.Message(role=role, content=content))
-
-
-async def collect(call: grpc.aio.UnaryStreamCall) -> list[agent_pb2.ChatEvent]:
-    return [event async for event in call]
-
-
-def kinds(events: list[agent_pb2.ChatEvent]) -> list[str]:
-    return [str(event.WhichOneof("event")) for event in events]
-
-
-async def scrape(metrics_addr: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    async with httpx.AsyncClient(timeout=5) as client:
-        text = (await client.get(f"http://{metrics_addr}/metrics")).text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def metric(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-async def offline_stats(control: httpx.AsyncClient) -> dict:
-    response = await control.get("/_offline/stats")
-    assert response.status_code == 200
-    return response.json()
-
-
-def assert_alternating(messages: list[agent_pb2.Message]) -> None:
-    """A valid conversation: user, assistant, user, assistant..., nothing else, nothing empty."""
-    roles = [m.role for m in messages]
-    assert roles == ["user", "assistant"] * (len(roles) // 2), roles
-    assert all(m.content for m in messages)
+@pytest.fixture
+async def stubs(
+    replicas: tuple[ChildProcess, ChildProcess],
+) -> AsyncIterator[tuple[agent_pb2_grpc.AgentServiceStub, agent_pb2_grpc.AgentServiceStub]]:
+    async with grpc.aio.insecure_channel(replicas[0].addr) as a, grpc.aio.insecure_channel(replicas[1].addr) as b:
+        yield agent_pb2_grpc.AgentServiceStub(a), agent_pb2_grpc.AgentServiceStub(b)

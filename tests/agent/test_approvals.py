@@ -18,7 +18,7 @@ import pytest
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from meshctl.mesh import Mesh, free_port
 from meshctl.processes import ChildProcess
-from tests.agent.conftest import NewSession, StartAgent, kinds
+from tests.support.agent import NewSession, StartAgent, kinds
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser
 from tests.support.waiting import eventually

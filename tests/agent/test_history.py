@@ -15,7 +15,7 @@ import pytest
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
-from tests.agent.conftest import NewSession, chat_request, collect, stream_request
+from tests.support.agent import NewSession, chat_request, collect, stream_request
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser
 

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-
-import pytest
-
 from agentmesh.agent.v1 import agent_pb2_grpc
-from tests.agent.conftest import NewSession, collect, kinds, stream_request
+from tests.support.agent import NewSession, collect, kinds, stream_request
 from tests.support.users import MeshUser
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("services.memory.__main__") is None,
-    reason="services/memory does not exist yet, so the mesh runs no memory service",
-)
+from tests.support.waiting import eventually
 
 
 async def test_fact_from_one_session_is_used_in_a_new_session(
@@ -25,15 +16,15 @@ async def test_fact_from_one_session_is_used_in_a_new_session(
     assert kinds(told)[-1] == "completed"
 
     # The memory is written in the background after the turn; give it a few seconds.
-    events: list = []
-    for _ in range(40):
+    async def recalled() -> list:
         session_id = await new_session(user)
         # MEMORY_MIN_SCORE keeps unrelated facts out of the prompt; the offline embedder is
         # lexical, so the question shares a word with the fact ("like" would score 0.0).
         events = await collect(agent.StreamChat(stream_request(session_id, "what do I love?"), metadata=user.metadata))
-        if "memory" in kinds(events):
-            break
-        await asyncio.sleep(0.25)
+        assert "memory" in kinds(events), "no memory event in a new session"
+        return events
+
+    events = await eventually(recalled, timeout_s=30, interval_s=0.25)
 
     memory = [e.memory for e in events if e.WhichOneof("event") == "memory"]
     assert memory, "no memory event in a new session"

@@ -13,7 +13,8 @@ import psycopg
 from agentmesh.agent.v1 import agent_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from meshctl.mesh import Mesh, free_port
-from tests.agent.conftest import NewSession, StartAgent, chat_request, metric, scrape
+from tests.support.agent import NewSession, StartAgent, chat_request
+from tests.support.metrics import metric, scrape
 from tests.support.users import MeshUser
 from tests.support.waiting import eventually
 

@@ -9,7 +9,7 @@ import pytest
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
-from tests.agent.conftest import NewSession, chat_request, collect, stream_request
+from tests.support.agent import NewSession, chat_request, collect, stream_request
 from tests.support.users import MeshUser
 
 

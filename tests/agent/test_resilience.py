@@ -14,19 +14,19 @@ import pytest
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
-from tests.agent.conftest import (
+from tests.support.agent import (
     NewSession,
     StartAgent,
     assert_alternating,
     chat_request,
     collect,
     kinds,
-    metric,
     offline_stats,
-    scrape,
     stream_request,
 )
+from tests.support.metrics import metric, scrape
 from tests.support.users import MeshUser
+from tests.support.waiting import eventually
 
 # Model names only this module's agent uses: faults injected on them cannot be consumed by
 # the memory or evals services, which share the offline LLM server.
@@ -218,12 +218,12 @@ async def test_stream_cancelled_on_disconnect_closes_the_model_call_and_keeps_wh
 
     call.cancel()
 
-    for _ in range(100):
-        if (await offline_stats(llm_control))["client_disconnects"] >= 1:
-            break
-        await asyncio.sleep(0.05)
-    stats = await offline_stats(llm_control)
-    assert stats["client_disconnects"] >= 1
+    async def disconnected() -> dict:
+        stats = await offline_stats(llm_control)
+        assert stats["client_disconnects"] >= 1
+        return stats
+
+    stats = await eventually(disconnected, timeout_s=5)
     assert stats["requests_by_model"][PRIMARY] == 2  # the first turn and the cancelled one, not retried
     following = await _chat_when_free(isolated, user, session_id, "what is my name?")
     assert "Ada" in following.messages[1].content
@@ -244,14 +244,16 @@ async def _chat_when_free(
     agent: agent_pb2_grpc.AgentServiceStub, user: MeshUser, session_id: str, content: str
 ) -> agent_pb2.ChatResponse:
     """The cancelled turn releases the session within moments; a turn sent meanwhile is ABORTED."""
-    for _ in range(50):
+
+    async def chat() -> agent_pb2.ChatResponse:
         try:
             return await agent.Chat(chat_request(session_id, content), metadata=user.metadata)
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.ABORTED:
                 raise
-            await asyncio.sleep(0.05)
-    raise AssertionError("the session stayed busy after the cancelled turn")
+            raise AssertionError("the session stayed busy after the cancelled turn") from exc
+
+    return await eventually(chat, timeout_s=2.5)
 
 
 async def test_turn_succeeds_without_memory_when_the_memory_service_is_down(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
-from tests.agent.conftest import NewSession, assert_alternating, chat_request, collect, kinds, stream_request
+from tests.support.agent import NewSession, assert_alternating, chat_request, collect, kinds, stream_request
 from tests.support.users import MeshUser
 
 

@@ -1,44 +1,22 @@
-"""Extra processes and helpers for the auth tests: an auth replica with short limits,
-a second sessions replica, direct reads of the auth schema."""
+"""Fixtures for the auth tests: an auth replica with short limits, a connection to the auth
+schema, and the real signing key."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from agentmesh.auth.v1 import auth_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
 from runtime.database import with_driver
-
-T = TypeVar("T")
-
-# An auth replica on the same database with limits a test can reach in seconds.
-SHORT_LIMITS = {
-    "REFRESH_REUSE_GRACE_S": "1",
-    "REFRESH_ABSOLUTE_TTL_S": "4",
-    "LOGIN_MAX_FAILURES": "3",
-    "LOGIN_FAILURE_WINDOW_S": "60",
-}
-
-
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout_s: float, interval_s: float = 0.05) -> T:
-    """Polls `check` until it returns without raising AssertionError; re-raises the last one."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(interval_s)
+from services.auth.keys import KeyCipher, KeyRing, SigningKey
+from services.auth.settings import DEV_SIGNING_KEY_SECRET
+from services.auth.store import AuthStore
+from tests.support.auth import SHORT_LIMITS
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +41,15 @@ async def auth_db(mesh: Mesh) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def role_changes(engine: AsyncEngine, user_id: str) -> list[tuple[str, list[str], list[str]]]:
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                text("SELECT actor, old_roles, new_roles, changed_at FROM role_changes WHERE user_id = :u ORDER BY id"),
-                {"u": user_id},
-            )
-        ).all()
-    assert all(row.changed_at is not None for row in rows)
-    return [(row.actor, list(row.old_roles), list(row.new_roles)) for row in rows]
+@pytest.fixture
+async def signing_key(mesh: Mesh) -> AsyncIterator[SigningKey]:
+    """The auth service's current signing key, read from its database with the development secret."""
+    engine = create_async_engine(
+        with_driver(mesh.env["DATABASE_URL"], "asyncpg"), connect_args={"server_settings": {"search_path": "auth"}}
+    )
+    ring = KeyRing(
+        AuthStore(engine), KeyCipher(DEV_SIGNING_KEY_SECRET), algorithm="EdDSA", token_ttl_s=900, rotation_days=30
+    )
+    await ring.reload()
+    yield ring.signing_key()
+    await engine.dispose()

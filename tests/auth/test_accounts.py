@@ -8,9 +8,8 @@ import grpc
 import pytest
 
 from agentmesh.auth.v1 import auth_pb2
-from tests.conftest import unique_email
 from tests.support.grpc_errors import rpc_failure
-from tests.support.users import MeshUser, register_user
+from tests.support.users import MeshUser, register_user, unique_email
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:

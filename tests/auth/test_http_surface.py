@@ -9,8 +9,7 @@ import pytest
 
 from agentmesh.auth.v1 import auth_pb2
 from meshctl.mesh import Mesh
-from tests.conftest import unique_email
-from tests.support.users import MeshUser, register_user
+from tests.support.users import MeshUser, register_user, unique_email
 
 BASE_MEMBERS = {"kty", "kid", "alg", "use"}
 

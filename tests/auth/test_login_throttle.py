@@ -8,10 +8,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from agentmesh.auth.v1 import auth_pb2
-from tests.auth.conftest import SHORT_LIMITS
-from tests.conftest import unique_email
+from tests.support.auth import SHORT_LIMITS
 from tests.support.grpc_errors import rpc_failure
-from tests.support.users import MeshUser, register_user
+from tests.support.users import MeshUser, register_user, unique_email
 
 MAX_FAILURES = int(SHORT_LIMITS["LOGIN_MAX_FAILURES"])
 WRONG = "Wr0ng-password!"

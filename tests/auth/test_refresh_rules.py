@@ -8,7 +8,7 @@ import time
 import grpc
 
 from agentmesh.auth.v1 import auth_pb2
-from tests.auth.conftest import SHORT_LIMITS
+from tests.support.auth import SHORT_LIMITS
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser, register_user
 

@@ -13,9 +13,9 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
-from tests.auth.conftest import eventually
 from tests.support.grpc_errors import rpc_failure
 from tests.support.users import MeshUser, register_user
+from tests.support.waiting import eventually
 
 REVOCATION_BOUND_S = 2.0
 

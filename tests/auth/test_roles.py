@@ -9,10 +9,10 @@ import grpc
 
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from meshctl.mesh import Mesh
-from tests.auth.conftest import eventually, role_changes
-from tests.conftest import run_auth_command, unique_email
+from tests.support.auth import role_changes, run_auth_command
 from tests.support.grpc_errors import rpc_failure
-from tests.support.users import MeshUser, register_user
+from tests.support.users import MeshUser, register_user, unique_email
+from tests.support.waiting import eventually
 
 
 async def test_registration_never_grants_admin_even_for_a_configured_email(mesh: Mesh) -> None:

@@ -18,9 +18,9 @@ from meshctl.processes import ROOT
 from runtime.service_identity import dev_service_credential, service_credential_for
 from runtime.settings import CommonSettings, SettingsError
 from services.auth.settings import DEV_SIGNING_KEY_SECRET, AuthSettings
-from tests.auth.test_token_attacks import sign, signing_key  # noqa: F401 - fixture
 from tests.support.grpc_errors import rpc_failure
 from tests.support.services import service_metadata, service_token
+from tests.support.tokens import sign
 from tests.support.users import MeshUser
 
 STRONG_SECRET = "a-strong-signing-key-secret-of-more-than-32-chars"
@@ -79,7 +79,7 @@ async def test_on_behalf_of_is_honoured_for_services_only(auth_stub, user: MeshU
     assert me.user.id == other_user.user_id
 
 
-async def test_a_user_token_cannot_pass_for_a_service_token(auth_stub, signing_key, user: MeshUser) -> None:  # noqa: F811
+async def test_a_user_token_cannot_pass_for_a_service_token(auth_stub, signing_key, user: MeshUser) -> None:
     now = int(time.time())
     base = {"iss": "agentmesh-auth", "aud": "agentmesh", "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex}
     for claims in (

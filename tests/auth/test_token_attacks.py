@@ -11,34 +11,17 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import jwt
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from agentmesh.auth.v1 import auth_pb2
 from meshctl.mesh import Mesh
-from runtime.database import with_driver
-from services.auth.keys import KeyCipher, KeyRing, SigningKey, generate_key
-from services.auth.settings import DEV_SIGNING_KEY_SECRET
-from services.auth.store import AuthStore
+from services.auth.keys import generate_key
 from tests.support.grpc_errors import rpc_failure
+from tests.support.tokens import sign
 from tests.support.users import MeshUser
-
-
-@pytest.fixture
-async def signing_key(mesh: Mesh) -> AsyncIterator[SigningKey]:
-    engine = create_async_engine(
-        with_driver(mesh.env["DATABASE_URL"], "asyncpg"), connect_args={"server_settings": {"search_path": "auth"}}
-    )
-    ring = KeyRing(
-        AuthStore(engine), KeyCipher(DEV_SIGNING_KEY_SECRET), algorithm="EdDSA", token_ttl_s=900, rotation_days=30
-    )
-    await ring.reload()
-    yield ring.signing_key()
-    await engine.dispose()
 
 
 def claims(user: MeshUser, **overrides: object) -> dict:
@@ -54,10 +37,6 @@ def claims(user: MeshUser, **overrides: object) -> dict:
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
-
-
-def sign(key: SigningKey, payload: dict, **header: str) -> str:
-    return jwt.encode(payload, key.private_key, algorithm="EdDSA", headers={"kid": key.kid, **header})
 
 
 def b64(data: bytes) -> str:

@@ -76,7 +76,7 @@ def run_golden(mesh: Mesh, admin: MeshUser, *args: str) -> subprocess.CompletedP
 @pytest.fixture
 def agent_running(mesh: Mesh) -> None:
     if "agent" not in mesh.processes:
-        pytest.skip("services/agent is not runnable in this checkout yet; the golden gate needs the real agent")
+        pytest.skip("MESH_ONLY leaves out the agent; the golden gate needs the real agent")
 
 
 @pytest.mark.usefixtures("agent_running")

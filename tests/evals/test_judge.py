@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
-from tests.evals.conftest import (
+from tests.support.evals import (
     BROKEN_JUDGE,
     JUDGE_UNDER_TEST,
     OfflineControls,

@@ -15,7 +15,7 @@ import pytest
 
 from agentmesh.evals.v1 import evals_pb2
 from meshctl.mesh import Mesh
-from tests.evals.conftest import TOXIC_ANSWER, metric_report, new_session_id, record, run_evaluation
+from tests.support.evals import TOXIC_ANSWER, metric_report, new_session_id, record, run_evaluation
 from tests.support.users import MeshUser
 
 ALL_METRICS = {"conciseness", "hallucination", "helpfulness", "relevancy", "toxicity"}

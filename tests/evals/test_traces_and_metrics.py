@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from agentmesh.evals.v1 import evals_pb2
-from tests.evals.conftest import AgentCaller, new_session_id, record
+from tests.support.evals import AgentCaller, new_session_id, record
 from tests.support.grpc_errors import error_reason
 from tests.support.users import MeshUser
 

@@ -10,11 +10,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from meshctl.mesh import Mesh
-from tests.gateway.conftest import GatewayProcess, gateway_process
-from tests.gateway.test_chat_page_browser import browser, sign_up
+from tests.support.browser import sign_up
+from tests.support.gateway import GatewayProcess, gateway_process
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser"]  # the module-scoped fixture, shared
 
 
 @pytest.fixture(scope="module")

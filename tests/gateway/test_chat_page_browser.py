@@ -7,43 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.gateway.conftest import GatewayProcess, offline_llm_stall
+from tests.support.browser import sign_up
+from tests.support.gateway import GatewayProcess, offline_llm_stall
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "Corr3ct-Horse!"
-ROOT = Path(__file__).resolve().parents[2]
 MARKUP = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
-
-requires_agent = pytest.mark.skipif(
-    not (ROOT / "services" / "agent" / "server.py").exists(),
-    reason="services/agent/server.py does not exist yet: sending a message needs the agent service",
-)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
@@ -61,17 +32,6 @@ def page(browser: Browser, mesh_gateway: GatewayProcess) -> Iterator[Page]:
     context.close()
     assert foreign == [], "the page must make no external requests"
     assert dialogs == [], "nothing may pop up a dialog"
-
-
-def sign_up(page: Page) -> str:
-    email = f"page-{uuid.uuid4().hex[:10]}@example.com"
-    page.goto("/")
-    page.fill("#email", email)
-    page.fill("#password", PASSWORD)
-    page.click("#register")
-    expect(page.locator("#app")).to_be_visible()
-    expect(page.locator("#whoami")).to_have_text(email)
-    return email
 
 
 def xss_ran(page: Page) -> object:
@@ -115,7 +75,6 @@ def test_docs_page_renders_the_operations_from_openapi(page: Page) -> None:
     expect(page.locator("#schemas")).to_contain_text("agentmesh.sessions.v1.Session")
 
 
-@requires_agent
 def test_send_a_message_see_it_stream_then_see_the_history_after_reload(
     page: Page, mesh_gateway: GatewayProcess
 ) -> None:
@@ -198,7 +157,6 @@ def assert_fits(page: Page, width: int) -> None:
     assert max(rows) - min(rows) <= 4, f"the header wraps: centres at {sorted(rows)}"
 
 
-@requires_agent
 @pytest.mark.parametrize("width,height", [(390, 844), (1280, 800)], ids=["phone-390", "desktop-1280"])
 def test_the_page_fits_the_screen_at_phone_and_desktop_widths(
     browser: Browser, mesh_gateway: GatewayProcess, tmp_path: Path, width: int, height: int

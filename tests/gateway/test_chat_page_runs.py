@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.gateway.conftest import GatewayProcess, offline_llm_stall
-from tests.gateway.test_chat_page_browser import browser, sign_up
+from tests.support.browser import sign_up
+from tests.support.gateway import GatewayProcess, offline_llm_stall
+from tests.support.waiting import eventually_sync
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser"]  # the module-scoped fixture, shared
 
 
 @pytest.fixture
@@ -98,16 +98,18 @@ def test_after_a_reload_each_turn_shows_its_tool_call_memory_and_metadata(page: 
     page.click("#send")
     answer = page.locator("#messages li.message.assistant").last
     expect(answer).to_have_attribute("data-done", "true")
+
     # The fact reaches long-term memory through the outbox; a later turn of a new session uses it.
-    for _ in range(20):
+    def remembered() -> Locator:
         page.click("#new-session")
         page.fill("#message-input", "what is my name?")
         page.click("#send")
         answer = page.locator("#messages li.message.assistant").last
         expect(answer).to_have_attribute("data-done", "true")
-        if answer.locator(".turn-memory").count():
-            break
-        page.wait_for_timeout(250)
+        assert answer.locator(".turn-memory").count(), "the turn used no long-term memory yet"
+        return answer
+
+    answer = eventually_sync(remembered, timeout_s=30, interval_s=0.25)
     expect(answer.locator(".turn-memory")).to_contain_text("Ada")
     live_meta = answer.locator(".meta").text_content()
 

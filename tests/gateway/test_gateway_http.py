@@ -14,25 +14,9 @@ import uuid
 import httpx
 from grpc_health.v1 import health_pb2
 
-from tests.gateway.conftest import GatewayUrl, Standin, serve_in_process, standin_settings
-
-
-def sse_events(text: str) -> list[tuple[str, str]]:
-    """(event name, data) for every event of an SSE body; comments are skipped."""
-    events = []
-    for block in text.split("\n\n"):
-        name, data = "message", []
-        for line in block.splitlines():
-            if line.startswith(":"):
-                continue
-            field, _, value = line.partition(":")
-            if field == "event":
-                name = value.strip()
-            elif field == "data":
-                data.append(value.removeprefix(" "))
-        if data:
-            events.append((name, "\n".join(data)))
-    return events
+from tests.support.gateway import GatewayUrl, serve_in_process, sse_events, standin_settings
+from tests.support.standin import Standin
+from tests.support.waiting import eventually
 
 
 async def test_unary_call_is_transcoded_with_proto_names_and_timestamps(client: httpx.AsyncClient) -> None:
@@ -330,11 +314,13 @@ async def test_readyz_does_not_depend_on_every_upstream(standin: Standin) -> Non
             assert ready.json() == {"status": "ready"}
             # The detail is on the metrics port, once the background check has run.
             async with httpx.AsyncClient(base_url=url.metrics_url) as admin:
-                for _ in range(100):
+
+                async def checked() -> dict:
                     detail = (await admin.get("/upstreamz")).json()
-                    if detail["checked_at"]:
-                        break
-                    await asyncio.sleep(0.05)
+                    assert detail["checked_at"], "the gateway has not checked its upstreams yet"
+                    return detail
+
+                detail = await eventually(checked, timeout_s=5)
                 upstreams = detail["upstreams"]
                 assert upstreams["agentmesh.agent.v1.AgentService"]["status"] == "NOT_SERVING"
                 assert upstreams["agentmesh.sessions.v1.SessionService"]["status"] == "SERVING"

@@ -6,13 +6,13 @@ in its comment; the same inputs through the real mesh are in test_mesh_hostile.p
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import Standin
+from tests.support.gateway import upgrade_status
+from tests.support.standin import Standin
 
 
 def reason(response: httpx.Response) -> str:
@@ -189,20 +189,6 @@ async def test_every_error_body_is_a_status(client: httpx.AsyncClient) -> None:
         response = await client.request(method, url)
         assert response.status_code in (404, 405)
         assert set(json.loads(response.text)) == {"code", "message", "details"}
-
-
-async def upgrade_status(base_url: str, path: str) -> bytes:
-    host, port = base_url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    await writer.drain()
-    try:
-        return (await asyncio.wait_for(reader.read(200), 10)).split(b"\r\n")[0]
-    finally:
-        writer.close()
 
 
 async def test_a_websocket_upgrade_is_refused_not_a_crash(standin_gateway: str) -> None:

@@ -6,7 +6,6 @@ no traceback, no user content, no SQL parameters.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +14,8 @@ import httpx
 import pytest
 
 from meshctl.mesh import Mesh
-from tests.gateway.conftest import GatewayProcess, free_port, gateway_process
+from tests.support.gateway import GatewayProcess, free_port, gateway_process, upgrade_status
+from tests.support.waiting import eventually_sync
 
 PASSWORD = "Corr3ct-Horse!"
 
@@ -167,11 +167,13 @@ async def test_readyz_says_ready_without_details_and_survives_an_evals_outage(me
         assert httpx.get(f"{gateway.url}/metrics", timeout=10).status_code == 404
         metrics = httpx.get(f"{gateway.metrics_url}/metrics", timeout=10).text
         assert "http_requests_total" in metrics
-        for _ in range(100):
+
+        def checked() -> dict:
             detail = httpx.get(f"{gateway.metrics_url}/upstreamz", timeout=10).json()
-            if detail["checked_at"]:
-                break
-            time.sleep(0.1)
+            assert detail["checked_at"], "the gateway has not checked its upstreams yet"
+            return detail
+
+        detail = eventually_sync(checked, timeout_s=30, interval_s=0.1)
         assert detail["upstreams"]["agentmesh.evals.v1.EvalService"]["status"].startswith("UNAVAILABLE")
         assert detail["upstreams"]["agentmesh.auth.v1.AuthService"]["status"] == "SERVING"
         metrics = httpx.get(f"{gateway.metrics_url}/metrics", timeout=10).text
@@ -192,8 +194,6 @@ async def test_docs_redirect_is_relative(http: httpx.AsyncClient) -> None:
 
 
 async def test_a_websocket_upgrade_is_not_a_server_error(mesh_gateway: GatewayProcess) -> None:
-    from tests.gateway.test_hostile_input import upgrade_status
-
     for path in ("/v1/sessions", "/docs"):
         status_line = await upgrade_status(mesh_gateway.url, path)
         assert status_line.startswith(b"HTTP/1.1 ") and b" 5" not in status_line[8:11], (path, status_line)

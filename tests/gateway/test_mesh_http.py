@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import GatewayProcess, gateway_process, offline_llm_stall
-from tests.gateway.test_gateway_http import sse_events
+from tests.support.gateway import GatewayProcess, gateway_process, offline_llm_stall, sse_events
+from tests.support.waiting import eventually
 
 PASSWORD = "Corr3ct-Horse!"
-ROOT = Path(__file__).resolve().parents[2]
-requires_agent = pytest.mark.skipif(
-    not (ROOT / "services" / "agent" / "server.py").exists(),
-    reason="services/agent/server.py does not exist yet: chat, streaming and history need the agent service",
-)
 
 
 @pytest.fixture
@@ -148,7 +141,6 @@ async def test_create_list_get_rename_session(http: httpx.AsyncClient) -> None:
     assert fetched.json()["session"]["name"] == "renamed"
 
 
-@requires_agent
 async def test_deleted_session_is_gone(http: httpx.AsyncClient) -> None:
     # DeleteSession also deletes the conversation in the agent service, so it needs the agent.
     _, auth = await register(http)
@@ -187,11 +179,13 @@ async def test_readyz_is_ready_and_the_metrics_port_reports_every_upstream(
     ready = await http.get("/readyz")
     assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
     async with httpx.AsyncClient(base_url=mesh_gateway.metrics_url, timeout=10) as admin:
-        for _ in range(100):
+
+        async def checked() -> dict:
             detail = (await admin.get("/upstreamz")).json()
-            if detail["checked_at"]:
-                break
-            await asyncio.sleep(0.1)
+            assert detail["checked_at"], "the gateway has not checked its upstreams yet"
+            return detail
+
+        detail = await eventually(checked, timeout_s=30, interval_s=0.1)
     upstreams = detail["upstreams"]
     assert upstreams["agentmesh.auth.v1.AuthService"]["status"] == "SERVING"
     assert upstreams["agentmesh.sessions.v1.SessionService"]["status"] == "SERVING"
@@ -276,7 +270,6 @@ async def test_the_rate_limit_bucket_is_the_identity_the_services_see(limited_ga
         assert (await client.get("/v1/sessions", headers=b)).status_code == 200  # B's is untouched
 
 
-@requires_agent
 async def test_chat_stream_history_clear_and_delete(http: httpx.AsyncClient) -> None:
     _, auth = await register(http)
     session_id = (await http.post("/v1/sessions", json={"name": "chat"}, headers=auth)).json()["session"]["session_id"]
@@ -332,7 +325,6 @@ def stream_chat_cancellations(metrics_url: str) -> float:
     return total
 
 
-@requires_agent
 async def test_disconnecting_sse_client_cancels_the_upstream_turn(
     http: httpx.AsyncClient, mesh_gateway: GatewayProcess, agent_metrics_url: str
 ) -> None:
@@ -362,19 +354,21 @@ async def test_disconnecting_sse_client_cancels_the_upstream_turn(
 
         # Closing the HTTP stream must cancel the agent's StreamChat call (seen by its own metrics),
         # well before the 60s stall would have ended the turn (generous: CI machines are busy).
-        for _ in range(300):
-            if stream_chat_cancellations(agent_metrics_url) > cancelled_before:
-                break
-            await asyncio.sleep(0.1)
-        assert stream_chat_cancellations(agent_metrics_url) == cancelled_before + 1
+        async def cancelled() -> float:
+            count = stream_chat_cancellations(agent_metrics_url)
+            assert count > cancelled_before, "the agent's StreamChat call was not cancelled"
+            return count
+
+        assert await eventually(cancelled, timeout_s=30, interval_s=0.1) == cancelled_before + 1
 
     # The cancelled turn gives back the session's run lock as it unwinds, so a new turn runs within
     # moments instead of waiting out the stall.
-    for _ in range(50):
+    async def chat_again() -> httpx.Response:
         again = await http.post(
             f"/v1/sessions/{session_id}:chat", json={"message": {"role": "user", "content": "Hi"}}, headers=auth
         )
-        if again.status_code != 409:
-            break
-        await asyncio.sleep(0.1)
+        assert again.status_code != 409, "the session is still busy with the cancelled turn"
+        return again
+
+    again = await eventually(chat_again, timeout_s=5, interval_s=0.1)
     assert again.status_code == 200, again.text

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import GatewayProcess
+from tests.support.gateway import GatewayProcess
+from tests.support.waiting import eventually_sync
 
 PASSWORD = "Corr3ct-Horse!"
 CHECKS = ",".join(
@@ -35,11 +35,13 @@ MAX_TIME_S = 25  # bounded to fit `make test`; every operation still gets positi
 
 def serving_tags(gateway: GatewayProcess) -> list[str]:
     """Services whose upstream answered SERVING, from the metrics port's /upstreamz."""
-    for _ in range(100):
+
+    def checked() -> dict:
         detail = httpx.get(f"{gateway.metrics_url}/upstreamz", timeout=10).json()
-        if detail["checked_at"]:
-            break
-        time.sleep(0.1)
+        assert detail["checked_at"], "the gateway has not checked its upstreams yet"
+        return detail
+
+    detail = eventually_sync(checked, timeout_s=30, interval_s=0.1)
     return sorted(name for name, each in detail["upstreams"].items() if each["status"] == "SERVING")
 
 

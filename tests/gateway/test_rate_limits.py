@@ -7,18 +7,22 @@ import uuid
 import httpx
 import pytest
 
+from gateway.descriptors import load_descriptor_set
 from gateway.identity import bearer_token, caller_key
 from gateway.ratelimit import RateLimiter, async_storage_uri
-from gateway.settings import DEFAULT_RATE_LIMIT_CLASSES, GatewaySettings
-from tests.gateway.conftest import Standin, serve_in_process, standin_settings
+from gateway.settings import DEFAULT_DESCRIPTOR_SET, GatewaySettings
+from tests.support.gateway import serve_in_process, standin_settings
+from tests.support.standin import Standin
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
+# The route classes the contracts declare (the gateway reads them from its descriptor set).
+RATE_LIMIT_CLASSES = load_descriptor_set(DEFAULT_DESCRIPTOR_SET).rate_limit_classes()
 
 
 def limiter(storage_url: str = "memory://", **limits: str) -> RateLimiter:
     return RateLimiter(
         {"default": "1000 per day", **limits},
-        DEFAULT_RATE_LIMIT_CLASSES,
+        RATE_LIMIT_CLASSES,
         storage_url=storage_url,
         key_prefix=f"test-{uuid.uuid4().hex}",
     )

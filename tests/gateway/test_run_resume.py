@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.gateway.conftest import GatewayProcess, gateway_process, offline_llm_stall
-from tests.gateway.test_gateway_http import sse_events
+from tests.support.gateway import GatewayProcess, gateway_process, offline_llm_stall, sse_events
 
 PASSWORD = "Corr3ct-Horse!"
 SSE = {"Accept": "text/event-stream"}

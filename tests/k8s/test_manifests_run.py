@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from meshctl.mesh import Mesh, free_port
-from tests.k8s.test_k8s_check import ROOT, k8s_check
+from tests.support.k8s import ROOT, k8s_check
+from tests.support.waiting import eventually_sync
 
 SCRAPE_CONFIG = ROOT / "k8s" / "observability" / "prometheus.yml"
 # Start order: auth first (everyone fetches its JWKS, the gateway's /readyz needs them),
@@ -150,13 +150,16 @@ def wait_ready(pod: LocalPod) -> None:
         # Locally a process on 2 cores may start slower than the cluster budget allows;
         # give every probe at least 90 s, and fail fast when the process exits.
         budget = max(probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3), 90)
-        deadline = time.monotonic() + budget
-        while not probe_passes(pod, probe):
+
+        def passes(probe_name: str = probe_name, probe: dict[str, Any] = probe) -> None:
             if pod.process.poll() is not None:
                 pytest.fail(f"{pod.name} exited with {pod.process.returncode}: {pod.log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{pod.name}: {probe_name} did not pass in {budget}s: {pod.log.read_text()[-3000:]}")
-            time.sleep(0.25)
+            assert probe_passes(pod, probe), f"{pod.name}: {probe_name} did not pass"
+
+        try:
+            eventually_sync(passes, timeout_s=budget, interval_s=0.25)
+        except AssertionError as exc:
+            pytest.fail(f"{exc} in {budget}s: {pod.log.read_text()[-3000:]}")
 
 
 RENDERED: list[dict[str, Any]] = []
@@ -178,11 +181,12 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         cwd=tmp_path_factory.mktemp("redis"),
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
     ping = ["redis-cli", "-p", str(port), "--no-auth-warning", "-a", password, "ping"]
-    while subprocess.run(ping, capture_output=True).stdout.strip() != b"PONG":
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.1)
+
+    def pong() -> None:
+        assert subprocess.run(ping, capture_output=True).stdout.strip() == b"PONG", "redis-server did not start"
+
+    eventually_sync(pong, timeout_s=10, interval_s=0.1)
     yield port
     process.terminate()
     process.wait(10)
@@ -292,16 +296,17 @@ def prometheus(local_pods: dict[str, LocalPod], tmp_path_factory: pytest.TempPat
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def ready() -> None:
+        if process.poll() is not None:
+            raise RuntimeError(f"prometheus exited: {log.read_text()}")
         try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+            status = httpx.get(f"{url}/-/ready", timeout=1).status_code
+        except httpx.HTTPError as exc:
+            raise AssertionError(log.read_text()) from exc
+        assert status == 200, log.read_text()
+
+    eventually_sync(ready, timeout_s=30, interval_s=0.2)
     yield url
     process.terminate()
     process.wait(10)
@@ -315,15 +320,15 @@ def test_every_deployment_passes_its_readiness_probe(local_pods: dict[str, Local
 
 
 def test_prometheus_scrapes_every_pod_through_the_relabelling(prometheus: str, local_pods: dict[str, LocalPod]) -> None:
-    deadline = time.monotonic() + 30
-    up: dict[str, tuple[str, str]] = {}
-    while time.monotonic() < deadline:
+
+    def scraped() -> dict[str, tuple[str, str]]:
         result = httpx.get(f"{prometheus}/api/v1/query", params={"query": 'up{job="agentmesh-pods"}'}).json()
         up = {r["metric"]["service"]: (r["value"][1], r["metric"]["instance"]) for r in result["data"]["result"]}
-        if len(up) == len(local_pods) and all(value == "1" for value, _ in up.values()):
-            break
-        time.sleep(0.5)
-    assert sorted(up) == sorted(local_pods)
+        assert sorted(up) == sorted(local_pods)
+        assert all(value == "1" for value, _ in up.values()), f"targets down: {up}"
+        return up
+
+    up = eventually_sync(scraped, timeout_s=30, interval_s=0.5)
     for name, (value, instance) in up.items():
         pod = local_pods[name]
         annotated = int(pod.workload.doc["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])

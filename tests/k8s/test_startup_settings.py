@@ -28,7 +28,7 @@ from meshctl.mesh import free_port
 from runtime.database import open_database
 from runtime.settings import CommonSettings
 from services.agent.pg_pool import ensure_schema
-from tests.k8s.test_k8s_check import find, k8s_check
+from tests.support.k8s import find, k8s_check
 
 POSTGRES = ("127.0.0.1", 5432)
 USER_PASSWORD = "postgres:postgres"

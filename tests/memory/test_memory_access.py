@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from agentmesh.memory.v1 import memory_pb2
-from tests.memory.conftest import add_messages, list_texts
 from tests.support.grpc_errors import error_reason
+from tests.support.memory import add_messages, list_texts
 from tests.support.users import MeshUser
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -10,8 +10,8 @@ import pytest
 
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from meshctl.mesh import Mesh
-from tests.memory.conftest import add_messages, inject_llm_fault, list_texts, start_replica
 from tests.support.grpc_errors import error_reason
+from tests.support.memory import add_messages, inject_llm_fault, list_texts, start_replica
 from tests.support.users import MeshUser
 
 ADD = memory_pb2.MemoryEvent.ADD

@@ -13,8 +13,9 @@ import httpx
 
 from agentmesh.memory.v1 import memory_pb2
 from meshctl.mesh import Mesh
-from tests.memory.conftest import add_messages, inject_llm_fault
+from tests.support.memory import add_messages, inject_llm_fault
 from tests.support.users import MeshUser
+from tests.support.waiting import eventually
 
 STALL_S = 8.0
 
@@ -33,10 +34,11 @@ async def test_a_slow_write_of_one_user_does_not_delay_another_user(
     # it); both answers are held back, so A sits inside its lock for STALL_S seconds.
     inject_llm_fault(mesh, model="offline-small", kind="stall", stall_s=STALL_S, count=2)
     slow = asyncio.create_task(add_messages(memory_stub, user, "I moved to Berlin"))
-    for _ in range(400):
-        if chat_requests(mesh) >= before + 2 or slow.done():
-            break
-        await asyncio.sleep(0.05)
+
+    async def resolving() -> None:
+        assert chat_requests(mesh) >= before + 2 or slow.done(), "A's resolution call never reached the model"
+
+    await eventually(resolving, timeout_s=20)
     assert chat_requests(mesh) >= before + 2, "A's resolution call never reached the model"
     assert not slow.done()
 

@@ -21,8 +21,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from meshctl.mesh import Mesh
 from meshctl.processes import ChildProcess
-from tests.memory.conftest import add_messages, list_texts
 from tests.support.grpc_errors import rpc_failure
+from tests.support.memory import add_messages, list_texts
 from tests.support.users import MeshUser
 from tests.support.waiting import eventually
 

@@ -11,7 +11,7 @@ import httpx
 
 from agentmesh.memory.v1 import memory_pb2_grpc
 from meshctl.mesh import Mesh
-from tests.memory.conftest import add_messages, inject_llm_fault, start_replica
+from tests.support.memory import add_messages, inject_llm_fault, start_replica
 from tests.support.users import MeshUser
 
 

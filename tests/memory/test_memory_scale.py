@@ -16,8 +16,9 @@ from agentmesh.memory.v1 import memory_pb2
 from meshctl.mesh import Mesh
 from services.memory.app import open_memory_store
 from services.memory.embeddings import open_embedder
+from services.memory.memory_rows import NewMemory
 from services.memory.settings import MemorySettings
-from services.memory.store import MemoryStore, NewMemory
+from services.memory.store import MemoryStore
 from tests.support.users import MeshUser, register_user
 
 USERS = 50

@@ -10,7 +10,7 @@ import pytest
 
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from meshctl.mesh import Mesh
-from tests.memory.conftest import add_messages, start_replica
+from tests.support.memory import add_messages, start_replica
 from tests.support.users import MeshUser
 
 pytestmark = pytest.mark.skipif(

@@ -11,8 +11,8 @@ from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
 from runtime.database import with_driver
-from tests.auth.conftest import eventually
 from tests.support.users import MeshUser
+from tests.support.waiting import eventually
 
 TRACE_OF_SESSION = text("SELECT user_id FROM traces WHERE session_id = :session_id")
 

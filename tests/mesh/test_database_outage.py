@@ -23,15 +23,16 @@ from psycopg_pool import AsyncConnectionPool
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
-from bench.chaos import postgres_frozen, restart_postgres
+from bench.postgres_faults import postgres_frozen, restart_postgres
 from meshctl.mesh import Mesh
 from meshctl.postgres import stop_embedded_postgres
 from runtime.database import database_wait_bound_s
 from runtime.embedded_pg import embedded_database_url
 from runtime.settings import CommonSettings
-from services.agent.run_store import RunRow, RunStore
-from tests.conftest import TEST_ENV
+from services.agent.run_rows import RunRow
+from services.agent.run_store import RunStore
 from tests.support.grpc_errors import error_reason
+from tests.support.mesh import TEST_ENV
 from tests.support.users import MeshUser, register_user
 from tests.support.waiting import eventually
 

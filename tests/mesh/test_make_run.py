@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +25,9 @@ from meshctl.mesh import GATEWAY_PORT, OFFLINE_LLM_PORT, SERVICES
 from meshctl.ports import Clash, Holder, describe_clashes, port_is_free
 from meshctl.postgres import postmaster_pid
 from meshctl.processes import ROOT
-from tests.conftest import TEST_ENV, unique_email
-from tests.support.users import MeshUser
+from tests.support.mesh import TEST_ENV
+from tests.support.users import MeshUser, unique_email
+from tests.support.waiting import eventually_sync
 
 ADDRESS = re.compile(r"^\s+auth\s+grpc (\S+)", re.MULTILINE)
 LISTENING = re.compile(r"(?:grpc|metrics http://|https?://)(127\.0\.0\.1:\d+)")
@@ -64,19 +64,19 @@ class Launcher:
         return "".join(self.lines)
 
     def wait_for(self, pattern: str, timeout_s: float = 120) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def printed() -> re.Match[str]:
+            exited = self.process.poll() is not None
+            if exited:
+                self._reader.join(5)  # the last lines may still be in the pipe
             match = re.search(pattern, self.output, re.MULTILINE)
             if match:
                 return match
-            if self.process.poll() is not None:
-                self._reader.join(5)
-                match = re.search(pattern, self.output, re.MULTILINE)
-                if match:
-                    return match
-                raise AssertionError(f"launcher exited ({self.process.returncode}) before {pattern!r}:\n{self.output}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {pattern!r} within {timeout_s}s:\n{self.output}")
+            if exited:
+                # Not an AssertionError: waiting longer cannot help.
+                raise RuntimeError(f"launcher exited ({self.process.returncode}) before {pattern!r}:\n{self.output}")
+            raise AssertionError(f"no {pattern!r} within {timeout_s}s:\n{self.output}")
+
+        return eventually_sync(printed, timeout_s=timeout_s, interval_s=0.1)
 
     def wait_ready(self) -> str:
         self.wait_for(r"logs in ")
@@ -149,14 +149,13 @@ def serving(addr: str) -> bool:
 
 
 def assert_all_gone(pids: list[int], ports: list[int], data_dir: Path, postgres_pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def gone() -> None:
         alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-        if not alive and not psutil.pid_exists(postgres_pid):
-            break
-        time.sleep(0.1)
-    assert alive == [], f"processes left running: {alive}"
-    assert not psutil.pid_exists(postgres_pid), "the embedded Postgres was left running"
+        assert alive == [], f"processes left running: {alive}"
+        assert not psutil.pid_exists(postgres_pid), "the embedded Postgres was left running"
+
+    eventually_sync(gone, timeout_s=10, interval_s=0.1)
     assert postmaster_pid(data_dir) is None
     assert [port for port in ports if not port_is_free(port)] == []
 
@@ -244,11 +243,12 @@ def test_children_do_not_outlive_a_launcher_that_is_killed(launcher_factory) -> 
     ports = launcher.ports()
     launcher.process.kill()  # SIGKILL: no handler runs, no clean-up code
     launcher.process.wait(10)
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in children):
-        time.sleep(0.2)
-    alive = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-    assert alive == [], "services kept running, holding their ports, after the launcher died"
+
+    def children_gone() -> None:
+        alive = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+        assert alive == [], "services kept running, holding their ports, after the launcher died"
+
+    eventually_sync(children_gone, timeout_s=40, interval_s=0.2)
     assert [port for port in ports if not port_is_free(port)] == []
     # The postmaster is not our child (pg_ctl daemonises it); the next launcher on this data
     # directory joins it and stops it (pgserver's stale handle of the killed launcher is dropped).

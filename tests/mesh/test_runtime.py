@@ -20,8 +20,8 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import SERVICES, Mesh, free_port
 from meshctl.processes import ROOT
-from tests.conftest import unique_email
-from tests.support.users import MeshUser
+from tests.support.users import MeshUser, unique_email
+from tests.support.waiting import eventually
 
 SERVICE_NAMES = {
     "auth": "agentmesh.auth.v1.AuthService",
@@ -191,12 +191,13 @@ async def test_logs_carry_the_request_id_and_the_user_id(mesh: Mesh, auth_stub, 
             metadata=(*user.metadata, ("x-request-id", request_id)),
         )
     log_path = mesh.log_dir / "auth.log"
-    for _ in range(50):
+
+    async def logged() -> list[str]:
         lines = [line for line in log_path.read_text().splitlines() if request_id in line]
-        if lines:
-            break
-        await asyncio.sleep(0.1)
-    assert lines, "no log line carries the request id"
+        assert lines, "no log line carries the request id"
+        return lines
+
+    lines = await eventually(logged, timeout_s=5, interval_s=0.1)
     assert "rpc_failed" in lines[0]
     assert user.user_id in lines[0]
     assert user.access_token not in log_path.read_text()

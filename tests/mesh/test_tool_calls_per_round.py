@@ -24,7 +24,7 @@ LIMIT = 2
 @pytest.fixture(scope="module")
 def limited_agent(mesh: Mesh) -> Iterator[ChildProcess]:
     if "agent" not in mesh.processes:
-        pytest.skip("needs the agent service")
+        pytest.skip("MESH_ONLY leaves out the agent service")
     agent = mesh.start_service("agent", instance="-toolcap", MAX_TOOL_CALLS_PER_ROUND=str(LIMIT))
     yield agent
     agent.stop()

@@ -12,6 +12,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from offline_llm import OfflineLLMSettings, serve_in_process
+from tests.support.waiting import eventually
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -139,11 +140,12 @@ async def test_client_disconnect_mid_stream_is_counted_and_stops_generation(
             if events == 3:
                 break
 
-    for _ in range(50):
+    async def disconnected() -> dict:
         counters = await stats(control)
-        if counters["client_disconnects"]:
-            break
-        await asyncio.sleep(0.05)
+        assert counters["client_disconnects"], "the server has not noticed the disconnect yet"
+        return counters
+
+    counters = await eventually(disconnected, timeout_s=2.5)
     assert counters["client_disconnects"] == 1
     assert counters["streams_started"] == 1
     assert counters["streams_completed"] == 0

@@ -34,7 +34,7 @@ def other_spellings(value: str) -> list[str]:
 async def stubs(mesh: Mesh) -> AsyncIterator[dict[str, object]]:
     missing = {"sessions", "agent", "memory", "evals"} - set(mesh.processes)
     if missing:
-        pytest.skip(f"needs the whole mesh; not running: {sorted(missing)}")
+        pytest.skip(f"MESH_ONLY leaves out {sorted(missing)}; this test needs the whole mesh")
     channels = {name: grpc.aio.insecure_channel(mesh.addr(name)) for name in ("sessions", "agent", "memory", "evals")}
     yield {
         "sessions": sessions_pb2_grpc.SessionServiceStub(channels["sessions"]),

@@ -22,7 +22,7 @@ PASSWORD = "Corr3ct-Horse!"
 @pytest.fixture
 async def http(mesh: Mesh) -> AsyncIterator[httpx.AsyncClient]:
     if not mesh.gateway_url or not {"sessions", "memory"} <= set(mesh.processes):
-        pytest.skip("needs the gateway, sessions and memory")
+        pytest.skip("MESH_ONLY leaves out the gateway, sessions or memory")
     async with httpx.AsyncClient(base_url=mesh.gateway_url, timeout=30) as client:
         email = f"forms-{uuid.uuid4().hex[:12]}@example.com"
         registered = await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})

@@ -218,7 +218,7 @@ async def test_sweeper_deletes_an_expired_session_with_its_conversation(
     mesh: Mesh, sessions, db, user: MeshUser
 ) -> None:
     if "agent" not in mesh.processes:
-        pytest.skip("needs the agent service")
+        pytest.skip("MESH_ONLY leaves out the agent service")
     sweeper = mesh.start_service("sessions", instance="-sweep-agent", SESSION_SWEEP_INTERVAL_S="0.2")
     try:
         async with grpc.aio.insecure_channel(mesh.addr("agent")) as channel:

@@ -44,7 +44,7 @@ async def test_create_get_rename_list_delete(sessions, user: MeshUser, mesh: Mes
     assert [s.session_id for s in listed.sessions] == [created.session_id]
 
     if "agent" not in mesh.processes:
-        pytest.skip("deleting a session clears its conversation in the agent service, which is not running")
+        pytest.skip("MESH_ONLY leaves out the agent, which deleting a session clears the conversation in")
     await sessions.DeleteSession(
         sessions_pb2.DeleteSessionRequest(session_id=created.session_id), metadata=user.metadata
     )

@@ -26,3 +26,7 @@ async def register_user(stub: auth_pb2_grpc.AuthServiceStub, *, email: str | Non
     email = email or f"user-{uuid.uuid4().hex[:12]}@example.com"
     response = await stub.Register(auth_pb2.RegisterRequest(email=email, password=MeshUser.PASSWORD))
     return MeshUser(response.user.id, email, response.tokens.access_token, response.tokens.refresh_token)
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"

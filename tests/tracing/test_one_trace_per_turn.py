@@ -5,7 +5,6 @@ the LLM call, all exported over OTLP/gRPC to a receiver on loopback."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from meshctl.mesh import Mesh
+from tests.support.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,15 +87,15 @@ def test_one_chat_turn_is_one_trace_across_every_hop(traced_mesh: Mesh, receiver
         )
         assert reply.status_code == 200, reply.text
     wanted = {"agentmesh-gateway", "agentmesh-agent", "agentmesh-sessions", "agentmesh-memory", "agentmesh-evals"}
-    deadline = time.monotonic() + 30
-    spans: list[tuple[str, object]] = []
-    while time.monotonic() < deadline:
+
+    def exported() -> list[tuple[str, object]]:
         spans = servicer.by_trace(bytes.fromhex(trace_id))
-        if wanted <= {service for service, _ in spans} and any(s.name.startswith("chat ") for _, s in spans):
-            break
-        time.sleep(0.3)
-    services = {service for service, _ in spans}
-    assert wanted <= services, f"trace {trace_id} has spans from {sorted(services)}"
+        services = {service for service, _ in spans}
+        assert wanted <= services, f"trace {trace_id} has spans from {sorted(services)}"
+        assert any(s.name.startswith("chat ") for _, s in spans), "no chat span yet"  # type: ignore[attr-defined]
+        return spans
+
+    spans = eventually_sync(exported, timeout_s=30, interval_s=0.3)
     names = {span.name for _, span in spans}  # type: ignore[attr-defined]
     assert "/agentmesh.agent.v1.AgentService/Chat" in names
     assert any(name.startswith("chat ") for name in names), names  # the LLM call (llm_span)
