@@ -22,11 +22,12 @@ from services.agent.erasure import UserErasure
 from services.agent.executor import RunExecutor
 from services.agent.graph import build_agent_graph
 from services.agent.langfuse_tracing import LangfuseTracing
+from services.agent.local_runs import RunSettings
 from services.agent.long_term_memory import LongTermMemory
 from services.agent.outbox import OutboxDelivery
 from services.agent.pg_pool import dedicated_connection, ping_pool
 from services.agent.run_store import RunStore
-from services.agent.runs import Runs, RunSettings
+from services.agent.runs import Runs
 from services.agent.server import SERVICE_METHODS, AgentServicer
 from services.agent.session_access import SessionAccess
 from services.agent.settings import AgentSettings

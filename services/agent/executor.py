@@ -44,7 +44,8 @@ from services.agent.long_term_memory import LongTermMemory
 from services.agent.outbox import OutboxDelivery, OutboxItem, memory_write, trace_record
 from services.agent.run_events import RunChannel
 from services.agent.run_messages import interrupt_event
-from services.agent.run_store import NewInterrupt, RunOutcome, RunRow, RunStore
+from services.agent.run_rows import NewInterrupt, RunOutcome, RunRow
+from services.agent.run_store import RunStore
 
 log = get_logger(__name__)
 

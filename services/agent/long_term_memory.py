@@ -13,7 +13,7 @@ from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from runtime.clients import open_channel
 from runtime.logging import get_logger
 from services.agent import metrics
-from services.agent.run_store import RunRow
+from services.agent.run_rows import RunRow
 from services.agent.settings import AgentSettings
 
 log = get_logger(__name__)

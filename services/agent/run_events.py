@@ -25,15 +25,9 @@ from agentmesh.agent.v1 import agent_pb2
 from runtime.logging import get_logger
 from services.agent import metrics
 from services.agent.outbox import OutboxItem
-from services.agent.run_store import (
-    CHANNEL,
-    NOTE_CANCEL,
-    NOTE_EVENTS,
-    InterruptRow,
-    RunOutcome,
-    RunRow,
-    RunStore,
-)
+from services.agent.run_event_queries import CHANNEL, NOTE_CANCEL, NOTE_EVENTS
+from services.agent.run_rows import InterruptRow, RunOutcome, RunRow
+from services.agent.run_store import RunStore
 
 log = get_logger(__name__)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentmesh.agent.v1 import agent_pb2
-from services.agent.run_store import InterruptRow, RunRow
+from services.agent.run_rows import InterruptRow, RunRow
 
 STATUSES = {
     "pending": agent_pb2.RUN_STATUS_PENDING,

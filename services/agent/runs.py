@@ -1,6 +1,6 @@
 """Runs as resources: create (with a double-texting strategy), get, list, follow,
-cancel; and the replica's share of the shared work: renewing its leases, failing runs
-whose replica died, starting queued runs, pruning old events, draining at shutdown.
+cancel, resume after a decision. Executing them is `local_runs`, the replica's share of
+the shared work `run_maintenance`.
 
 Which replica executes a run does not matter to its clients: they follow the run's
 event log, from memory when the run executes here, from Postgres otherwise.
@@ -9,14 +9,10 @@ event log, from memory when the run executes here, from Postgres otherwise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
@@ -34,28 +30,20 @@ from runtime.errors import (
     error_for_status,
 )
 from runtime.ids import parse_id
-from runtime.logging import get_logger
 from runtime.paging import decode_page_token, one_page, page_size
 from runtime.principal import Principal
 from services.agent import metrics
 from services.agent.approvals import ANSWER, APPROVE, EDIT, KIND_QUESTION, REJECT
 from services.agent.checkpoints import Checkpoints
 from services.agent.client_message import user_message_text
-from services.agent.executor import (
-    CANCEL_INTERRUPT,
-    CANCEL_ROLLBACK,
-    CANCEL_SHUTDOWN,
-    Execution,
-    RunExecutor,
-    cancelled_outcome,
-    error_event,
-)
-from services.agent.run_events import RunChannel, RunNotifier, StoredFollow, follow_stored, is_terminal
+from services.agent.executor import CANCEL_INTERRUPT, CANCEL_ROLLBACK, RunExecutor
+from services.agent.local_runs import STOP_WAIT_S, LocalRuns, RunSettings
+from services.agent.run_events import StoredFollow, follow_stored, is_terminal
+from services.agent.run_maintenance import RunMaintenance
 from services.agent.run_messages import DECISION_NAMES
-from services.agent.run_store import InterruptRow, RunOutcome, RunRow, RunStore, SessionBusy
+from services.agent.run_rows import InterruptRow, RunRow
+from services.agent.run_store import RunStore, SessionBusy
 from services.agent.session_access import SessionAccess
-
-log = get_logger(__name__)
 
 STRATEGY_NAMES = {
     agent_pb2.MULTITASK_STRATEGY_UNSPECIFIED: "reject",
@@ -71,24 +59,6 @@ CANCEL_ACTIONS = {
 }
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-# How long CancelRun and ClearHistory wait for a run executing elsewhere to stop.
-STOP_WAIT_S = 10.0
-LOST_MESSAGE = "the agent replica running this turn stopped before it finished; send the message again"
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    lease_s: float
-    events_ttl_s: float
-    flush_interval_s: float
-    max_active_runs_per_user: int
-    max_message_chars: int
-    checkpoints_keep: int
-
-
-def replica_id() -> str:
-    # A restarted process is a new owner: it must not believe it holds its past leases.
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Runs:
@@ -103,22 +73,23 @@ class Runs:
         settings: RunSettings,
     ) -> None:
         self._store = store
-        self._checkpoints = checkpoints
-        self._executor = executor
         self._sessions = sessions
         self._settings = settings
-        self.replica = replica_id()
-        self._notifier = RunNotifier(listen, self._cancel_requested)
-        self._executions: dict[str, tuple[Execution, asyncio.Task[RunRow | None]]] = {}
-        self._background: set[asyncio.Task[object]] = set()
-        self._maintenance: asyncio.Task[None] | None = None
-        self._accepting = True
+        self._local = LocalRuns(
+            store=store, executor=executor, checkpoints=checkpoints, listen=listen, settings=settings
+        )
+        self._maintenance = RunMaintenance(
+            store=store, local=self._local, executor=executor, checkpoints=checkpoints, settings=settings
+        )
+        self._maintenance_task: asyncio.Task[None] | None = None
+
+    @property
+    def replica(self) -> str:
+        return self._local.replica
 
     async def start(self) -> None:
-        self._notifier.start()
-        self._maintenance = asyncio.create_task(self._maintain_forever(), name="run-maintenance")
-
-    # ---- the RPCs' domain -------------------------------------------------------------
+        self._local.notifier.start()
+        self._maintenance_task = self._maintenance.start()
 
     async def create(self, principal: Principal, session_id: str, message: agent_pb2.Message, strategy: int) -> RunRow:
         content = user_message_text(message, self._settings.max_message_chars)
@@ -126,10 +97,10 @@ class Runs:
         if strategy_name is None:
             raise InvalidArgument("multitask_strategy is not a known strategy", reason="STRATEGY_INVALID")
         await self._sessions.require_own(session_id)
-        if not self._accepting:
+        if not self._local.accepting:
             raise Unavailable("this agent replica is shutting down; try again", reason="AGENT_DRAINING")
         try:
-            run = await self._insert(principal, session_id, content, strategy_name, owner=self.replica)
+            run = await self._insert(principal, session_id, content, strategy_name, owner=self._local.replica)
         except SessionBusy:
             if strategy_name == "reject":
                 metrics.run_lock_conflicts_total.inc()
@@ -139,13 +110,13 @@ class Runs:
                     reason="SESSION_BUSY",
                 ) from None
             if strategy_name in ("interrupt", "rollback"):
-                await self._cancel_session_runs(
+                await self._local.cancel_session_runs(
                     session_id, CANCEL_INTERRUPT if strategy_name == "interrupt" else CANCEL_ROLLBACK
                 )
             run = await self._insert(principal, session_id, content, strategy_name, owner=None)
-            self._spawn(self._dispatch(session_id))
+            self._local.spawn(self._local.dispatch(session_id))
             return run
-        self._start(run)
+        self._local.start(run)
         return run
 
     async def _insert(
@@ -187,7 +158,7 @@ class Runs:
         name = CANCEL_ACTIONS.get(action)
         if name is None:
             raise InvalidArgument("action must be INTERRUPT or ROLLBACK", reason="CANCEL_ACTION_INVALID")
-        await self._stop(run, name)
+        await self._local.stop(run, name)
         return await self.get(principal, session_id, run_id)
 
     async def pending_interrupts(self, run: RunRow) -> list[InterruptRow]:
@@ -236,7 +207,7 @@ class Runs:
             if row.decided_by == "system:expired":
                 raise FailedPrecondition("the interrupt expired; it was resolved as REJECT", reason="INTERRUPT_EXPIRED")
             raise FailedPrecondition("the interrupt was already decided otherwise", reason="INTERRUPT_ALREADY_DECIDED")
-        await self._resume_if_ready(run.run_id)
+        await self._local.resume_if_ready(run.run_id)
         return await self.get(principal, session_id, run_id)
 
     @staticmethod
@@ -264,26 +235,6 @@ class Runs:
             raise InvalidArgument("answer is only for ANSWER", reason="ANSWER_INVALID")
         return name, ""
 
-    async def _resume_if_ready(self, run_id: str) -> None:
-        if not self._accepting:
-            return
-        run = await self._store.claim_for_resume(run_id, self.replica)
-        if run is None:
-            return  # still waiting for other decisions, or resumed by another replica
-        rows = await self._store.interrupts(run_id)
-        last_pause = max(row.pause for row in rows)
-        decisions = {
-            row.tool_call_id: {
-                "decision": row.decision,
-                "arguments": json.loads(row.edited_arguments_json) if row.edited_arguments_json else {},
-                "arguments_sha256": row.arguments_sha256,
-                "answer": row.answer,
-            }
-            for row in rows
-            if row.pause == last_pause
-        }
-        self._start(run, resume=decisions)
-
     async def follow(self, run_id: str, after_seq: int) -> AsyncIterator[agent_pb2.ChatEvent]:
         """Every event after `after_seq` exactly once, in order, then live until the run ends."""
         if after_seq < 0:
@@ -291,10 +242,9 @@ class Runs:
         position = StoredFollow(last_seq=after_seq)
         source = ""
         while True:
-            local = self._executions.get(run_id)
-            if local is not None:
+            channel = self._local.channel(run_id)
+            if channel is not None:
                 source = source or "local"
-                channel = local[0].channel
                 # A resumed run's channel starts after its pause: the events before are stored.
                 while position.last_seq < channel.first_seq - 1:
                     earlier = await self._store.events_after(run_id, position.last_seq)
@@ -309,7 +259,7 @@ class Runs:
                     yield event
                 break
             source = source or "stored"
-            async for event in follow_stored(self._store, self._notifier, run_id, position):
+            async for event in follow_stored(self._store, self._local.notifier, run_id, position):
                 yield event
             if position.done:
                 break
@@ -320,19 +270,19 @@ class Runs:
 
         def on_done(_: object) -> None:
             # A call that ended normally has seen the run's last event: stopping it is a no-op.
-            self._spawn(self._stop_by_id(run.run_id, CANCEL_INTERRUPT))
+            self._local.spawn(self._stop_by_id(run.run_id, CANCEL_INTERRUPT))
 
         rpc.add_done_callback(on_done)
 
     async def _stop_by_id(self, run_id: str, action: str) -> None:
         run = await self._store.get(run_id)
         if run is not None:
-            await self._stop(run, action)
+            await self._local.stop(run, action)
 
     async def stop_session(self, session_id: str) -> None:
         """Rolls back every pending and running run of the session and waits for them to end
         (before its conversation is cleared); ABORTED if one will not stop in time."""
-        await self._cancel_session_runs(session_id, CANCEL_ROLLBACK)
+        await self._local.cancel_session_runs(session_id, CANCEL_ROLLBACK)
         deadline = time.monotonic() + STOP_WAIT_S
         while await self._store.active_in_session(session_id):
             if time.monotonic() > deadline:
@@ -342,209 +292,11 @@ class Runs:
     async def delete_session_runs(self, session_id: str) -> None:
         await self._store.delete_session_runs(session_id)
 
-    # ---- executing ---------------------------------------------------------------------
-
-    def _start(self, run: RunRow, resume: dict[str, object] | None = None) -> None:
-        channel = RunChannel(
-            run, self._store, flush_interval_s=self._settings.flush_interval_s, first_seq=run.last_seq + 1
-        )
-        execution = Execution(channel=channel)
-        task = asyncio.create_task(self._executor.execute(run, execution, resume), name=f"run-{run.run_id}")
-        self._executions[run.run_id] = (execution, task)
-        task.add_done_callback(lambda _: self._ended(run))
-
-    def _ended(self, run: RunRow) -> None:
-        self._executions.pop(run.run_id, None)
-        self._spawn(self._prune(run.session_id))
-        if self._accepting:
-            self._spawn(self._dispatch(run.session_id))
-
-    async def _prune(self, session_id: str) -> None:
-        if not self._settings.checkpoints_keep:
-            return
-        try:
-            await self._checkpoints.prune(session_id)
-        except psycopg.Error as exc:  # e.g. a serialization failure against the next turn: the sweeper retries
-            log.warning("checkpoint_prune_failed", session_id=session_id, error=type(exc).__name__)
-
-    async def _dispatch(self, session_id: str) -> None:
-        """Starts the session's oldest pending run here, if no run of it is running."""
-        if not self._accepting:
-            return
-        try:
-            run = await self._store.claim_next(session_id, self.replica)
-        except psycopg.Error as exc:
-            log.warning("run_dispatch_failed", session_id=session_id, error=type(exc).__name__)
-            return
-        if run is not None:
-            self._start(run)
-
-    async def _stop(self, run: RunRow, action: str) -> None:
-        if run.status == "pending":
-            outcome, last = cancelled_outcome(action)
-            last.run_id, last.seq = run.run_id, 1
-            await self._store.cancel_pending(run.run_id, outcome, last.SerializeToString())
-            self._notifier.wake(run.run_id)
-            return
-        if run.status == "interrupted":
-            await self._end_paused(run, action)
-            return
-        if run.status != "running":
-            return
-        if not self._cancel_local(run.run_id, action):
-            await self._store.request_cancel(run.run_id, action)
-        deadline = time.monotonic() + STOP_WAIT_S
-        while time.monotonic() < deadline:
-            current = await self._store.get(run.run_id)
-            if current is None or current.ended:
-                return
-            waiter = self._notifier.waiter(run.run_id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), 0.5)
-
-    async def _end_paused(self, run: RunRow, action: str) -> None:
-        """Cancels a run waiting for a person: nothing executes it, so this replica ends it."""
-        if action != CANCEL_ROLLBACK:
-            await self._executor.keep_interrupted(run, await self._streamed_text(run))
-        outcome, last = cancelled_outcome(action)
-        last.run_id, last.seq = run.run_id, run.last_seq + 1
-        await self._store.finish(
-            run.run_id, outcome, [(last.seq, last.SerializeToString())], from_statuses=("interrupted",)
-        )
-        self._notifier.wake(run.run_id)
-        self._spawn(self._dispatch(run.session_id))
-
-    async def _cancel_session_runs(self, session_id: str, action: str) -> None:
-        for run in await self._store.active_in_session(session_id):
-            if run.status in ("pending", "interrupted"):
-                await self._stop(run, action)
-            elif not self._cancel_local(run.run_id, action):
-                await self._store.request_cancel(run.run_id, action)
-
-    def _cancel_local(self, run_id: str, action: str) -> bool:
-        local = self._executions.get(run_id)
-        if local is None:
-            return False
-        execution, task = local
-        if execution.cancel_action is None:
-            execution.cancel_action = action
-            task.cancel()
-        return True
-
-    def _cancel_requested(self, run_id: str, action: str) -> None:
-        self._cancel_local(run_id, action or CANCEL_INTERRUPT)
-
-    # ---- the replica's share of the shared work ----------------------------------------
-
-    async def _maintain_forever(self) -> None:
-        tick_s = min(1.0, self._settings.lease_s / 3)
-        renew_every_s = self._settings.lease_s / 3
-        prune_every_s = max(1.0, min(60.0, self._settings.events_ttl_s / 4))
-        last_renew = last_prune = 0.0
-        while True:
-            await asyncio.sleep(tick_s)
-            now = time.monotonic()
-            try:
-                if now - last_renew >= renew_every_s:
-                    last_renew = now
-                    await self._renew()
-                await self._fail_lost_runs()
-                await self._dispatch_pending()
-                await self._resume_decided()
-                if now - last_prune >= prune_every_s:
-                    last_prune = now
-                    pruned = await self._store.prune_events(self._settings.events_ttl_s)
-                    if pruned:
-                        log.info("run_events_pruned", runs=pruned)
-                    threads = await self._checkpoints.prune_overgrown() if self._settings.checkpoints_keep else 0
-                    if threads:
-                        log.info("checkpoints_pruned", threads=threads)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("run_maintenance_failed", error=type(exc).__name__)
-
-    async def _renew(self) -> None:
-        if not self._executions:
-            return
-        for run_id, action in (await self._store.renew_leases(self.replica, list(self._executions))).items():
-            if action:  # a cancel whose notification this replica missed
-                self._cancel_local(run_id, action)
-
-    async def _fail_lost_runs(self) -> None:
-        for run_id in await self._store.expired_leases(limit=20):
-            run = await self._store.take_over_lost(run_id, self.replica)
-            if run is None:
-                continue
-            text = await self._streamed_text(run)
-            await self._executor.keep_interrupted(run, text)
-            last = error_event(grpc.StatusCode.UNAVAILABLE, LOST_MESSAGE, "RUN_LOST")
-            last.run_id, last.seq = run.run_id, run.last_seq + 1
-            outcome = RunOutcome(
-                status="failed",
-                error_code=grpc.StatusCode.UNAVAILABLE.value[0],
-                error_message=LOST_MESSAGE,
-                error_reason="RUN_LOST",
-            )
-            await self._store.finish(run.run_id, outcome, [(last.seq, last.SerializeToString())])
-            metrics.runs_lost_total.inc()
-            log.warning("run_lost", run_id=run.run_id, session_id=run.session_id, lost_owner=run.lease_owner)
-            self._spawn(self._dispatch(run.session_id))
-
-    async def _streamed_text(self, run: RunRow) -> str:
-        text: list[str] = []
-        after = 0
-        while batch := await self._store.events_after(run.run_id, after):
-            for seq, data in batch:
-                event = agent_pb2.ChatEvent.FromString(data)
-                if event.WhichOneof("event") == "token":
-                    text.append(event.token.text)
-                after = seq
-        return "".join(text)
-
-    async def _resume_decided(self) -> None:
-        """Interrupts past their expiry are resolved as REJECT; paused runs whose every
-        interrupt is decided (also by a replica that died before resuming) go on here."""
-        if not self._accepting:
-            return
-        expired = await self._store.expire_interrupts(limit=50)
-        if expired:
-            metrics.decisions_total.labels(decision="expired").inc(len(expired))
-        for run_id in expired | set(await self._store.interrupted_runs_ready(limit=20)):
-            await self._resume_if_ready(run_id)
-
-    async def _dispatch_pending(self) -> None:
-        if not self._accepting:
-            return
-        for session_id in await self._store.sessions_with_pending_runs(limit=20):
-            await self._dispatch(session_id)
-
-    def _spawn(self, work: Awaitable[object]) -> None:
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def drain(self, grace_s: float) -> None:
-        """SIGTERM: take no new runs, let the ones here finish within most of the grace,
-        then end the rest (kept in history as interrupted, FAILED with a clear error) so
-        that every follower sees a last event before the server stops."""
-        self._accepting = False
-        tasks = [task for _, task in self._executions.values()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=max(0.0, grace_s * 0.8 - 1.0))
-        for run_id in list(self._executions):
-            self._cancel_local(run_id, CANCEL_SHUTDOWN)
-        remaining = [task for _, task in self._executions.values()]
-        if remaining:
-            await asyncio.wait(remaining, timeout=max(1.0, grace_s * 0.2))
+        await self._local.drain(grace_s)
 
     async def close(self) -> None:
-        self._accepting = False
-        tasks = [task for _, task in self._executions.values()] + list(self._background)
-        if self._maintenance is not None:
-            tasks.append(self._maintenance)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self._notifier.close()
+        await self._local.close(*([self._maintenance_task] if self._maintenance_task is not None else []))
 
 
 def ending_error(event: agent_pb2.ChatEvent) -> DomainError | None:
