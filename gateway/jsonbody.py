@@ -1,4 +1,5 @@
-"""Reading a JSON request body safely, and checking its shape against the request message.
+"""Reading a JSON request body safely, checking its shape against the request message, and
+merging JSON values into that message (the body, and the query and path values as JSON).
 
 `json.loads` alone lets through what later code chokes on: nesting deep enough to exhaust the
 stack (RecursionError, a 500), integers with thousands of digits, NaN, duplicate keys (which one
@@ -13,7 +14,8 @@ import json
 from typing import Any
 
 from google.api import field_behavior_pb2
-from google.protobuf import descriptor
+from google.protobuf import descriptor, json_format
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
 from gateway.errors import GatewayError, invalid_argument
@@ -23,7 +25,7 @@ FieldDescriptor = descriptor.FieldDescriptor
 # Our messages nest a few levels; protobuf's own parser stops at 100.
 MAX_JSON_DEPTH = 32
 
-_INTEGER_TYPES = {
+INTEGER_TYPES = {
     FieldDescriptor.TYPE_INT32,
     FieldDescriptor.TYPE_INT64,
     FieldDescriptor.TYPE_UINT32,
@@ -35,7 +37,7 @@ _INTEGER_TYPES = {
     FieldDescriptor.TYPE_SFIXED32,
     FieldDescriptor.TYPE_SFIXED64,
 }
-_FLOAT_TYPES = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE}
+FLOAT_TYPES = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE}
 _RANGES = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
@@ -211,7 +213,7 @@ def _expected(field: FieldDescriptor) -> str:
         return "a base64 string"
     if field.type == FieldDescriptor.TYPE_BOOL:
         return "true or false"
-    if field.type in _INTEGER_TYPES:
+    if field.type in INTEGER_TYPES:
         low, high = _RANGES[field.type]
         return f"an integer from {low} to {high}"
     return "a number"
@@ -236,7 +238,7 @@ def _check_single(field: FieldDescriptor, value: Any, path: str) -> Any:
         ok = isinstance(value, str)
     elif kind == FieldDescriptor.TYPE_BOOL:
         ok = isinstance(value, bool)
-    elif kind in _INTEGER_TYPES:
+    elif kind in INTEGER_TYPES:
         ok = _integer_in_range(kind, value)
     else:  # float, double: numbers, or the strings proto3 JSON allows ("NaN", "1.5")
         ok = isinstance(value, int | float | str) and not isinstance(value, bool)
@@ -253,10 +255,16 @@ def _enum_value(field: FieldDescriptor, value: Any, path: str) -> Any:
     elif isinstance(value, str):
         if value in enum.values_by_name:
             return value
-        short = [v.name for v in enum.values if v.name.endswith("_" + value)]
-        if len(short) == 1:
-            return short[0]
+        full = full_enum_name(enum, value)
+        if full is not None:
+            return full
     raise _wrong_shape(path, _expected(field), value)
+
+
+def full_enum_name(enum: descriptor.EnumDescriptor, short: str) -> str | None:
+    """`MULTITASK_STRATEGY_ENQUEUE` for `ENQUEUE`: the one value whose name ends in `_<short>`, if just one does."""
+    matches = [v.name for v in enum.values if v.name.endswith("_" + short)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _integer_in_range(kind: int, value: Any) -> bool:
@@ -276,3 +284,34 @@ def _integer_in_range(kind: int, value: Any) -> bool:
         return False
     low, high = _RANGES[kind]
     return low <= value <= high
+
+
+def merge_json_body(message: Message, body_field: str, body: bytes) -> None:
+    """Sets the request fields the JSON body carries: all of them for `*`, else the one named `body_field`."""
+    value = load_json(body)
+    if body_field == "*":
+        if not isinstance(value, dict):
+            raise invalid_argument(
+                f"request body must be {describe_message(message.DESCRIPTOR)}, not {type(value).__name__}",
+                reason="MALFORMED_JSON",
+            )
+        check_shape(value, message.DESCRIPTOR)
+        parse_dict(value, message)
+        return
+    wrapped: Any = value
+    for name in reversed(body_field.split(".")):
+        wrapped = {name: wrapped}
+    check_shape(wrapped, message.DESCRIPTOR)
+    parse_dict(wrapped, message)
+
+
+def parse_dict(value: dict[str, Any], message: Message) -> None:
+    """Merges a proto3 JSON value into the message; a value json_format refuses is a 400."""
+    if not value:
+        return
+    try:
+        json_format.ParseDict(value, message, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise invalid_argument(str(exc), reason="INVALID_FIELD_VALUE") from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise invalid_argument(f"invalid request: {exc}", reason="INVALID_FIELD_VALUE") from exc

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 
 from gateway.descriptors import HttpBinding
 from gateway.errors import GatewayError, invalid_argument
-from gateway.jsonbody import check_shape, describe_message, load_json
+from gateway.jsonbody import FLOAT_TYPES, INTEGER_TYPES, full_enum_name, merge_json_body, parse_dict
 
 FieldDescriptor = descriptor.FieldDescriptor
 
@@ -32,20 +32,6 @@ _WRAPPER_TYPES = {
 # OAuth2 token-request parameters (RFC 6749 sections 2.3.1 and 4.3.2) that a password-grant form may
 # carry even when the request message does not model them; every other unknown form field is an error.
 OAUTH2_IGNORED_FORM_FIELDS = frozenset({"scope", "client_id", "client_secret"})
-
-_INT_TYPES = {
-    FieldDescriptor.TYPE_INT32,
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT32,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT32,
-    FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED32,
-    FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED32,
-    FieldDescriptor.TYPE_SFIXED64,
-}
-_FLOAT_TYPES = {FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE}
 
 
 def media_type(content_type: str | None) -> str:
@@ -79,7 +65,7 @@ def build_request(
             consumed.add(binding.body)
         if body.strip() or form:
             if is_json(media):
-                _merge_json_body(message, binding.body, body)
+                merge_json_body(message, binding.body, body)
             elif media in FORM_TYPES and binding.body == "*":
                 pairs = form if form is not None else _parse_urlencoded(body)
                 _merge_params(message, pairs, consumed=set(path_variables), ignored=OAUTH2_IGNORED_FORM_FIELDS)
@@ -105,26 +91,8 @@ def build_request(
     for field_path, text in path_variables.items():
         fields = _resolve(request_descriptor, field_path.split("."), field_path)
         _assign(path_dict, fields, [text], field_path)
-    _parse_dict(path_dict, message)
+    parse_dict(path_dict, message)
     return message
-
-
-def _merge_json_body(message: Message, body_field: str, body: bytes) -> None:
-    value = load_json(body)
-    if body_field == "*":
-        if not isinstance(value, dict):
-            raise invalid_argument(
-                f"request body must be {describe_message(message.DESCRIPTOR)}, not {type(value).__name__}",
-                reason="MALFORMED_JSON",
-            )
-        check_shape(value, message.DESCRIPTOR)
-        _parse_dict(value, message)
-        return
-    wrapped: Any = value
-    for name in reversed(body_field.split(".")):
-        wrapped = {name: wrapped}
-    check_shape(wrapped, message.DESCRIPTOR)
-    _parse_dict(wrapped, message)
 
 
 # More parameters than any request message has fields; a flood is refused, not parsed.
@@ -181,7 +149,7 @@ def _merge_params(
                     f"parameter {key!r} is already bound by the path or body", reason="UNKNOWN_FIELD"
                 )
         _assign(tree, fields, values, key)
-    _parse_dict(tree, message)
+    parse_dict(tree, message)
 
 
 def _resolve(message: descriptor.Descriptor, names: list[str], key: str) -> list[FieldDescriptor]:
@@ -237,12 +205,12 @@ def _scalar(field: FieldDescriptor, text: str, key: str) -> Any:
             if lowered in ("false", "0"):
                 return False
             raise ValueError(text)
-        if kind in _INT_TYPES:
+        if kind in INTEGER_TYPES:
             # int() also reads other scripts' digits and thousands of them; JSON numbers do neither.
             if not text.strip().lstrip("-").isascii() or len(text) > 24:
                 raise ValueError(text)
             return int(text)
-        if kind in _FLOAT_TYPES:
+        if kind in FLOAT_TYPES:
             if len(text) > 64:
                 raise ValueError(text)
             return float(text)
@@ -251,22 +219,9 @@ def _scalar(field: FieldDescriptor, text: str, key: str) -> Any:
     if kind == FieldDescriptor.TYPE_ENUM:
         if text.lstrip("-").isascii() and text.lstrip("-").isdigit() and len(text) < 12:
             return int(text)
-        enum = target.enum_type
-        short = [v.name for v in enum.values if v.name.endswith("_" + text)]
-        if text not in enum.values_by_name and len(short) == 1:
-            return short[0]
+        if text not in target.enum_type.values_by_name:
+            return full_enum_name(target.enum_type, text) or text
     return text
-
-
-def _parse_dict(value: dict[str, Any], message: Message) -> None:
-    if not value:
-        return
-    try:
-        json_format.ParseDict(value, message, ignore_unknown_fields=False)
-    except json_format.ParseError as exc:
-        raise invalid_argument(str(exc), reason="INVALID_FIELD_VALUE") from exc
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise invalid_argument(f"invalid request: {exc}", reason="INVALID_FIELD_VALUE") from exc
 
 
 def response_json(message: Message, response_body: str, *, emit_unpopulated: bool) -> Any:
