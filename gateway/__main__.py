@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.settings import load_gateway_settings
+from runtime.entrypoint import exit_on_configuration_error
 from runtime.logging import configure_logging
 from runtime.tracing import configure_gateway_tracing, shutdown_tracing
 
@@ -58,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_configuration_error(main)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from runtime.embedded_pg import embedded_database_url
@@ -115,7 +115,7 @@ class Database:
     url: str
     schema: str
     engine: AsyncEngine
-    sessions: async_sessionmaker
+    sessions: async_sessionmaker[AsyncSession]
 
     async def close(self) -> None:
         await self.engine.dispose()

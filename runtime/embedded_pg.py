@@ -10,30 +10,36 @@ from __future__ import annotations
 import subprocess
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pgserver.postgres_server import PostgresServer
 
 # pgserver gives pg_ctl 10 s to start the server; on a loaded machine the server may still
 # be coming up when that expires, and the next attempt finds it running.
 START_ATTEMPTS = 4
 
 _lock = threading.Lock()
-_servers: dict[Path, object] = {}
+_servers: dict[Path, PostgresServer] = {}
 
 
 def embedded_database_url(data_dir: Path) -> str:
     """Starts (or joins) the embedded server; blocking, so call it off the event loop."""
-    import pgserver  # imported lazily: production images never start it
-
     pgdata = (data_dir / "pgdata").resolve()
     with _lock:
         server = _servers.get(pgdata)
         if server is None:
             pgdata.parent.mkdir(parents=True, exist_ok=True)
-            for attempt in range(START_ATTEMPTS):
-                try:
-                    server = pgserver.get_server(pgdata, cleanup_mode="stop")
-                    break
-                except subprocess.TimeoutExpired:
-                    if attempt == START_ATTEMPTS - 1:
-                        raise
-            _servers[pgdata] = server
-        return server.get_uri()  # type: ignore[attr-defined]
+            server = _servers[pgdata] = _start(pgdata)
+        return server.get_uri()
+
+
+def _start(pgdata: Path) -> PostgresServer:
+    from pgserver.postgres_server import get_server  # imported lazily: production images never start it
+
+    for _ in range(START_ATTEMPTS - 1):
+        try:
+            return get_server(pgdata, cleanup_mode="stop")
+        except subprocess.TimeoutExpired:
+            continue
+    return get_server(pgdata, cleanup_mode="stop")

@@ -135,7 +135,8 @@ def upstream_error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInf
             return None
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
-            if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+            # Unpack is False for a detail of another type.
+            if detail.Unpack(info):
                 return info
     return None
 

@@ -12,9 +12,10 @@ import sys
 
 import structlog
 from opentelemetry import trace
+from structlog.typing import EventDict
 
 
-def _add_trace_ids(_: object, __: str, event: dict) -> dict:
+def _add_trace_ids(_: object, __: str, event: EventDict) -> EventDict:
     ctx = trace.get_current_span().get_span_context()
     if ctx.is_valid:
         event.setdefault("trace_id", format(ctx.trace_id, "032x"))
@@ -47,4 +48,5 @@ def configure_logging(*, service: str, level: str, fmt: str) -> None:
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

@@ -49,11 +49,11 @@ class Principal:
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 
 
-def set_principal(principal: Principal | None) -> contextvars.Token:
+def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
     return _current.set(principal)
 
 
-def reset_principal(token: contextvars.Token) -> None:
+def reset_principal(token: contextvars.Token[Principal | None]) -> None:
     _current.reset(token)
 
 

@@ -61,24 +61,30 @@ def _check(message: Message, prefix: str, depth: int) -> None:
             _check_value(field, value, path, depth)
 
 
-def _check_map(field: FieldDescriptor, value: object, path: str, depth: int) -> None:
-    key_field = field.message_type.fields_by_name["key"]
-    value_field = field.message_type.fields_by_name["value"]
-    for key, item in value.items():  # type: ignore[attr-defined]
+def _check_map(field: FieldDescriptor, value: Any, path: str, depth: int) -> None:
+    entry = field.message_type
+    assert entry is not None  # _is_map said so
+    key_field = entry.fields_by_name["key"]
+    value_field = entry.fields_by_name["value"]
+    for key, item in value.items():
         # The key is user content: the path says only that it is a key of this map.
         _check_value(key_field, key, f"{path} (a key)", depth)
         _check_value(value_field, item, f"{path}[...]", depth)
 
 
-def _check_value(field: FieldDescriptor, value: object, path: str, depth: int) -> None:
+# `value: Any`: its Python type follows `field.type` (str, int, Message, ...), which only the
+# branches below know.
+def _check_value(field: FieldDescriptor, value: Any, path: str, depth: int) -> None:
     kind = field.type
     if kind == FieldDescriptor.TYPE_STRING:
-        _check_text(value, path)  # type: ignore[arg-type]
+        _check_text(value, path)
     elif kind == FieldDescriptor.TYPE_ENUM:
-        if field.enum_type.values_by_number.get(value) is None:  # type: ignore[arg-type]
-            raise InvalidArgument(f"{path} is not a value of {field.enum_type.full_name}", reason=INVALID_ENUM_VALUE)
+        enum = field.enum_type
+        assert enum is not None  # every enum field has its enum's descriptor
+        if enum.values_by_number.get(value) is None:
+            raise InvalidArgument(f"{path} is not a value of {enum.full_name}", reason=INVALID_ENUM_VALUE)
     elif kind in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
-        _check(value, path + ".", depth + 1)  # type: ignore[arg-type]
+        _check(value, path + ".", depth + 1)
 
 
 def _check_text(text: str, path: str) -> None:
@@ -128,7 +134,7 @@ def crash_report(exc: BaseException) -> dict[str, object]:
     happened (file, line, code), never its message. Messages carry values: asyncpg's
     "invalid input for query argument $1: '<the user's text>'", a KeyError's key, a parser's input.
     """
-    causes = []
+    causes: list[str] = []
     cause = exc.__cause__ or exc.__context__
     while cause is not None and len(causes) < 5:
         causes.append(type(cause).__qualname__)

@@ -1,20 +1,25 @@
 """Settings every service shares, read from the environment and `.env.<APP_ENV>` files.
 
 Precedence (highest first): real environment variables, `.env.<APP_ENV>.local`,
-`.env.<APP_ENV>`, `.env`. A missing or malformed setting stops the process at start-up
-with a message naming it; values are never echoed for secrets.
+`.env.<APP_ENV>`, `.env`. A missing or malformed setting is a SettingsError naming it (values
+are never echoed for secrets); the process's entry point turns it into a message and a non-zero
+exit (runtime.entrypoint).
+
+CommonSettings is what every service's process reads; the parts only some services use are
+mixins their settings classes add: runtime.llm_settings.LLMSettings (agent, memory, evals),
+runtime.langfuse_settings.LangfuseSettings (agent, evals).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 AppEnv = Literal["development", "test", "staging", "production"]
 # OTEL_TRACES_SAMPLER values the OpenTelemetry SDK knows.
@@ -120,9 +125,6 @@ class CommonSettings(BaseSettings):
     # How outgoing channels balance (read by runtime/clients.py, listed here so a bad
     # value stops the start): round_robin spreads calls over every pod a headless Service names.
     grpc_lb_policy: Literal["round_robin", "pick_first"] = "round_robin"
-    langfuse_public_key: SecretStr | None = None
-    langfuse_secret_key: SecretStr | None = None
-    langfuse_host: str = "https://cloud.langfuse.com"
 
     @property
     def is_production(self) -> bool:
@@ -141,10 +143,6 @@ class CommonSettings(BaseSettings):
         if self.log_format:
             return self.log_format
         return "json" if self.app_env in ("production", "staging") else "console"
-
-    @property
-    def langfuse_enabled(self) -> bool:
-        return bool(self.langfuse_public_key and self.langfuse_secret_key)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Self:
@@ -165,14 +163,20 @@ class CommonSettings(BaseSettings):
 S = TypeVar("S", bound=CommonSettings)
 
 
-class SettingsError(SystemExit):
-    """Stops start-up with a readable list of bad settings (never their values)."""
+class ConfigurationError(Exception):
+    """The process cannot start as configured: a bad setting, a package the configuration needs
+    that is not installed, a database that disagrees with a setting. Library code raises it; the
+    process's entry point (runtime.entrypoint) prints it and exits non-zero, without a traceback."""
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+class SettingsError(ConfigurationError):
+    """A readable list of bad settings (never their values)."""
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
     app_env = os.environ.get("APP_ENV", "development")
     try:
-        return cls(_env_file=env_files(app_env), **overrides)  # type: ignore[call-arg]
+        return cls(_env_file=env_files(app_env), **overrides)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

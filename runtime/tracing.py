@@ -76,9 +76,7 @@ def _not_health_or_reflection() -> Any:
     # trace every few seconds per pod and drown the chat turns.
     from opentelemetry.instrumentation.grpc import filters
 
-    return filters.negate(
-        filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection."))  # type: ignore[arg-type]
-    )
+    return filters.negate(filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection.")))
 
 
 def install_tracer_provider(service_name: str, endpoint: str | None) -> bool:

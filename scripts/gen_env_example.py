@@ -17,10 +17,12 @@ from pydantic_settings import BaseSettings
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# (title, module, class); the shared block comes first and is not repeated per service.
+# (title, module, class); the shared block comes first and is not repeated per service, and
+# neither are the mixins only some services include (LLM, Langfuse).
 SOURCES = [
     ("Every service (runtime)", "runtime.settings", "CommonSettings"),
     ("LLM endpoint (agent, memory, evals)", "runtime.llm_settings", "LLMSettings"),
+    ("Langfuse (agent, evals)", "runtime.langfuse_settings", "LangfuseSettings"),
     ("auth", "services.auth.settings", "AuthSettings"),
     ("sessions", "services.sessions.settings", "SessionsSettings"),
     ("agent", "services.agent.settings", "AgentSettings"),

@@ -12,10 +12,10 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import openai
 from langchain_core.messages import (
@@ -110,7 +110,7 @@ class LLMClient:
             model = ChatOpenAI(
                 model=name,
                 base_url=s.effective_llm_base_url,
-                api_key=s.effective_llm_api_key,  # type: ignore[arg-type]
+                api_key=s.effective_llm_api_key,
                 timeout=s.llm_timeout_s,
                 max_retries=0,
                 stream_usage=True,
@@ -340,7 +340,9 @@ class ModelChain:
         with llm_span(model) as span:
             merged: AIMessageChunk | None = None
             # aclosing: a cancelled turn must close the HTTP stream now, so the server stops generating.
-            async with aclosing(runnable.astream(messages, config=config)) as chunks:
+            # Runnable.astream is an async generator (it has aclose) though annotated AsyncIterator.
+            stream = cast("AsyncGenerator[Any, None]", runnable.astream(messages, config=config))
+            async with aclosing(stream) as chunks:
                 async for chunk in chunks:
                     merged = chunk if merged is None else merged + chunk
                     text = chunk.text

@@ -1,4 +1,4 @@
-"""Settings of the agent service (on top of the shared and the LLM ones)."""
+"""Settings of the agent service (on top of the shared, the LLM and the Langfuse ones)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from runtime.langfuse_settings import LangfuseSettings
 from runtime.llm_settings import LLMSettings
 from runtime.settings import CommonSettings
 
 
-class AgentSettings(CommonSettings, LLMSettings):
+class AgentSettings(CommonSettings, LLMSettings, LangfuseSettings):
     grpc_port: int = Field(default=50053, ge=0, le=65535)
     metrics_port: int = Field(default=9103, ge=0, le=65535)
 

@@ -9,6 +9,7 @@ import asyncio
 import getpass
 import sys
 
+from runtime.entrypoint import exit_on_configuration_error
 from runtime.errors import DomainError
 from runtime.server import run
 from runtime.settings import load_settings
@@ -42,7 +43,7 @@ async def change_role(app: AuthApp, command: str, email: str, role: str) -> int:
     return 0
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m services.auth", description=__doc__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the auth service (the default)")
@@ -59,10 +60,11 @@ def main() -> None:
     if args.command == "rotate-keys":
         asyncio.run(rotate_keys(app))
     elif args.command in ("grant-role", "revoke-role"):
-        sys.exit(asyncio.run(change_role(app, args.command, args.email, args.role)))
+        return asyncio.run(change_role(app, args.command, args.email, args.role))
     else:
         run(app)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_configuration_error(main)

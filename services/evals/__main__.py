@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from runtime.entrypoint import exit_on_configuration_error
 from runtime.server import run
 from runtime.settings import load_settings
 from services.evals.app import EvalsApp
@@ -25,4 +26,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_on_configuration_error(lambda: main(sys.argv[1:]))

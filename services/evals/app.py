@@ -9,6 +9,7 @@ from runtime.database import Database, open_database
 from runtime.llm import LLMClient
 from runtime.logging import get_logger
 from runtime.server import Mount, ServiceApp
+from runtime.settings import ConfigurationError
 from services.evals.export import LangfuseScoreSink, NoScoreSink, ScoreSink
 from services.evals.judge import Judge
 from services.evals.langfuse_source import LangfuseTraceImporter
@@ -37,7 +38,7 @@ class EvalsApp(ServiceApp):
         try:
             catalog = MetricCatalog.load(s.evals_metrics_dir)
         except MetricFileError as exc:
-            raise SystemExit(f"cannot load metrics: {exc}") from None
+            raise ConfigurationError(f"cannot load metrics: {exc}") from None
         self.database = await open_database(s, schema="evals", migrations=MIGRATIONS)
         store = EvalStore(self.database.engine)
         # LLM_MAX_ATTEMPTS, LLM_BACKOFF_* and the circuit breakers, as in every service; a
@@ -52,7 +53,7 @@ class EvalsApp(ServiceApp):
                     langfuse, store, lookback_h=s.evals_langfuse_lookback_h, limit=s.evals_langfuse_import_limit
                 )
         elif s.evals_trace_source == "langfuse":
-            raise SystemExit("EVALS_TRACE_SOURCE=langfuse needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY")
+            raise ConfigurationError("EVALS_TRACE_SOURCE=langfuse needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY")
         runner = EvaluationRunner(
             store,
             catalog,

@@ -1,4 +1,4 @@
-"""Settings of the evals service and its CLI (on top of the shared ones)."""
+"""Settings of the evals service and its CLI (on top of the shared, the LLM and the Langfuse ones)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from runtime.langfuse_settings import LangfuseSettings
 from runtime.llm_settings import LLMSettings
 from runtime.settings import CommonSettings
 
 PACKAGE_DIR = Path(__file__).parent
 
 
-class EvalsSettings(CommonSettings, LLMSettings):
+class EvalsSettings(CommonSettings, LLMSettings, LangfuseSettings):
     grpc_port: int = Field(default=50055, ge=0, le=65535)
     metrics_port: int = Field(default=9105, ge=0, le=65535)
 

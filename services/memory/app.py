@@ -8,6 +8,7 @@ from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from runtime.database import Database, open_database
 from runtime.llm import LLMClient
 from runtime.server import Mount, ServiceApp
+from runtime.settings import ConfigurationError
 from services.memory.embeddings import Embedder, open_embedder
 from services.memory.extraction import FactExtractor
 from services.memory.memories import Memories
@@ -39,7 +40,7 @@ async def open_memory_store(settings: MemorySettings) -> tuple[Database, MemoryS
     stored_dim = await store.embedding_dim()
     if stored_dim != settings.embedding_dim:
         await database.close()
-        raise SystemExit(
+        raise ConfigurationError(
             f"EMBEDDING_DIM={settings.embedding_dim} but memory.memories.embedding is vector({stored_dim}); "
             "use the dimension the table was created with, or migrate and re-embed the memories"
         )

