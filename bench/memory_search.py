@@ -18,8 +18,9 @@ from typing import Any
 
 from bench.stats import summary_ms
 from offline_llm.embeddings import embed_text
+from services.memory.memory_rows import NewMemory
 from services.memory.settings import MemorySettings
-from services.memory.store import MemoryStore, NewMemory
+from services.memory.store import MemoryStore
 
 USERS = 100
 DIM = 384

@@ -12,10 +12,11 @@ from runtime.settings import ConfigurationError
 from services.memory.embeddings import Embedder, open_embedder
 from services.memory.extraction import FactExtractor
 from services.memory.memories import Memories
+from services.memory.memory_rows import SearchTuning
 from services.memory.resolution import Resolver
 from services.memory.server import SERVICE_METHODS, MemoryServicer
 from services.memory.settings import MemorySettings
-from services.memory.store import MemoryStore, SearchTuning, register_vector_codec
+from services.memory.store import MemoryStore, register_vector_codec
 from services.memory.sweeper import MemorySweeper
 
 MIGRATIONS = Path(__file__).parent / "migrations"

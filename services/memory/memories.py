@@ -15,9 +15,11 @@ from runtime.paging import decode_page_token, one_page, page_size
 from services.memory.embeddings import Embedder, Vector
 from services.memory.extraction import FactExtractor
 from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact
+from services.memory.memory_rows import HistoryRow, MemoryRow, ScoredMemory
 from services.memory.metrics import memory_events_total
 from services.memory.resolution import Outcome, Resolver, cosine
-from services.memory.store import HistoryRow, MemoryQuotaExceeded, MemoryRow, MemoryStore, ScoredMemory
+from services.memory.store import MemoryStore
+from services.memory.user_memories import MemoryQuotaExceeded
 
 MAX_MESSAGES = 50
 MAX_FACTS = 50

@@ -20,8 +20,9 @@ from runtime.llm import ModelChain
 from runtime.logging import get_logger
 from services.memory.embeddings import Embedder, Vector
 from services.memory.facts import MAX_FACT_LENGTH, Candidate, normalise_fact
+from services.memory.memory_rows import MemoryRow, ScoredMemory
 from services.memory.metrics import memory_llm_failures_total
-from services.memory.store import MemoryRow, ScoredMemory, UserMemories
+from services.memory.user_memories import UserMemories
 
 log = get_logger(__name__)
 

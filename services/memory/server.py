@@ -13,8 +13,8 @@ from runtime.errors import InvalidArgument
 from runtime.ids import acting_user_id
 from runtime.principal import current_principal
 from services.memory.memories import AddRequest, Memories
+from services.memory.memory_rows import HistoryRow, MemoryRow
 from services.memory.resolution import Outcome
-from services.memory.store import HistoryRow, MemoryRow
 
 EVENT_ACTIONS = {
     "ADD": memory_pb2.MemoryEvent.ADD,

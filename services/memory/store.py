@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +22,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from runtime.erasure import add_counts
 from services.memory.facts import normalise_fact
+from services.memory.memory_rows import (
+    HistoryRow,
+    MemoryRow,
+    NewMemory,
+    ScoredMemory,
+    SearchTuning,
+    history_row,
+    memory_row,
+    session_uuid,
+)
 from services.memory.metrics import memory_search_seconds
+from services.memory.user_memories import GET_LIVE, UserMemories
 
 LOCK_USER = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 SEARCH = text(
@@ -37,49 +47,11 @@ EXACT_SEARCH = text(
     " WHERE user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
     " ORDER BY embedding <=> :query, id LIMIT :limit"
 )
-FIND_NORMALISED = text(
-    "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time FROM memories"
-    " WHERE user_id = :user_id AND normalized = :normalized"
-)
-INSERT = text(
-    "INSERT INTO memories (id, user_id, text, normalized, embedding, session_id, expire_time)"
-    " VALUES (:id, :user_id, :text, :normalized, :embedding, :session_id, :expire_time)"
-    " ON CONFLICT (user_id, normalized) DO NOTHING"
-    " RETURNING id, user_id, text, session_id, created_at, updated_at, expire_time"
-)
 INSERT_MANY = text(
     "INSERT INTO memories (id, user_id, text, normalized, embedding, session_id)"
     " VALUES (:id, :user_id, :text, :normalized, :embedding, :session_id)"
     " ON CONFLICT (user_id, normalized) DO NOTHING"
 )
-UPDATE = text(
-    "UPDATE memories SET text = :text, normalized = :normalized, embedding = :embedding,"
-    " session_id = COALESCE(:session_id, session_id), updated_at = clock_timestamp()"
-    " WHERE id = :id AND user_id = :user_id"
-    " RETURNING id, user_id, text, session_id, created_at, updated_at, expire_time"
-)
-# UpdateMemory: each field changes only when named; expire_time may become NULL (never).
-UPDATE_FIELDS = text(
-    "UPDATE memories SET"
-    " text = CASE WHEN :set_text THEN :text ELSE text END,"
-    " normalized = CASE WHEN :set_text THEN :normalized ELSE normalized END,"
-    " embedding = CASE WHEN :set_text THEN CAST(:embedding AS public.vector) ELSE embedding END,"
-    " expire_time = CASE WHEN :set_expire THEN CAST(:expire_time AS timestamptz) ELSE expire_time END,"
-    " updated_at = clock_timestamp()"
-    " WHERE id = :id AND user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
-    " RETURNING id, user_id, text, session_id, created_at, updated_at, expire_time"
-)
-GET_LIVE = text(
-    "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time FROM memories"
-    " WHERE id = :id AND user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
-)
-DELETE = text(
-    "DELETE FROM memories WHERE id = :id AND user_id = :user_id"
-    " RETURNING id, user_id, text, session_id, created_at, updated_at, expire_time"
-)
-DELETE_ALL = text("DELETE FROM memories WHERE user_id = :user_id")
-DELETE_HISTORY = text("DELETE FROM memory_history WHERE user_id = :user_id AND memory_id = :memory_id")
-DELETE_ALL_HISTORY = text("DELETE FROM memory_history WHERE user_id = :user_id")
 # Expired memories go with their history: inside a writer's lock for that user (so dedup
 # and the quota never see them), and by the sweeper for everyone (SKIP LOCKED: every
 # replica can sweep at once without waiting on each other).
@@ -96,13 +68,7 @@ SWEEP_EXPIRED = text(
     " SELECT count(*) FROM gone"
 )
 SEEN_KEY = text("SELECT 1 FROM add_requests WHERE user_id = :user_id AND idempotency_key = :key")
-CLAIM_KEY = text(
-    "INSERT INTO add_requests (user_id, idempotency_key) VALUES (:user_id, :key)"
-    " ON CONFLICT DO NOTHING RETURNING idempotency_key"
-)
 SWEEP_KEYS = text("DELETE FROM add_requests WHERE created_at < clock_timestamp() - make_interval(secs => :ttl_s)")
-DELETE_ALL_KEYS = text("DELETE FROM add_requests WHERE user_id = :user_id")
-COUNT_USER = text("SELECT count(*) FROM memories WHERE user_id = :user_id")
 LIST_FIRST_PAGE = text(
     "SELECT id, user_id, text, session_id, created_at, updated_at, expire_time FROM memories"
     " WHERE user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
@@ -114,10 +80,6 @@ LIST_AFTER = text(
     " WHERE user_id = :user_id AND (expire_time IS NULL OR expire_time > clock_timestamp())"
     " AND (CAST(:session_id AS uuid) IS NULL OR session_id = CAST(:session_id AS uuid))"
     " AND (created_at, id) < (:created_at, :id) ORDER BY created_at DESC, id DESC LIMIT :limit"
-)
-INSERT_HISTORY = text(
-    "INSERT INTO memory_history (id, memory_id, user_id, action, text, previous_text, session_id, source)"
-    " VALUES (:id, :memory_id, :user_id, :action, :text, :previous_text, :session_id, :source)"
 )
 HISTORY_FIRST_PAGE = text(
     "SELECT id, action, text, previous_text, session_id, source, created_at FROM memory_history"
@@ -145,69 +107,6 @@ EMBEDDING_DIM = text(
 )
 
 
-@dataclass(frozen=True)
-class MemoryRow:
-    id: str
-    user_id: str
-    text: str
-    session_id: str
-    created_at: datetime
-    updated_at: datetime
-    expire_time: datetime | None = None
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    id: str
-    action: str
-    text: str
-    previous_text: str
-    session_id: str
-    source: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class ScoredMemory:
-    memory: MemoryRow
-    score: float
-
-
-@dataclass(frozen=True)
-class SearchTuning:
-    """How each search runs, applied in its own transaction: exact for users with at most
-    `exact_max_rows` memories, HNSW with these knobs beyond."""
-
-    exact_max_rows: int = 2_000
-    ef_search: int = 100
-    iterative_scan: str = "relaxed_order"
-    max_scan_tuples: int = 20_000
-
-
-@dataclass(frozen=True)
-class NewMemory:
-    user_id: str
-    text: str
-    embedding: Sequence[float]
-    session_id: str = ""
-
-
-def _row(row: Any) -> MemoryRow:
-    session_id = str(row.session_id) if row.session_id else ""
-    return MemoryRow(
-        str(row.id), str(row.user_id), row.text, session_id, row.created_at, row.updated_at, row.expire_time
-    )
-
-
-def _history(row: Any) -> HistoryRow:
-    session_id = str(row.session_id) if row.session_id else ""
-    return HistoryRow(str(row.id), row.action, row.text, row.previous_text, session_id, row.source, row.created_at)
-
-
-def _session(session_id: str) -> uuid.UUID | None:
-    return uuid.UUID(session_id) if session_id else None
-
-
 def register_vector_codec(engine: AsyncEngine) -> None:
     """Every new pooled connection learns pgvector's binary format (after the migration
     created the extension; connections opened before that are disposed by the caller)."""
@@ -215,151 +114,6 @@ def register_vector_codec(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.run_async(register_vector)
-
-
-class MemoryQuotaExceeded(Exception):
-    """An insert would take the user past `max_memories`; the transaction is rolled back."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"at most {limit} memories per user")
-        self.limit = limit
-
-
-class UserMemories:
-    """One user's memories inside a transaction that holds the user's lock."""
-
-    def __init__(
-        self,
-        conn: AsyncConnection,
-        store: MemoryStore,
-        user_id: uuid.UUID,
-        max_memories: int | None = None,
-        new_expire_time: datetime | None = None,
-    ) -> None:
-        self._conn = conn
-        self._store = store
-        self.user_id = user_id
-        self._max_memories = max_memories
-        # When the memories this transaction adds expire (AddMemories' expire_time).
-        self._new_expire_time = new_expire_time
-        # Counted once, at the first insert, then kept up to date: exact, because every
-        # writer of this user holds the same lock.
-        self._count: int | None = None
-
-    async def _check_quota(self) -> None:
-        if self._max_memories is None:
-            return
-        if self._count is None:
-            self._count = int((await self._conn.execute(COUNT_USER, {"user_id": self.user_id})).scalar_one())
-        if self._count >= self._max_memories:
-            raise MemoryQuotaExceeded(self._max_memories)
-
-    async def find_normalised(self, normalized: str) -> MemoryRow | None:
-        params = {"user_id": self.user_id, "normalized": normalized}
-        row = (await self._conn.execute(FIND_NORMALISED, params)).first()
-        return _row(row) if row else None
-
-    async def nearest(self, embedding: Sequence[float], limit: int) -> list[ScoredMemory]:
-        return await self._store.search_on(self._conn, str(self.user_id), embedding, limit=limit, min_score=0.0)
-
-    async def insert(
-        self, text_: str, embedding: Sequence[float], session_id: str, expire_time: datetime | None = None
-    ) -> MemoryRow | None:
-        """The new row, or None when an equal fact already exists; MemoryQuotaExceeded when
-        the user already has their maximum."""
-        await self._check_quota()
-        params = {
-            "id": uuid.uuid4(),
-            "user_id": self.user_id,
-            "text": text_,
-            "normalized": normalise_fact(text_),
-            "embedding": embedding,
-            "session_id": _session(session_id),
-            "expire_time": expire_time if expire_time is not None else self._new_expire_time,
-        }
-        row = (await self._conn.execute(INSERT, params)).first()
-        if row is not None and self._count is not None:
-            self._count += 1
-        return _row(row) if row else None
-
-    async def update(self, memory_id: str, text_: str, embedding: Sequence[float], session_id: str) -> MemoryRow | None:
-        params = {
-            "id": uuid.UUID(memory_id),
-            "user_id": self.user_id,
-            "text": text_,
-            "normalized": normalise_fact(text_),
-            "embedding": embedding,
-            "session_id": _session(session_id),
-        }
-        row = (await self._conn.execute(UPDATE, params)).first()
-        return _row(row) if row else None
-
-    async def delete(self, memory_id: str) -> MemoryRow | None:
-        row = (await self._conn.execute(DELETE, {"id": uuid.UUID(memory_id), "user_id": self.user_id})).first()
-        if row is not None and self._count is not None:
-            self._count -= 1
-        return _row(row) if row else None
-
-    async def claim(self, key: str) -> bool:
-        """Records an idempotency key in this transaction; False when it was already used."""
-        row = (await self._conn.execute(CLAIM_KEY, {"user_id": self.user_id, "key": key})).first()
-        return row is not None
-
-    async def delete_all(self) -> int:
-        await self._conn.execute(DELETE_ALL_KEYS, {"user_id": self.user_id})
-        await self._conn.execute(DELETE_ALL_HISTORY, {"user_id": self.user_id})
-        return int((await self._conn.execute(DELETE_ALL, {"user_id": self.user_id})).rowcount)
-
-    async def get(self, memory_id: str) -> MemoryRow | None:
-        row = (await self._conn.execute(GET_LIVE, {"id": uuid.UUID(memory_id), "user_id": self.user_id})).first()
-        return _row(row) if row else None
-
-    async def update_fields(
-        self,
-        memory_id: str,
-        *,
-        text_: str | None,
-        embedding: Sequence[float] | None,
-        set_expire: bool,
-        expire_time: datetime | None,
-    ) -> MemoryRow | None:
-        """UpdateMemory's change; the caller has checked that no other memory says `text_`."""
-        params = {
-            "id": uuid.UUID(memory_id),
-            "user_id": self.user_id,
-            "set_text": text_ is not None,
-            "text": text_ or "",
-            "normalized": normalise_fact(text_) if text_ is not None else "",
-            "embedding": embedding,
-            "set_expire": set_expire,
-            "expire_time": expire_time,
-        }
-        row = (await self._conn.execute(UPDATE_FIELDS, params)).first()
-        return _row(row) if row else None
-
-    async def erase(self, memory_id: str) -> MemoryRow | None:
-        """Deletes a memory and its history (the user asked for it to be gone)."""
-        row = await self.delete(memory_id)
-        if row is not None:
-            params = {"user_id": self.user_id, "memory_id": uuid.UUID(memory_id)}
-            await self._conn.execute(DELETE_HISTORY, params)
-        return row
-
-    async def record(
-        self, action: str, memory: MemoryRow, *, previous_text: str = "", session_id: str = "", source: str
-    ) -> None:
-        """One history entry, in the same transaction as the change it describes."""
-        params = {
-            "id": uuid.uuid4(),
-            "memory_id": uuid.UUID(memory.id),
-            "user_id": self.user_id,
-            "action": action,
-            "text": memory.text,
-            "previous_text": previous_text,
-            "session_id": _session(session_id),
-            "source": source,
-        }
-        await self._conn.execute(INSERT_HISTORY, params)
 
 
 class MemoryStore:
@@ -411,7 +165,7 @@ class MemoryStore:
             "max_scan_tuples": self._tuning.max_scan_tuples,
         }
         rows = (await conn.execute(SEARCH, params)).all()
-        return [ScoredMemory(_row(row), float(row.score)) for row in rows]
+        return [ScoredMemory(memory_row(row), float(row.score)) for row in rows]
 
     async def exact_search(self, user_id: str, embedding: Sequence[float], *, limit: int) -> list[ScoredMemory]:
         """Brute force over the user's rows (never HNSW): the ground truth for recall checks."""
@@ -420,7 +174,7 @@ class MemoryStore:
             rows = (
                 await conn.execute(EXACT_SEARCH, {"user_id": uuid.UUID(user_id), "query": embedding, "limit": limit})
             ).all()
-        return [ScoredMemory(_row(row), float(row.score)) for row in rows]
+        return [ScoredMemory(memory_row(row), float(row.score)) for row in rows]
 
     async def insert_many(self, memories: Sequence[NewMemory], *, chunk_size: int = 1000) -> None:
         """Bulk load for benchmarks and tests: no LLM, exact duplicates skipped."""
@@ -433,7 +187,7 @@ class MemoryStore:
                     "text": m.text,
                     "normalized": normalise_fact(m.text),
                     "embedding": m.embedding,
-                    "session_id": _session(m.session_id),
+                    "session_id": session_uuid(m.session_id),
                 }
                 for m in chunk
             ]
@@ -453,7 +207,7 @@ class MemoryStore:
             query = LIST_AFTER
             params.update(created_at=after[0], id=after[1])
         async with self._engine.connect() as conn:
-            return [_row(row) for row in (await conn.execute(query, params)).all()]
+            return [memory_row(row) for row in (await conn.execute(query, params)).all()]
 
     async def delete(self, user_id: str, memory_id: uuid.UUID) -> bool:
         async with self.locked_user(user_id) as memories:
@@ -468,7 +222,7 @@ class MemoryStore:
             query = HISTORY_AFTER
             params.update(created_at=after[0], id=after[1])
         async with self._engine.connect() as conn:
-            return [_history(row) for row in (await conn.execute(query, params)).all()]
+            return [history_row(row) for row in (await conn.execute(query, params)).all()]
 
     async def key_used(self, user_id: str, key: str) -> bool:
         async with self._engine.connect() as conn:
