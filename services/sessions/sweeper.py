@@ -11,11 +11,9 @@ agent outage delays the erasure but never loses it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from runtime.errors import DomainError
 from runtime.logging import get_logger
+from runtime.sweeper import Sweeper, delete_in_batches
 from services.sessions.conversations import ConversationCleaner
 from services.sessions.store import SessionStore
 
@@ -31,33 +29,18 @@ def retry_delay_s(attempts: int, base_s: float) -> float:
     return min(MAX_RETRY_DELAY_S, base_s * 2 ** min(attempts, 16))
 
 
-class SessionSweeper:
+class SessionSweeper(Sweeper):
     def __init__(
         self, store: SessionStore, conversations: ConversationCleaner, *, interval_s: float, batch: int
     ) -> None:
+        super().__init__("session", interval_s=interval_s)
         self._store = store
         self._conversations = conversations
-        self._interval_s = interval_s
         self._batch = batch
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="session-sweeper")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def sweep_once(self) -> tuple[int, int]:
         """(sessions newly expired, sessions deleted with their conversation) in one pass."""
-        deleted = 0
-        while True:
-            batch = await self._store.sweep_expired(self._batch)
-            deleted += batch
-            if batch < self._batch:
-                break
+        deleted = await delete_in_batches(self._store.sweep_expired, self._batch)
         cleared = 0
         async with self._store.due_clears(min(self._batch, CLEARS_PER_PASS)) as (pending, ledger):
             for clear in pending:
@@ -73,13 +56,3 @@ class SessionSweeper:
         if deleted or cleared:
             log.info("sessions_swept", expired=deleted, deleted=cleared)
         return deleted, cleared
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a failed pass (database down, say) is retried next interval
-                log.exception("session_sweep_failed")
-            await asyncio.sleep(self._interval_s)
