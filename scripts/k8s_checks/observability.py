@@ -153,11 +153,11 @@ METRIC_DEFINITION = re.compile(r'\b(?:Counter|Gauge|Histogram|Summary)\(\s*(f?)"
 
 
 def defined_metrics() -> list[re.Pattern[str]]:
-    """Every metric the services and the gateway define (prometheus_client constructors). A
+    """Every metric the services, the runtime and the gateway define (prometheus_client constructors). A
     name built in an f-string (`f"{p}_retries_total"`, one set per service) matches any
     metric-name text where its placeholders are."""
     patterns: list[re.Pattern[str]] = []
-    for folder in (ROOT / "services", ROOT / "gateway"):
+    for folder in (ROOT / "services", ROOT / "runtime", ROOT / "gateway"):
         for path in folder.rglob("*.py"):
             for formatted, name in METRIC_DEFINITION.findall(path.read_text()):
                 parts = re.split(r"\{[^}]*\}", name) if formatted else [name]
@@ -187,7 +187,7 @@ def check_metric_names(alerts_text: str | None = None, dashboard_text: str | Non
         for name in sorted(set(OWN_METRIC.findall(expr))):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
             if not any(pattern.fullmatch(name) or pattern.fullmatch(base) for pattern in defined):
-                problems.append(f"{where}: metric {name} is defined nowhere in services/ or gateway/")
+                problems.append(f"{where}: metric {name} is defined nowhere in services/, runtime/ or gateway/")
     return problems
 
 
