@@ -30,6 +30,8 @@ class MigrationTarget:
     def load_settings(self) -> CommonSettings:
         module_name, class_name = self.settings_class.rsplit(":", 1)
         cls = getattr(importlib.import_module(module_name), class_name)
+        if not (isinstance(cls, type) and issubclass(cls, CommonSettings)):
+            raise TypeError(f"{self.settings_class} (runtime/registry.py) is not a CommonSettings subclass")
         # The Job exists to migrate, whatever the Deployment's DB_MIGRATE_ON_START says.
         return load_settings(cls, db_migrate_on_start=True)
 
