@@ -11,11 +11,13 @@ from email_validator import EmailNotValidError, validate_email
 
 from runtime.errors import InvalidArgument, NotFound, Unauthenticated
 from runtime.logging import get_logger
+from services.auth.account_queries import UserRow
 from services.auth.keys import KeyCipher
 from services.auth.passwords import PasswordHasher, check_password_policy
 from services.auth.revocations import RevocationLog
-from services.auth.store import AuthStore, KnownRefreshToken, UserRow
+from services.auth.store import AuthStore
 from services.auth.throttle import LoginThrottle, account_key
+from services.auth.token_queries import KnownRefreshToken
 from services.auth.tokens import AccessTokenIssuer, IssuedTokens, hash_refresh_token, new_refresh_token
 
 log = get_logger(__name__)

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from runtime.database_errors import database_unavailable
 from runtime.errors import DomainError, NotFound, PermissionDenied
 from runtime.logging import get_logger
+from services.auth.deletion_queries import DeletionRow
 from services.auth.erasure_calls import STEPS, ServiceErasers
 from services.auth.passwords import PasswordHasher
 from services.auth.revocations import RevocationLog
-from services.auth.store import AuthStore, DeletionRow
+from services.auth.store import AuthStore
 from services.auth.throttle import LoginThrottle, account_key
 
 log = get_logger(__name__)

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from runtime.logging import get_logger
-from services.auth.store import AuthStore, SigningKeyRow
+from services.auth.store import AuthStore
+from services.auth.token_queries import SigningKeyRow
 
 log = get_logger(__name__)
 

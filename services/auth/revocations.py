@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 from runtime.logging import get_logger
 from runtime.revocations import FAMILY, USER, Revocation, RevocationSet
-from services.auth.store import AuthStore, RevocationRow
+from services.auth.store import AuthStore
+from services.auth.token_queries import RevocationRow
 
 log = get_logger(__name__)
 

@@ -11,9 +11,10 @@ import uuid
 
 from runtime.errors import InvalidArgument, NotFound
 from runtime.logging import get_logger
+from services.auth.account_queries import UserRow
 from services.auth.accounts import normalise_email
 from services.auth.revocations import RevocationLog
-from services.auth.store import AuthStore, UserRow
+from services.auth.store import AuthStore
 
 log = get_logger(__name__)
 

@@ -10,7 +10,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from runtime.errors import InvalidArgument, PermissionDenied, Unavailable
 from runtime.principal import current_principal, require_admin
+from services.auth.account_queries import UserRow
 from services.auth.accounts import Accounts
+from services.auth.deletion_queries import DeletionRow
 from services.auth.deletions import AUTH_STORE, AccountDeletions
 from services.auth.erasure_calls import STEPS
 from services.auth.export import AccountExport
@@ -18,7 +20,6 @@ from services.auth.keys import KeyRing
 from services.auth.revocations import RevocationLog, WatcherLagging
 from services.auth.roles import KNOWN_ROLES, Roles
 from services.auth.service_tokens import ServiceTokens
-from services.auth.store import DeletionRow, UserRow
 from services.auth.tokens import IssuedTokens
 
 # Which RPCs need no token (Register, Login, Refresh, Logout, GetJwks, IssueServiceToken) and
