@@ -32,7 +32,7 @@ from meshctl.mesh import Mesh
 
 # Leaves where a thread waits rather than runs (py-spy's idle detection misses some of them).
 IDLE_LEAVES = ("EpollSelector.select", "_PollLikeSelector.select", "_worker (", "Thread.run (", "Condition.wait")
-OUR_CODE = ("services/", "gateway/", "offline_llm/")
+OUR_CODE = ("services/", "gateway/", "runtime/", "offline_llm/")
 PROFILED = ("gateway", "agent", "auth", "sessions", "memory", "evals", "offline-llm")
 TOP = 25
 

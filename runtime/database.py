@@ -8,12 +8,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -31,6 +32,8 @@ _PERMANENT_SQLSTATE_PREFIXES = ("28", "3D")
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P03", "53300")
 # Driver errors raised before any SQLSTATE exists (libpq/asyncpg connect failures).
 _TRANSIENT_ERROR_NAMES = {"OperationalError", "InterfaceError", "ConnectionDoesNotExistError"}
+# A connection back in the pool less than this long ago is lent without a ping (see ping_when_idle).
+PING_IDLE_S = 1.0
 
 
 def _is_transient_connect_error(exc: BaseException) -> bool:
@@ -125,6 +128,34 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
 
+def ping_when_idle(engine: AsyncEngine, idle_s: float = PING_IDLE_S) -> None:
+    """SQLAlchemy's pool_pre_ping, for connections idle at least `idle_s` only: under load
+    the pre-ping doubled the round trips of every request, on connections used a moment ago.
+    A connection the server ended is seen closed without a ping; a dead one found at
+    checkout is replaced (DisconnectionError: the pool opens another)."""
+    sync_engine = engine.sync_engine
+
+    def fresh(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    def lent(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # asyncpg reads every connection's socket all the time: one the server ended is
+        # already closed here, with no round trip.
+        closed = record.driver_connection is None or record.driver_connection.is_closed()
+        if not closed and time.monotonic() - record.info.get("returned_at", 0.0) < idle_s:
+            return
+        try:
+            alive = sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection did not answer its ping") from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer its ping")
+
+    event.listen(sync_engine.pool, "connect", fresh)
+    event.listen(sync_engine.pool, "checkin", fresh)
+    event.listen(sync_engine.pool, "checkout", lent)
+
+
 async def open_database(settings: CommonSettings, *, schema: str, migrations: Path | None) -> Database:
     url = await resolve_database_url(settings)
     engine = create_async_engine(
@@ -132,8 +163,8 @@ async def open_database(settings: CommonSettings, *, schema: str, migrations: Pa
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
-        # A connection the database dropped (a restart) is replaced at checkout, unseen by callers.
-        pool_pre_ping=True,
+        # A connection the database dropped (a restart) is replaced at checkout, unseen by
+        # callers: ping_when_idle below, not pool_pre_ping.
         pool_recycle=1800,
         # Statement errors would otherwise carry the bound values (user text) into the logs.
         hide_parameters=True,
@@ -149,6 +180,7 @@ async def open_database(settings: CommonSettings, *, schema: str, migrations: Pa
             "command_timeout": client_statement_timeout_s(settings),
         },
     )
+    ping_when_idle(engine)
     database = Database(url=url, schema=schema, engine=engine, sessions=async_sessionmaker(engine))
     try:
         await retry_connect(database.ping, timeout_s=settings.db_connect_timeout_s, what=schema)

@@ -106,12 +106,16 @@ class LocalRuns:
         execution = Execution(channel=channel)
         task = asyncio.create_task(self._executor.execute(run, execution, resume), name=f"run-{run.run_id}")
         self._executions[run.run_id] = (execution, task)
-        task.add_done_callback(lambda _: self._ended(run))
+        task.add_done_callback(lambda done: self._ended(run, done))
 
-    def _ended(self, run: RunRow) -> None:
+    def _ended(self, run: RunRow, task: asyncio.Task[RunRow | None]) -> None:
         self._executions.pop(run.run_id, None)
         self.spawn(self._prune(run.session_id))
-        if self.accepting:
+        finished = None if task.cancelled() or task.exception() is not None else task.result()
+        # The run's end said whether the session had runs waiting; a run enqueued after that
+        # is dispatched by its own creator or by the maintenance tick.
+        waiting = finished is None or finished.session_has_pending is not False
+        if self.accepting and waiting:
             self.spawn(self.dispatch(run.session_id))
 
     async def _prune(self, session_id: str) -> None:

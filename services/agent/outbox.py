@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import psycopg
@@ -40,14 +42,13 @@ log = get_logger(__name__)
 MEMORY_ADD = "memory.add"
 EVALS_TRACE = "evals.trace"
 
-INSERT_ITEM = "INSERT INTO outbox (kind, user_id, payload, trace_context) VALUES (%s, %s, %s, %s)"
 CLAIM_DUE = (
     "UPDATE outbox SET locked_until = clock_timestamp() + make_interval(secs => %(lock_s)s),"
     " attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox WHERE dead_at IS NULL"
     " AND next_attempt_at <= clock_timestamp() AND (locked_until IS NULL OR locked_until < clock_timestamp())"
     " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) RETURNING id, kind, user_id, payload, attempts, trace_context"
 )
-DELIVERED = "DELETE FROM outbox WHERE id = %s"
+DELIVERED = "DELETE FROM outbox WHERE id = ANY(%s)"
 RETRY_LATER = (
     "UPDATE outbox SET locked_until = NULL, last_error = %(error)s,"
     " next_attempt_at = clock_timestamp() + make_interval(secs => %(delay_s)s) WHERE id = %(id)s"
@@ -57,6 +58,13 @@ DEPTH = (
     "SELECT kind, count(*) AS n, coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) AS age_s"
     " FROM outbox WHERE dead_at IS NULL GROUP BY kind"
 )
+
+# After a poke, items of turns ending together are collected for this long and claimed as one
+# batch: fewer round trips, and delivery steps aside while those turns send their last events.
+BATCH_WINDOW_S = 0.05
+CLAIM_LIMIT = 20
+# The depth gauges cost a scan of the table: refreshed this often, not after every batch.
+DEPTH_REPORT_S = 5.0
 
 # Codes that mean the receiver will never take this item; anything else is retried.
 REFUSED_FOR_GOOD = frozenset(
@@ -87,10 +95,14 @@ def trace_record(trace: evals_pb2.Trace) -> OutboxItem:
     return OutboxItem(EVALS_TRACE, trace.user_id, payload, _current_trace_context())
 
 
-async def write_items(cur: psycopg.AsyncCursor, items: list[OutboxItem]) -> None:
-    """Inside the caller's transaction (the run's end)."""
-    for item in items:
-        await cur.execute(INSERT_ITEM, (item.kind, uuid.UUID(item.user_id), item.payload, item.trace_context))
+def item_columns(items: Sequence[OutboxItem]) -> dict[str, list[Any]]:
+    """The items as the parallel arrays the run's end statement inserts (run_store.FINISH_RUN)."""
+    return {
+        "kinds": [item.kind for item in items],
+        "users": [uuid.UUID(item.user_id) for item in items],
+        "payloads": [item.payload for item in items],
+        "contexts": [item.trace_context for item in items],
+    }
 
 
 def backoff_s(attempts: int, cap_s: float) -> float:
@@ -144,31 +156,45 @@ class OutboxDelivery:
         self._due.set()
 
     async def _deliver_forever(self) -> None:
+        reported_at = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._due.wait(), self._idle_poll_s)
+                await asyncio.sleep(BATCH_WINDOW_S)
             self._due.clear()
             try:
-                while await self.deliver_due():
+                while await self.deliver_due() == CLAIM_LIMIT:
                     pass
-                await self._report_depth()
+                if time.monotonic() - reported_at >= DEPTH_REPORT_S:
+                    reported_at = time.monotonic()
+                    await self._report_depth()
             except (psycopg.Error, OSError) as exc:
                 log.warning("outbox_delivery_paused", error=type(exc).__name__)
 
-    async def deliver_due(self, limit: int = 20) -> int:
+    async def deliver_due(self, limit: int = CLAIM_LIMIT) -> int:
         """Delivers one batch of due items; returns how many were claimed."""
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(CLAIM_DUE, {"lock_s": self._timeout_s * 3, "limit": limit})
             claimed = await cur.fetchall()
         if claimed:
-            await asyncio.gather(*(self._deliver(row) for row in claimed))
+            outcomes = await asyncio.gather(*(self._deliver(row) for row in claimed))
+            delivered = [row["id"] for row, done in zip(claimed, outcomes, strict=True) if done]
+            if delivered:
+                async with self._pool.connection() as conn:
+                    await conn.execute(DELIVERED, (delivered,))
+                for row, done in zip(claimed, outcomes, strict=True):
+                    if done:
+                        metrics.outbox_delivered_total.labels(kind=row["kind"], result="delivered").inc()
         return len(claimed)
 
-    async def _deliver(self, row: dict) -> None:
+    async def _deliver(self, row: dict) -> bool:
+        """Sends one claimed item: True when the receiver has it (the caller deletes it),
+        False when it was scheduled for a retry or kept as a dead letter."""
         kind, item_id = row["kind"], row["id"]
         send = self._senders.get(kind)
         if send is None:
-            return await self._retry(item_id, kind, row["attempts"], f"{kind} delivery is disabled here")
+            await self._retry(item_id, kind, row["attempts"], f"{kind} delivery is disabled here")
+            return False
         carrier = json.loads(row["trace_context"]) if row["trace_context"] else {}
         attached = otel_context.attach(propagate.extract(carrier))
         try:
@@ -177,16 +203,17 @@ class OutboxDelivery:
             if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
                 pass  # delivered before; the answer was lost
             elif exc.code() in REFUSED_FOR_GOOD:
-                return await self._dead(item_id, kind, f"{exc.code().name}: {exc.details()}")
+                await self._dead(item_id, kind, f"{exc.code().name}: {exc.details()}")
+                return False
             else:
-                return await self._retry(item_id, kind, row["attempts"], exc.code().name)
+                await self._retry(item_id, kind, row["attempts"], exc.code().name)
+                return False
         except DomainError as exc:  # no service token (auth unreachable)
-            return await self._retry(item_id, kind, row["attempts"], exc.reason)
+            await self._retry(item_id, kind, row["attempts"], exc.reason)
+            return False
         finally:
             otel_context.detach(attached)
-        async with self._pool.connection() as conn:
-            await conn.execute(DELIVERED, (item_id,))
-        metrics.outbox_delivered_total.labels(kind=kind, result="delivered").inc()
+        return True
 
     async def _retry(self, item_id: int, kind: str, attempts: int, error: str) -> None:
         delay = backoff_s(attempts, self._max_backoff_s)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import select
+import time
 from typing import Any
 
 import psycopg
@@ -14,6 +16,10 @@ from runtime.settings import CommonSettings
 
 OPEN_TIMEOUT_S = 30.0
 DEDICATED_CONNECT_TIMEOUT_S = 10
+# A connection back in the pool less than this long ago, with nothing from the server waiting
+# on its socket, is lent without a check: under load every checkout would otherwise cost a
+# round trip of its own (a turn makes a dozen).
+RECHECK_IDLE_S = 1.0
 
 
 async def ensure_schema(url: str, schema: str, *, connect_timeout_s: float = OPEN_TIMEOUT_S) -> None:
@@ -36,6 +42,8 @@ class BoundedConnection(psycopg.AsyncConnection[Any]):
     which the interceptor answers UNAVAILABLE (DATABASE_UNAVAILABLE)."""
 
     call_timeout_s: float | None = None
+    # When the pool last took it back (pool `reset` hook): recently used connections skip the check.
+    returned_at: float = 0.0
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (psycopg's signature)
         bound = self.call_timeout_s if timeout is None else timeout
@@ -47,6 +55,26 @@ class BoundedConnection(psycopg.AsyncConnection[Any]):
                 self.pgconn.finish()
                 raise psycopg.OperationalError(f"the database did not answer within {bound:g}s") from exc
             raise
+
+
+async def _mark_returned(conn: psycopg.AsyncConnection[Any]) -> None:
+    conn.returned_at = time.monotonic()  # type: ignore[attr-defined]
+
+
+def _nothing_waiting(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """An idle connection the server ended (a restart, an admin kill) has its goodbye or EOF
+    waiting on the socket; a live idle one has nothing. Looking costs no round trip."""
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
+
+
+async def _check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
+    recent = time.monotonic() - getattr(conn, "returned_at", 0.0) < RECHECK_IDLE_S
+    if not (recent and _nothing_waiting(conn)):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 def bounded_connection_class(call_timeout_s: float | None) -> type[BoundedConnection]:
@@ -65,8 +93,8 @@ async def open_pool(
     **connection_kwargs: Any,
 ) -> AsyncConnectionPool:
     """`bounds`: the DB_* waits (statement, connect attempt) every connection keeps; the pool
-    also checks a connection before lending it, so connections a restarted database dropped
-    are replaced unseen."""
+    also checks a connection idle for a while before lending it, so connections a restarted
+    database dropped are replaced unseen."""
     # autocommit, and no server-side prepared statements so transaction poolers
     # (pgbouncer) can sit in between.
     kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None, **connection_kwargs}
@@ -86,7 +114,8 @@ async def open_pool(
         timeout=timeout_s,
         kwargs=kwargs,
         name=name,
-        check=AsyncConnectionPool.check_connection if bounds is not None else None,
+        check=_check_if_idle if bounds is not None else None,
+        reset=_mark_returned if bounds is not None else None,
         open=False,
     )
     await pool.open(wait=True, timeout=OPEN_TIMEOUT_S)

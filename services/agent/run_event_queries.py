@@ -13,7 +13,14 @@ INSERT_EVENTS = (
     "INSERT INTO run_events (run_id, seq, event) SELECT %(run_id)s, s, e"
     " FROM unnest(%(seqs)s::bigint[], %(events)s::bytea[]) AS t(s, e) ON CONFLICT DO NOTHING"
 )
-SET_LAST_SEQ = "UPDATE runs SET last_seq = greatest(last_seq, %(seq)s) WHERE run_id = %(run_id)s"
+# One statement (autocommit: atomic), not a transaction of three: a batch is written
+# every few tens of milliseconds while a run streams, and each round trip counts.
+APPEND_EVENTS = (
+    "WITH stored AS (INSERT INTO run_events (run_id, seq, event) SELECT %(run_id)s, s, e"
+    " FROM unnest(%(seqs)s::bigint[], %(events)s::bytea[]) AS t(s, e) ON CONFLICT DO NOTHING),"
+    " advanced AS (UPDATE runs SET last_seq = greatest(last_seq, %(seq)s) WHERE run_id = %(run_id)s)"
+    " SELECT pg_notify(%(channel)s, %(note)s)"
+)
 NOTIFY = "SELECT pg_notify(%s, %s)"
 EVENTS_AFTER = "SELECT seq, event FROM run_events WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s"
 LAST_EVENT = "SELECT seq, event FROM run_events WHERE run_id = %s ORDER BY seq DESC LIMIT 1"
@@ -35,16 +42,19 @@ class RunEventQueries:
     _pool: AsyncConnectionPool
 
     async def append_events(self, run_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-        """Stores a batch of events and wakes every replica's followers, in one transaction."""
+        """Stores a batch of events and wakes every replica's followers, atomically."""
         if not events:
             return
-        run = uuid.UUID(run_id)
-        async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                INSERT_EVENTS, {"run_id": run, "seqs": [s for s, _ in events], "events": [e for _, e in events]}
-            )
-            await conn.execute(SET_LAST_SEQ, {"run_id": run, "seq": events[-1][0]})
-            await conn.execute(NOTIFY, (CHANNEL, f"{NOTE_EVENTS}:{run_id}"))
+        params = {
+            "run_id": uuid.UUID(run_id),
+            "seqs": [seq for seq, _ in events],
+            "events": [event for _, event in events],
+            "seq": events[-1][0],
+            "channel": CHANNEL,
+            "note": f"{NOTE_EVENTS}:{run_id}",
+        }
+        async with self._pool.connection() as conn:
+            await conn.execute(APPEND_EVENTS, params)
 
     async def events_after(self, run_id: str, after_seq: int, limit: int = 500) -> list[tuple[int, bytes]]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:

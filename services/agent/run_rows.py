@@ -79,6 +79,9 @@ class RunRow:
     create_time: datetime
     start_time: datetime | None
     end_time: datetime | None
+    # Only a run's end (RunStore.finish) knows it: whether runs of its session were waiting
+    # then. None: not known, look.
+    session_has_pending: bool | None = None
 
     @property
     def ended(self) -> bool:
@@ -121,6 +124,7 @@ def run_row(row: dict[str, Any]) -> RunRow:
         create_time=row["create_time"],
         start_time=row["start_time"],
         end_time=row["end_time"],
+        session_has_pending=row.get("session_has_pending"),
     )
 
 

@@ -21,21 +21,25 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from services.agent import run_schema
-from services.agent.outbox import OutboxItem, write_items
-from services.agent.run_event_queries import CHANNEL, INSERT_EVENTS, NOTE_CANCEL, NOTE_EVENTS, NOTIFY, RunEventQueries
+from services.agent.outbox import OutboxItem, item_columns
+from services.agent.run_event_queries import CHANNEL, NOTE_CANCEL, NOTE_EVENTS, NOTIFY, RunEventQueries
 from services.agent.run_interrupt_queries import RunInterruptQueries
 from services.agent.run_rows import RUN_COLUMNS, RunOutcome, RunRow, fetch_run, fetch_runs, run_row
 
 LOCK_USER = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
-ACTIVE_RUNS_OF_USER = "SELECT count(*) AS n FROM runs WHERE user_id = %s AND status IN ('pending', 'running')"
-INSERT_RUN = (
+# The count and the insert in one statement, after the per-user lock: replicas cannot
+# overshoot the quota, and no row comes back when it is reached.
+INSERT_RUN_WITHIN_QUOTA = (
     "INSERT INTO runs (run_id, session_id, user_id, status, input, multitask_strategy, lease_owner,"
-    " lease_expires_at, start_time) VALUES (%(run_id)s, %(session_id)s, %(user_id)s, %(status)s, %(input)s,"
-    " %(strategy)s, %(owner)s, CASE WHEN %(owner)s::text IS NULL THEN NULL"
-    " ELSE clock_timestamp() + make_interval(secs => %(lease_s)s) END,"
-    " CASE WHEN %(status)s = 'running' THEN clock_timestamp() END)"
+    " lease_expires_at, start_time, create_time) SELECT %(run_id)s, %(session_id)s, %(user_id)s, %(status)s,"
+    " %(input)s, %(strategy)s, %(owner)s, CASE WHEN %(owner)s::text IS NULL THEN NULL"
+    " ELSE now.t + make_interval(secs => %(lease_s)s) END,"
+    " CASE WHEN %(status)s = 'running' THEN now.t END, now.t FROM (SELECT clock_timestamp() AS t) AS now"
+    " WHERE (SELECT count(*) FROM runs WHERE user_id = %(user_id)s AND status IN ('pending', 'running'))"
+    " < %(max_active)s"
     f" RETURNING {RUN_COLUMNS}"
 )
+
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
 LIST_RUNS_FIRST = (
     f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = %(session_id)s"
@@ -83,14 +87,26 @@ REQUEST_CANCEL = (
     "UPDATE runs SET cancel_action = coalesce(cancel_action, %(action)s) WHERE run_id = %(run_id)s"
     " AND status = 'running'"
 )
+# The run's end in one statement (autocommit: atomic): the outcome, its last events, what it
+# owes other services (the outbox) and the followers' wake-up, and whether the session has
+# runs waiting (so the replica looks for the next one only then). Nothing is written when
+# the run is no longer in `from_statuses`.
 FINISH_RUN = (
-    "UPDATE runs SET status = %(status)s, output = %(output)s, model = %(model)s,"
+    "WITH finished AS (UPDATE runs SET status = %(status)s, output = %(output)s, model = %(model)s,"
     " prompt_tokens = %(prompt_tokens)s, completion_tokens = %(completion_tokens)s,"
     " error_code = %(error_code)s, error_message = %(error_message)s, error_reason = %(error_reason)s,"
     " cancel_action = coalesce(cancel_action, %(cancel_action)s), last_seq = greatest(last_seq, %(last_seq)s),"
     " end_time = clock_timestamp(), lease_owner = NULL, lease_expires_at = NULL"
     " WHERE run_id = %(run_id)s AND status = ANY(%(from_statuses)s)"
-    f" RETURNING {RUN_COLUMNS}"
+    f" RETURNING {RUN_COLUMNS}),"
+    " stored AS (INSERT INTO run_events (run_id, seq, event) SELECT f.run_id, t.s, t.e FROM finished f,"
+    " unnest(%(seqs)s::bigint[], %(events)s::bytea[]) AS t(s, e) ON CONFLICT DO NOTHING),"
+    " owed AS (INSERT INTO outbox (kind, user_id, payload, trace_context) SELECT o.k, o.u, o.p, o.c"
+    " FROM finished f, unnest(%(kinds)s::text[], %(users)s::uuid[], %(payloads)s::bytea[], %(contexts)s::text[])"
+    " WITH ORDINALITY AS o(k, u, p, c, n) ORDER BY o.n)"
+    " SELECT finished.*, pg_notify(%(channel)s, %(note)s)::text AS notified,"
+    " EXISTS (SELECT 1 FROM runs w WHERE w.session_id = finished.session_id AND w.status = 'pending')"
+    " AS session_has_pending FROM finished"
 )
 DELETE_SESSION_RUNS = "DELETE FROM runs WHERE session_id = %s"
 
@@ -141,21 +157,18 @@ class RunStore(RunEventQueries, RunInterruptQueries):
             "strategy": strategy,
             "owner": owner,
             "lease_s": self._lease_s,
+            "max_active": max_active_per_user,
         }
-        async with self._pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(LOCK_USER, (f"agent-runs:{user_id}",))
-            await cur.execute(ACTIVE_RUNS_OF_USER, (params["user_id"],))
-            counted = await cur.fetchone()
-            if counted is not None and counted["n"] >= max_active_per_user:
-                return None
+        # Pipelined: the lock, the insert and the commit go out together (one wait, not four).
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             try:
-                async with conn.transaction():
-                    await cur.execute(INSERT_RUN, params)
+                async with conn.pipeline(), conn.transaction():
+                    await conn.execute(LOCK_USER, (f"agent-runs:{user_id}",))
+                    await cur.execute(INSERT_RUN_WITHIN_QUOTA, params)
             except pg_errors.UniqueViolation:
                 raise SessionBusy(session_id) from None
             row = await cur.fetchone()
-        assert row is not None
-        return run_row(row)
+        return run_row(row) if row is not None else None
 
     async def get(self, run_id: str) -> RunRow | None:
         return await self._one(GET_RUN, (uuid.UUID(run_id),))
@@ -219,11 +232,10 @@ class RunStore(RunEventQueries, RunInterruptQueries):
         hand_offs: Sequence[OutboxItem] = (),
     ) -> RunRow | None:
         """Records the outcome, the run's remaining events (the last one ends it) and what it
-        owes other services (the outbox) in one transaction; None, and nothing written, when
-        the run is no longer in `from_statuses`."""
-        run = uuid.UUID(run_id)
-        params = {
-            "run_id": run,
+        owes other services (the outbox) atomically; None, and nothing written, when the run
+        is no longer in `from_statuses`."""
+        params: dict[str, Any] = {
+            "run_id": uuid.UUID(run_id),
             "status": outcome.status,
             "output": outcome.output,
             "model": outcome.model,
@@ -236,18 +248,17 @@ class RunStore(RunEventQueries, RunInterruptQueries):
             "last_seq": events[-1][0] if events else 0,
             "from_statuses": list(from_statuses),
         }
-        async with self._pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        params |= {
+            "seqs": [seq for seq, _ in events],
+            "events": [event for _, event in events],
+            **item_columns(hand_offs),
+            "channel": CHANNEL,
+            "note": f"{NOTE_EVENTS}:{run_id}",
+        }
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(FINISH_RUN, params)
             row = await cur.fetchone()
-            if row is None:
-                return None
-            if events:
-                await cur.execute(
-                    INSERT_EVENTS, {"run_id": run, "seqs": [s for s, _ in events], "events": [e for _, e in events]}
-                )
-            await write_items(cur, list(hand_offs))
-            await cur.execute(NOTIFY, (CHANNEL, f"{NOTE_EVENTS}:{run_id}"))
-        return run_row(row)
+        return run_row(row) if row is not None else None
 
     async def delete_session_runs(self, session_id: str) -> None:
         async with self._pool.connection() as conn:
