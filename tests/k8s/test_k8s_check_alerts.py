@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.k8s.test_k8s_check import ROOT, k8s_check
+from tests.support.k8s import ROOT, k8s_check
 
 
 def test_alert_rule_checks_catch_the_old_rules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
