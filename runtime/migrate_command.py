@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.entrypoint import exit_on_configuration_error
 from runtime.registry import PROCESSES
 from runtime.settings import CommonSettings, load_settings
 
@@ -72,4 +72,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_on_configuration_error(main)

@@ -29,7 +29,7 @@ from runtime.logging import configure_logging, get_logger
 from runtime.metrics import database_up, start_metrics_server
 from runtime.revocations import RevocationFeed, RevocationSet
 from runtime.service_identity import ServiceIdentity
-from runtime.settings import CommonSettings
+from runtime.settings import CommonSettings, ConfigurationError
 from runtime.tokens import AccessTokenVerifier, JwksKeySource
 from runtime.tracing import configure_tracing, shutdown_tracing
 
@@ -259,7 +259,8 @@ async def create_server(
     bind_port = settings.grpc_port if port is None else port
     bound = server.add_insecure_port(f"{settings.grpc_host}:{bind_port}")
     if bound == 0:
-        raise SystemExit(f"cannot listen on {settings.grpc_host}:{bind_port}")
+        # The port is taken or the host is not ours: the operator's to fix, not a crash.
+        raise ConfigurationError(f"cannot listen on {settings.grpc_host}:{bind_port}")
     await server.start()
     running = RunningServer(server, bound, health_servicer, names)
     await running.set_serving()

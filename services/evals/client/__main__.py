@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from runtime.entrypoint import exit_on_configuration_error
 from services.evals.client.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_on_configuration_error(lambda: main(sys.argv[1:]))
