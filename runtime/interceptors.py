@@ -13,7 +13,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias, TypeVar, cast
 
 import grpc
 import structlog
@@ -33,6 +33,13 @@ BEARER = "bearer "
 # Honoured only when the token is a service token (runtime.service_identity).
 ON_BEHALF_OF = "x-on-behalf-of"
 
+# grpc.aio.ServerInterceptor.intercept_service is generic over the handler's message types;
+# the interceptor keeps the response serializer and wraps the rest whatever they are.
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+# Every servicer context this module sees: the messages are the generated classes, unknown here.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
 
 class RuntimeInterceptor(grpc.aio.ServerInterceptor):
     """`public_methods` and `service_methods` are gRPC paths (`/pkg.Service/Method`); serve()
@@ -50,26 +57,31 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith("/grpc."):
             return handler
         service, _, name = method[1:].partition("/")
         public = method in self._public_methods
+        # The casts below make up for the stubs, which type handlers as the synchronous server
+        # calls them (returning the response, or an Iterator of responses); under grpc.aio a
+        # unary handler is a coroutine function and a server-streaming one an async generator.
         if handler.unary_unary is not None:
             call = _Call(self, method, service, name, public, "unary")
+            unary = cast("Callable[..., Awaitable[Any]]", handler.unary_unary)
             return grpc.unary_unary_rpc_method_handler(
-                call.wrap_unary(handler.unary_unary),
+                call.wrap_unary(unary),
                 request_deserializer=tolerant_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             call = _Call(self, method, service, name, public, "server_stream")
+            stream = cast("Callable[..., AsyncIterator[Any]]", handler.unary_stream)
             return grpc.unary_stream_rpc_method_handler(
-                call.wrap_stream(handler.unary_stream),
+                call.wrap_stream(stream),
                 request_deserializer=tolerant_deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
@@ -115,7 +127,7 @@ class _Call:
         self._sent = metrics.grpc_server_msg_sent_total.labels(grpc_type=kind, **self._labels)
         self._handled: dict[grpc.StatusCode, Any] = {}
 
-    def _begin(self, context: grpc.aio.ServicerContext) -> dict[str, str]:
+    def _begin(self, context: Context) -> dict[str, str]:
         self._started.inc()
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         structlog.contextvars.bind_contextvars(
@@ -133,7 +145,7 @@ class _Call:
         self._seconds.observe(time.perf_counter() - started)
         structlog.contextvars.unbind_contextvars("request_id", "rpc", "user_id", "session_id")
 
-    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    async def _fail(self, exc: BaseException, context: Context) -> grpc.StatusCode:
         """Turns an exception into the call's status; returns the code for metrics."""
         if isinstance(exc, DomainError):
             level = log.error if exc.code == grpc.StatusCode.INTERNAL else log.info
@@ -150,7 +162,7 @@ class _Call:
         raise AssertionError("unreachable")  # abort_with_status always raises
 
     @contextlib.asynccontextmanager
-    async def _rpc(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def _rpc(self, context: Context) -> AsyncIterator[None]:
         """One RPC's frame: log context, caller, metrics, and the status an exception maps to."""
         started = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -173,7 +185,9 @@ class _Call:
             code = grpc.StatusCode.CANCELLED
             raise
         except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            # The stubs promise a StatusCode; grpc.aio gives None while none is set (an
+            # AbortError that did not come from this call's context).
+            code = cast("grpc.StatusCode | None", context.code()) or grpc.StatusCode.UNKNOWN
             raise
         except Exception as exc:
             code = _status_code(exc)
@@ -182,7 +196,7 @@ class _Call:
             self._finish(code, started)
 
     def wrap_unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             async with self._rpc(context):
                 # After authentication: an anonymous caller learns nothing about field rules.
                 validate_request(request)
@@ -191,7 +205,7 @@ class _Call:
         return unary
 
     def wrap_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             async with self._rpc(context):
                 validate_request(request)
                 async for message in behavior(request, context):

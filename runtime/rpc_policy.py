@@ -12,13 +12,26 @@ here registers the extensions, which both need to read them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
 
 from agentmesh.options.v1 import options_pb2
 
+if TYPE_CHECKING:
+    # Exists in types-protobuf's stubs only.
+    from google.protobuf.internal.extension_dict import _ExtensionFieldDescriptor
+
 # The class of an RPC that names none; its limits are the RATE_LIMIT_DEFAULT setting.
 DEFAULT_RATE_LIMIT_CLASS = "default"
+
+# The casts make up for the generated stubs, not the values: protoc's --pyi_out declares each
+# extension a bare FieldDescriptor, while types-protobuf's Extensions[...] takes the typed
+# _ExtensionFieldDescriptor[extended message, value type] (what mypy-protobuf would write).
+_PUBLIC = cast("_ExtensionFieldDescriptor[MethodOptions, bool]", options_pb2.public)
+_SERVICE_ONLY = cast("_ExtensionFieldDescriptor[MethodOptions, bool]", options_pb2.service_only)
+_RATE_LIMIT_CLASS = cast("_ExtensionFieldDescriptor[MethodOptions, str]", options_pb2.rate_limit_class)
 
 
 class PolicyError(ValueError):
@@ -36,18 +49,18 @@ def grpc_path(method: MethodDescriptor) -> str:
 
 def is_public(method: MethodDescriptor) -> bool:
     """Callable without an access token: `(agentmesh.options.v1.public) = true`."""
-    return bool(_options(method).Extensions[options_pb2.public])
+    return _options(method).Extensions[_PUBLIC]
 
 
 def is_service_only(method: MethodDescriptor) -> bool:
     """Callable with a service token only: `(agentmesh.options.v1.service_only) = true`."""
-    return bool(_options(method).Extensions[options_pb2.service_only])
+    return _options(method).Extensions[_SERVICE_ONLY]
 
 
 def declared_rate_limit_class(method: MethodDescriptor) -> str | None:
     """The class the contract names, or None when it names none (the gateway then picks
     `read` for GET and `default` otherwise)."""
-    named = str(_options(method).Extensions[options_pb2.rate_limit_class])
+    named = _options(method).Extensions[_RATE_LIMIT_CLASS]
     return named or None
 
 
