@@ -12,13 +12,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runtime.entrypoint import exit_on_configuration_error
 from runtime.registry import PROCESSES
 from runtime.settings import CommonSettings, load_settings
+
+# A schema's own migration (runtime/registry.py `migrate`): called with the process's settings,
+# an instance of its registry settings class.
+SchemaMigration = Callable[[CommonSettings], Awaitable[None]]
+
+
+def _import_named(name: str) -> Any:
+    """`module:attribute`, as the registry names classes and functions."""
+    module_name, attribute = name.rsplit(":", 1)
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 @dataclass(frozen=True)
@@ -26,19 +38,29 @@ class MigrationTarget:
     settings_class: str
     schema: str
     migrations: Path
+    # `module:function` for a schema Alembic does not own; None: Alembic, from `migrations`.
+    migrate: str | None = None
 
     def load_settings(self) -> CommonSettings:
-        module_name, class_name = self.settings_class.rsplit(":", 1)
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = _import_named(self.settings_class)
         if not (isinstance(cls, type) and issubclass(cls, CommonSettings)):
             raise TypeError(f"{self.settings_class} (runtime/registry.py) is not a CommonSettings subclass")
         # The Job exists to migrate, whatever the Deployment's DB_MIGRATE_ON_START says.
         return load_settings(cls, db_migrate_on_start=True)
 
+    def schema_migration(self) -> SchemaMigration | None:
+        if self.migrate is None:
+            return None
+        function = _import_named(self.migrate)
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"{self.migrate} (runtime/registry.py) is not an async function")
+        migration: SchemaMigration = function
+        return migration
+
 
 # Every process of the registry that owns a schema (the gateway has none).
 TARGETS = {
-    entry.name: MigrationTarget(entry.settings_class, entry.schema, entry.migrations_dir)
+    entry.name: MigrationTarget(entry.settings_class, entry.schema, entry.migrations_dir, entry.migrate)
     for entry in PROCESSES
     if entry.schema is not None
 }
@@ -48,13 +70,9 @@ async def migrate_service(service: str) -> None:
     """Brings `service`'s schema to head, then closes every connection it opened."""
     target = TARGETS[service]
     settings = target.load_settings()
-    # LangGraph's checkpointer owns the agent's tables (its own setup(), no Alembic).
-    if service == "agent":
-        from runtime.database import resolve_database_url
-        from services.agent.checkpoints import Checkpoints
-
-        checkpoints = await Checkpoints.open(await resolve_database_url(settings), settings)  # type: ignore[arg-type]
-        await checkpoints.close()
+    own_migration = target.schema_migration()
+    if own_migration is not None:
+        await own_migration(settings)
         return
     from runtime.database import open_database
 

@@ -39,6 +39,10 @@ class MeshProcess:
     schema: str | None
     # The services it calls over gRPC, each through its `<NAME>_ADDR` setting.
     calls: tuple[str, ...]
+    # `module:function` when Alembic does not own its schema: an async function that takes the
+    # process's settings (an instance of settings_class) and brings the schema to head; the
+    # migration command imports it by this name. None: Alembic, from migrations_dir.
+    migrate: str | None = None
     # Whether it may keep state in Redis (the gateway's shared rate-limit counters, when
     # RATE_LIMIT_STORAGE_URL is redis://).
     redis: bool = False
@@ -58,7 +62,7 @@ class MeshProcess:
 
     @property
     def migrations_dir(self) -> Path:
-        """Where its Alembic migrations live (the agent has none: LangGraph owns its tables)."""
+        """Where its Alembic migrations live (none when `migrate` names its own function)."""
         return self.package_dir / "migrations"
 
 
@@ -99,6 +103,7 @@ PROCESSES: tuple[MeshProcess, ...] = (
         metrics_port=9103,
         # LangGraph's checkpointer creates these tables itself (no Alembic).
         schema="agent",
+        migrate="services.agent.schema_migration:migrate_schema",
         # Session ownership, long-term memory search and writes, trace hand-off to evals.
         calls=("auth", "sessions", "memory", "evals"),
     ),
@@ -190,6 +195,8 @@ def _check_table() -> None:
         unknown = set(entry.calls) - {p.name for p in grpc_services()}
         if unknown or entry.name in entry.calls:
             raise ValueError(f"{entry.name} calls {sorted(unknown) or entry.name}: not another gRPC service")
+        if entry.migrate is not None and (entry.schema is None or ":" not in entry.migrate):
+            raise ValueError(f"{entry.name}: migrate={entry.migrate!r} needs a schema and a `module:function` name")
 
 
 _check_table()
