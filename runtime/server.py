@@ -14,7 +14,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -47,20 +47,10 @@ class Mount:
     descriptor: ServiceDescriptor
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
-    # Transitional: method names a service still lists as service-only. The contract's
-    # (agentmesh.options.v1.service_only) decides; a list given here must say the same, so the
-    # two cannot drift apart while the lists are being removed.
-    service_methods: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
+        # A contract whose policy contradicts itself is refused before anything serves it.
         rpc_policy.check_service(self.descriptor)
-        if self.service_methods:
-            declared = frozenset(path.rpartition("/")[2] for path in self.full_service_methods)
-            if self.service_methods != declared:
-                raise rpc_policy.PolicyError(
-                    f"{self.descriptor.full_name}: service_methods {sorted(self.service_methods)} disagree "
-                    f"with the contract's service_only options {sorted(declared)}"
-                )
 
     @property
     def full_public_methods(self) -> frozenset[str]:

@@ -28,7 +28,7 @@ from services.agent.outbox import OutboxDelivery
 from services.agent.pg_pool import dedicated_connection, ping_pool
 from services.agent.run_store import RunStore
 from services.agent.runs import Runs
-from services.agent.server import SERVICE_METHODS, AgentServicer
+from services.agent.server import AgentServicer
 from services.agent.session_access import SessionAccess
 from services.agent.settings import AgentSettings
 from services.agent.system_prompt import SystemPrompt
@@ -121,7 +121,6 @@ class AgentApp(ServiceApp):
                 descriptor=agent_pb2.DESCRIPTOR.services_by_name["AgentService"],
                 add_to_server=agent_pb2_grpc.add_AgentServiceServicer_to_server,
                 servicer=AgentServicer(self.runs, conversations, UserErasure(self.checkpoints.pool, self.runs)),
-                service_methods=SERVICE_METHODS,
             )
         ]
 

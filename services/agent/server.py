@@ -15,9 +15,6 @@ from services.agent.erasure import UserErasure
 from services.agent.run_messages import chat_response, decision_message, run_message
 from services.agent.runs import Runs, ending_error
 
-# Called by the auth service's account deletion only.
-SERVICE_METHODS = frozenset({"EraseUserData"})
-
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self, runs: Runs, conversations: Conversations, erasure: UserErasure | None = None) -> None:

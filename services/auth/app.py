@@ -22,7 +22,7 @@ from services.auth.keys import KeyCipher, KeyRing
 from services.auth.passwords import PasswordHasher
 from services.auth.revocations import RevocationLog
 from services.auth.roles import Roles
-from services.auth.server import SERVICE_METHODS, AuthServicer
+from services.auth.server import AuthServicer
 from services.auth.service_tokens import ServiceTokens
 from services.auth.settings import AuthSettings
 from services.auth.store import AuthStore
@@ -151,7 +151,6 @@ class AuthApp(ServiceApp):
                 descriptor=auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
                 add_to_server=auth_pb2_grpc.add_AuthServiceServicer_to_server,
                 servicer=servicer,
-                service_methods=SERVICE_METHODS,
             )
         ]
 

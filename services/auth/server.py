@@ -23,10 +23,8 @@ from services.auth.service_tokens import ServiceTokens
 from services.auth.tokens import IssuedTokens
 
 # Which RPCs need no token (Register, Login, Refresh, Logout, GetJwks, IssueServiceToken) and
-# which only services may call is declared on each RPC in auth.proto (agentmesh.options.v1).
-# This list repeats the service_only option until app.py stops passing it; Mount refuses it
-# if the two ever disagree.
-SERVICE_METHODS = frozenset({"WatchRevocations"})
+# which only services may call (WatchRevocations) is declared on each RPC in auth.proto
+# (agentmesh.options.v1), which serve() reads.
 # RFC 7517 members every key has, then those RFC 8037 (OKP) and RFC 7518 (RSA) define.
 JWK_MEMBERS = {"OKP": ("crv", "x"), "RSA": ("n", "e")}
 

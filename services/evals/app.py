@@ -15,7 +15,7 @@ from services.evals.judge import Judge
 from services.evals.langfuse_source import LangfuseTraceImporter
 from services.evals.metrics_catalog import MetricCatalog, MetricFileError
 from services.evals.runner import EvaluationRunner
-from services.evals.server import SERVICE_METHODS, EvalServicer
+from services.evals.server import EvalServicer
 from services.evals.settings import EvalsSettings
 from services.evals.store import EvalStore
 
@@ -71,7 +71,6 @@ class EvalsApp(ServiceApp):
                 descriptor=evals_pb2.DESCRIPTOR.services_by_name["EvalService"],
                 add_to_server=evals_pb2_grpc.add_EvalServiceServicer_to_server,
                 servicer=EvalServicer(store, catalog, runner),
-                service_methods=SERVICE_METHODS,
             )
         ]
 

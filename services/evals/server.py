@@ -16,9 +16,6 @@ from services.evals.scoreboard import Scoreboard
 from services.evals.store import EvalStore, ScoreRow
 from services.evals.traces import record_trace
 
-# Only services record traces (the agent, as itself, naming the user); users get PERMISSION_DENIED.
-SERVICE_METHODS = frozenset({"RecordTrace", "EraseUserData"})
-
 DIRECTIONS = {
     "lower": evals_pb2.Metric.DIRECTION_LOWER_IS_BETTER,
     "higher": evals_pb2.Metric.DIRECTION_HIGHER_IS_BETTER,

@@ -14,7 +14,7 @@ from services.memory.extraction import FactExtractor
 from services.memory.memories import Memories
 from services.memory.memory_rows import SearchTuning
 from services.memory.resolution import Resolver
-from services.memory.server import SERVICE_METHODS, MemoryServicer
+from services.memory.server import MemoryServicer
 from services.memory.settings import MemorySettings
 from services.memory.store import MemoryStore, register_vector_codec
 from services.memory.sweeper import MemorySweeper
@@ -87,7 +87,6 @@ class MemoryApp(ServiceApp):
                 descriptor=memory_pb2.DESCRIPTOR.services_by_name["MemoryService"],
                 add_to_server=memory_pb2_grpc.add_MemoryServiceServicer_to_server,
                 servicer=MemoryServicer(memories),
-                service_methods=SERVICE_METHODS,
             )
         ]
 

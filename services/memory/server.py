@@ -106,10 +106,6 @@ def add_request(request: memory_pb2.AddMemoriesRequest) -> AddRequest:
     )
 
 
-# Called by the auth service's account deletion only.
-SERVICE_METHODS = frozenset({"EraseUserData"})
-
-
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     def __init__(self, memories: Memories) -> None:
         self._memories = memories

@@ -10,7 +10,7 @@ from runtime.server import Mount, ServiceApp
 from runtime.service_identity import ServiceIdentity
 from services.sessions.chat_sessions import ChatSessions
 from services.sessions.conversations import AgentConversationCleaner, ConversationCleaner, NoConversationCleaner
-from services.sessions.server import SERVICE_METHODS, SessionServicer
+from services.sessions.server import SessionServicer
 from services.sessions.settings import SessionsSettings
 from services.sessions.store import SessionStore
 from services.sessions.sweeper import SessionSweeper
@@ -52,7 +52,6 @@ class SessionsApp(ServiceApp):
                 descriptor=sessions_pb2.DESCRIPTOR.services_by_name["SessionService"],
                 add_to_server=sessions_pb2_grpc.add_SessionServiceServicer_to_server,
                 servicer=SessionServicer(sessions, own_service=self.name),
-                service_methods=SERVICE_METHODS,
             )
         ]
 

@@ -17,8 +17,6 @@ from services.sessions.chat_sessions import ChatSessions, Expiry, SessionUpdate,
 from services.sessions.store import SessionRow
 
 UPDATABLE = ("name", "expire_time", "ttl")
-# Called by the auth service's account deletion only.
-SERVICE_METHODS = frozenset({"EraseUserData"})
 
 
 def session_message(row: SessionRow) -> sessions_pb2.Session:
