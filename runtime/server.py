@@ -29,7 +29,7 @@ from runtime.logging import configure_logging, get_logger
 from runtime.metrics import database_up, start_metrics_server
 from runtime.revocations import RevocationFeed, RevocationSet
 from runtime.service_identity import ServiceIdentity
-from runtime.settings import CommonSettings, ConfigurationError
+from runtime.settings import CommonSettings, ConfigurationError, TokenClientSettings
 from runtime.tokens import AccessTokenVerifier, JwksKeySource
 from runtime.tracing import configure_tracing, shutdown_tracing
 
@@ -93,22 +93,29 @@ class ServiceApp(abc.ABC):
 
     def token_verifier(self) -> AccessTokenVerifier:
         """Verifies access tokens with the auth service's JWKS and refuses the revoked ones
-        it learns from the auth service's revocation feed (the auth service overrides)."""
-        self._jwks_channel = open_channel(self.settings.auth_addr)
+        it learns from the auth service's revocation feed. The auth service, whose settings
+        carry no AUTH_ADDR, overrides it with its own key ring and revocations."""
+        settings = self.settings
+        if not isinstance(settings, TokenClientSettings):
+            raise TypeError(
+                f"{self.name}: {type(settings).__name__} is not a TokenClientSettings, so the app "
+                "must verify tokens itself (override token_verifier)"
+            )
+        self._jwks_channel = open_channel(settings.auth_addr)
         keys = JwksKeySource(
             self._jwks_channel,
-            ttl_s=self.settings.jwks_cache_ttl_s,
-            refetch_min_interval_s=self.settings.jwks_refetch_min_interval_s,
+            ttl_s=settings.jwks_cache_ttl_s,
+            refetch_min_interval_s=settings.jwks_refetch_min_interval_s,
         )
         revocations = RevocationSet()
-        identity = ServiceIdentity.from_settings(self.settings, self.name, self._jwks_channel)
+        identity = ServiceIdentity.from_settings(settings, self.name, self._jwks_channel)
         self._revocation_feed = RevocationFeed(self._jwks_channel, identity, revocations)
         self._revocation_feed.start()
         return AccessTokenVerifier(
             keys,
-            issuer=self.settings.jwt_issuer,
-            audience=self.settings.jwt_audience,
-            algorithm=self.settings.jwt_algorithm,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            algorithm=settings.jwt_algorithm,
             revocations=revocations,
         )
 

@@ -25,7 +25,7 @@ from agentmesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from runtime.clients import open_channel
 from runtime.errors import Unavailable
 from runtime.logging import get_logger
-from runtime.settings import CommonSettings, SettingsError
+from runtime.settings import SettingsError, TokenClientSettings
 
 log = get_logger(__name__)
 
@@ -45,7 +45,7 @@ def is_dev_service_credential(credential: str) -> bool:
     return credential.startswith(DEV_SERVICE_CREDENTIAL_PREFIX)
 
 
-def service_credential_for(settings: CommonSettings, name: str) -> str:
+def service_credential_for(settings: TokenClientSettings, name: str) -> str:
     """The credential a service presents; refuses development ones in staging/production."""
     configured = settings.service_credential.get_secret_value()
     if settings.app_env not in SAFE_ENVS and (not configured or is_dev_service_credential(configured)):
@@ -71,7 +71,7 @@ class ServiceIdentity:
 
     @classmethod
     def from_settings(
-        cls, settings: CommonSettings, name: str, channel: grpc.aio.Channel | None = None
+        cls, settings: TokenClientSettings, name: str, channel: grpc.aio.Channel | None = None
     ) -> ServiceIdentity:
         credential = service_credential_for(settings, name)
         identity = cls(name, credential, channel or open_channel(settings.auth_addr))

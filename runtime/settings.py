@@ -5,8 +5,9 @@ Precedence (highest first): real environment variables, `.env.<APP_ENV>.local`,
 are never echoed for secrets); the process's entry point turns it into a message and a non-zero
 exit (runtime.entrypoint).
 
-CommonSettings is what every service's process reads; the parts only some services use are
-mixins their settings classes add: runtime.llm_settings.LLMSettings (agent, memory, evals),
+CommonSettings is what every service's process reads; TokenClientSettings adds what the auth
+service's clients read (every service but auth). The parts only some services use are mixins
+their settings classes add: runtime.llm_settings.LLMSettings (agent, memory, evals),
 runtime.langfuse_settings.LangfuseSettings (agent, evals).
 """
 
@@ -104,17 +105,12 @@ class CommonSettings(BaseSettings):
     db_health_timeout_s: float = Field(default=2.0, gt=0)
     data_dir: Path = ROOT / ".data"
 
-    auth_addr: str = "127.0.0.1:50051"
     jwt_issuer: str = "agentmesh-auth"
     jwt_audience: str = "agentmesh"
     jwt_algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
-    jwks_cache_ttl_s: float = Field(default=300.0, gt=0)
-    # An unknown kid triggers a refetch, at most this often, so forged kids cannot
-    # turn every request into a call to the auth service.
+    # An unknown kid triggers a refetch, at most this often, so forged kids cannot turn every
+    # request into a call to the auth service (or, in the auth service, a read of its key ring).
     jwks_refetch_min_interval_s: float = Field(default=2.0, ge=0)
-    # This service's secret for IssueServiceToken (empty: the public development
-    # credential, refused in staging and production; see runtime/service_identity.py).
-    service_credential: SecretStr = SecretStr("")
 
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str = ""
@@ -158,6 +154,18 @@ class CommonSettings(BaseSettings):
         if self.database_url is None:
             problems.append("DATABASE_URL is required (the embedded database is for development)")
         return problems
+
+
+class TokenClientSettings(CommonSettings):
+    """A service that is the auth service's client: it verifies access tokens with the auth
+    service's JWKS, follows its revocation feed and obtains service tokens from it (every gRPC
+    service but auth, which verifies and issues its own in-process; runtime/server.py)."""
+
+    auth_addr: str = "127.0.0.1:50051"
+    jwks_cache_ttl_s: float = Field(default=300.0, gt=0)
+    # This service's secret for IssueServiceToken (empty: the public development
+    # credential, refused in staging and production; see runtime/service_identity.py).
+    service_credential: SecretStr = SecretStr("")
 
 
 S = TypeVar("S", bound=CommonSettings)

@@ -9,10 +9,10 @@ from pydantic_settings import NoDecode
 
 from runtime.langfuse_settings import LangfuseSettings
 from runtime.llm_settings import LLMSettings
-from runtime.settings import CommonSettings
+from runtime.settings import TokenClientSettings
 
 
-class AgentSettings(CommonSettings, LLMSettings, LangfuseSettings):
+class AgentSettings(TokenClientSettings, LLMSettings, LangfuseSettings):
     grpc_port: int = Field(default=50053, ge=0, le=65535)
     metrics_port: int = Field(default=9103, ge=0, le=65535)
 

@@ -9,12 +9,12 @@ from pydantic import Field, SecretStr
 
 from runtime.langfuse_settings import LangfuseSettings
 from runtime.llm_settings import LLMSettings
-from runtime.settings import CommonSettings
+from runtime.settings import TokenClientSettings
 
 PACKAGE_DIR = Path(__file__).parent
 
 
-class EvalsSettings(CommonSettings, LLMSettings, LangfuseSettings):
+class EvalsSettings(TokenClientSettings, LLMSettings, LangfuseSettings):
     grpc_port: int = Field(default=50055, ge=0, le=65535)
     metrics_port: int = Field(default=9105, ge=0, le=65535)
 

@@ -7,12 +7,12 @@ from typing import Literal
 from pydantic import Field
 
 from runtime.llm_settings import LLMSettings
-from runtime.settings import CommonSettings
+from runtime.settings import TokenClientSettings
 
 Embedder = Literal["offline", "openai", "local"]
 
 
-class MemorySettings(CommonSettings, LLMSettings):
+class MemorySettings(TokenClientSettings, LLMSettings):
     grpc_port: int = Field(default=50054, ge=0, le=65535)
     metrics_port: int = Field(default=9104, ge=0, le=65535)
 

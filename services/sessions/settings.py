@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from runtime.settings import CommonSettings
+from runtime.settings import TokenClientSettings
 
 
-class SessionsSettings(CommonSettings):
+class SessionsSettings(TokenClientSettings):
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     agent_addr: str = "127.0.0.1:50053"

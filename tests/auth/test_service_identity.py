@@ -3,6 +3,7 @@ of a user, and the refusal of development secrets in staging and production."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import pytest
 
 from agentmesh.auth.v1 import auth_pb2
 from meshctl.processes import ROOT
+from runtime.registry import grpc_services
 from runtime.service_identity import dev_service_credential, service_credential_for
-from runtime.settings import CommonSettings, SettingsError
+from runtime.settings import SettingsError, TokenClientSettings
 from services.auth.settings import DEV_SIGNING_KEY_SECRET, AuthSettings
 from tests.support.grpc_errors import rpc_failure
 from tests.support.services import service_metadata, service_token
@@ -114,13 +116,14 @@ def test_staging_and_production_refuse_development_secrets(app_env: str, monkeyp
     database = {"database_url": "postgresql://db/agentmesh"}
     for credential in ("", dev_service_credential("agent")):
         with pytest.raises(SettingsError, match="SERVICE_CREDENTIAL"):
-            service_credential_for(CommonSettings(app_env=app_env, service_credential=credential, **database), "agent")
-    settings = CommonSettings(app_env=app_env, service_credential="s3cret", **database)
+            settings = TokenClientSettings(app_env=app_env, service_credential=credential, **database)
+            service_credential_for(settings, "agent")
+    settings = TokenClientSettings(app_env=app_env, service_credential="s3cret", **database)
     assert service_credential_for(settings, "agent") == "s3cret"
 
 
 def test_development_uses_the_public_development_credential() -> None:
-    settings = CommonSettings(app_env="development")
+    settings = TokenClientSettings(app_env="development")
     assert service_credential_for(settings, "agent") == dev_service_credential("agent")
 
 
@@ -134,3 +137,12 @@ def test_auth_in_staging_with_the_development_signing_secret_exits_with_a_clear_
     assert "unsafe settings for APP_ENV=staging" in result.stderr
     assert "SIGNING_KEY_SECRET" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_only_the_auth_services_clients_read_its_address_and_a_service_credential() -> None:
+    client_fields = set(TokenClientSettings.model_fields) - set(AuthSettings.model_fields)
+    assert {"auth_addr", "jwks_cache_ttl_s", "service_credential"} <= client_fields
+    for entry in grpc_services():
+        module_name, class_name = entry.settings_class.split(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        assert issubclass(cls, TokenClientSettings) == (entry.name != "auth"), entry.settings_class
