@@ -29,6 +29,10 @@ COPY --from=build /opt/venv /opt/venv
 # The code runs from /app (the working directory is first on sys.path for `python -m`);
 # Alembic migrations and prompt files are read from this tree (ROOT = /app).
 WORKDIR /app
+# Every package the processes import (tests/k8s/test_dockerfile.py keeps this list complete):
+# the runtime and generated code under the services and the gateway, llm_tasks under the agent,
+# memory and offline model, meshctl for operators' commands.
+COPY --chown=root:root runtime ./runtime
 COPY --chown=root:root services ./services
 COPY --chown=root:root gateway ./gateway
 COPY --chown=root:root agentmesh ./agentmesh
