@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import agentmesh
+from runtime.registry import process
 from runtime.settings import SettingsError, env_files
 
 DEFAULT_DESCRIPTOR_SET = Path(agentmesh.__file__).parent / "descriptors.binpb"
@@ -34,11 +35,12 @@ class GatewaySettings(BaseSettings):
     gateway_port: int = Field(default=8080, ge=0, le=65535)
     gateway_descriptor_set: Path = DEFAULT_DESCRIPTOR_SET
 
-    auth_addr: str = "127.0.0.1:50051"
-    sessions_addr: str = "127.0.0.1:50052"
-    agent_addr: str = "127.0.0.1:50053"
-    memory_addr: str = "127.0.0.1:50054"
-    evals_addr: str = "127.0.0.1:50055"
+    # The upstreams a local mesh runs (the ports of runtime/registry.py).
+    auth_addr: str = process("auth").local_addr
+    sessions_addr: str = process("sessions").local_addr
+    agent_addr: str = process("agent").local_addr
+    memory_addr: str = process("memory").local_addr
+    evals_addr: str = process("evals").local_addr
 
     # Deadlines in seconds. Streams get longer because an agent turn with tools can take minutes.
     gateway_unary_timeout: float = Field(default=30.0, gt=0)

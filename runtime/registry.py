@@ -57,6 +57,11 @@ class MeshProcess:
         return f"{self.name.upper()}_ADDR"
 
     @property
+    def local_addr(self) -> str:
+        """Its address in a local mesh (`make run`): the default of its callers' `<NAME>_ADDR`."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
     def package_dir(self) -> Path:
         return REPO_ROOT / self.module.replace(".", "/")
 

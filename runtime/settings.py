@@ -20,6 +20,8 @@ from typing import Any, Literal, Self, TypeVar
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime.registry import process
+
 ROOT = Path(__file__).resolve().parents[1]
 
 AppEnv = Literal["development", "test", "staging", "production"]
@@ -161,7 +163,7 @@ class TokenClientSettings(CommonSettings):
     service's JWKS, follows its revocation feed and obtains service tokens from it (every gRPC
     service but auth, which verifies and issues its own in-process; runtime/server.py)."""
 
-    auth_addr: str = "127.0.0.1:50051"
+    auth_addr: str = process("auth").local_addr
     jwks_cache_ttl_s: float = Field(default=300.0, gt=0)
     # This service's secret for IssueServiceToken (empty: the public development
     # credential, refused in staging and production; see runtime/service_identity.py).
