@@ -7,12 +7,14 @@ NUL in text, and the call answered INTERNAL (with the SQL parameters in the serv
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import structlog
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
@@ -20,6 +22,7 @@ from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from meshctl.mesh import Mesh
 from runtime.errors import InvalidArgument
+from runtime.logging import configure_logging
 from runtime.request_checks import check_request
 from tests.support.grpc_errors import rpc_failure
 from tests.support.services import service_metadata
@@ -207,13 +210,28 @@ async def test_database_errors_do_not_carry_the_statement_parameters(mesh: Mesh)
         await database.close()
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Puts the logging configuration back after a test that configures the services' logging:
+    that configuration writes to the test's captured stderr, which is closed once the test
+    ends, and a later test in the same process that logs would fail writing to it."""
+    saved = structlog.get_config()
+    handlers = list(logging.getLogger().handlers)
+    yield
+    structlog.configure(**saved)
+    for handler in logging.getLogger().handlers:
+        if handler not in handlers:
+            logging.getLogger().removeHandler(handler)
+
+
+@pytest.mark.usefixtures("restore_logging")
 async def test_a_crash_is_logged_without_its_message(capsys: pytest.CaptureFixture[str]) -> None:
     # Before: log.exception printed the exception's message, e.g. asyncpg's
     # "invalid input for query argument $1: '<the user's text>'", into the service log.
     from runtime.interceptors import RuntimeInterceptor
-    from runtime.logging import configure_logging
 
     configure_logging(service="test", level="INFO", fmt="json")
+    structlog.configure(cache_logger_on_first_use=False)  # no logger keeps this test's stderr
     secret = marker()
 
     async def crash(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
