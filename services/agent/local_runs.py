@@ -32,6 +32,7 @@ from services.agent.executor import (
     RunExecutor,
     cancelled_outcome,
 )
+from services.agent.run_event_writer import RunEventWriter
 from services.agent.run_events import RunChannel, RunNotifier
 from services.agent.run_rows import RunRow
 from services.agent.run_store import RunStore
@@ -86,6 +87,7 @@ class LocalRuns:
         self._settings = settings
         self.replica = replica_id()
         self.notifier = RunNotifier(listen, self._cancel_requested)
+        self.writer = RunEventWriter(store, interval_s=settings.flush_interval_s)
         self._executions: dict[str, tuple[Execution, asyncio.Task[RunRow | None]]] = {}
         self._background: set[asyncio.Task[object]] = set()
         # False from drain or close on: no run starts here any more.
@@ -100,9 +102,7 @@ class LocalRuns:
         return list(self._executions)
 
     def start(self, run: RunRow, resume: dict[str, object] | None = None) -> None:
-        channel = RunChannel(
-            run, self._store, flush_interval_s=self._settings.flush_interval_s, first_seq=run.last_seq + 1
-        )
+        channel = RunChannel(run, self._store, writer=self.writer, first_seq=run.last_seq + 1)
         execution = Execution(channel=channel)
         task = asyncio.create_task(self._executor.execute(run, execution, resume), name=f"run-{run.run_id}")
         self._executions[run.run_id] = (execution, task)
@@ -240,4 +240,5 @@ class LocalRuns:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.writer.close()
         await self.notifier.close()

@@ -13,13 +13,15 @@ INSERT_EVENTS = (
     "INSERT INTO run_events (run_id, seq, event) SELECT %(run_id)s, s, e"
     " FROM unnest(%(seqs)s::bigint[], %(events)s::bytea[]) AS t(s, e) ON CONFLICT DO NOTHING"
 )
-# One statement (autocommit: atomic), not a transaction of three: a batch is written
-# every few tens of milliseconds while a run streams, and each round trip counts.
-APPEND_EVENTS = (
-    "WITH stored AS (INSERT INTO run_events (run_id, seq, event) SELECT %(run_id)s, s, e"
-    " FROM unnest(%(seqs)s::bigint[], %(events)s::bytea[]) AS t(s, e) ON CONFLICT DO NOTHING),"
-    " advanced AS (UPDATE runs SET last_seq = greatest(last_seq, %(seq)s) WHERE run_id = %(run_id)s)"
-    " SELECT pg_notify(%(channel)s, %(note)s)"
+# The events of several runs in one statement (autocommit: atomic), each run's last_seq
+# moved on and its followers everywhere woken: the replica's writer runs it once per
+# interval for every run executing there (run_event_writer.py).
+APPEND_EVENTS_OF_RUNS = (
+    "WITH stored AS (INSERT INTO run_events (run_id, seq, event) SELECT r, s, e"
+    " FROM unnest(%(runs)s::uuid[], %(seqs)s::bigint[], %(events)s::bytea[]) AS t(r, s, e) ON CONFLICT DO NOTHING),"
+    " advanced AS (UPDATE runs SET last_seq = greatest(runs.last_seq, l.s)"
+    " FROM unnest(%(last_runs)s::uuid[], %(last_seqs)s::bigint[]) AS l(r, s) WHERE runs.run_id = l.r)"
+    " SELECT pg_notify(%(channel)s, %(note_prefix)s || l.r::text) FROM unnest(%(last_runs)s::uuid[]) AS l(r)"
 )
 NOTIFY = "SELECT pg_notify(%s, %s)"
 EVENTS_AFTER = "SELECT seq, event FROM run_events WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s"
@@ -41,20 +43,27 @@ class RunEventQueries:
 
     _pool: AsyncConnectionPool
 
-    async def append_events(self, run_id: str, events: Sequence[tuple[int, bytes]]) -> None:
-        """Stores a batch of events and wakes every replica's followers, atomically."""
-        if not events:
+    async def append_events_of_runs(self, rows: Sequence[tuple[str, int, bytes]]) -> None:
+        """Stores (run_id, seq, event) rows of any number of runs and wakes their followers."""
+        if not rows:
             return
+        last: dict[str, int] = {}
+        for run_id, seq, _ in rows:
+            last[run_id] = max(seq, last.get(run_id, 0))
+        # Runs in a stable order, so concurrent multi-run updates (another pass, lease
+        # renewal) mostly lock rows in the same order; a deadlock is retried by the caller.
+        ordered = sorted(last)
         params = {
-            "run_id": uuid.UUID(run_id),
-            "seqs": [seq for seq, _ in events],
-            "events": [event for _, event in events],
-            "seq": events[-1][0],
+            "runs": [uuid.UUID(run_id) for run_id, _, _ in rows],
+            "seqs": [seq for _, seq, _ in rows],
+            "events": [event for _, _, event in rows],
+            "last_runs": [uuid.UUID(run_id) for run_id in ordered],
+            "last_seqs": [last[run_id] for run_id in ordered],
             "channel": CHANNEL,
-            "note": f"{NOTE_EVENTS}:{run_id}",
+            "note_prefix": f"{NOTE_EVENTS}:",
         }
         async with self._pool.connection() as conn:
-            await conn.execute(APPEND_EVENTS, params)
+            await conn.execute(APPEND_EVENTS_OF_RUNS, params)
 
     async def events_after(self, run_id: str, after_seq: int, limit: int = 500) -> list[tuple[int, bytes]]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:

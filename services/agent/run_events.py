@@ -2,10 +2,10 @@
 persisted in small batches so that any replica can replay it and follow it live.
 
 - `RunChannel`: the executing replica's side. `emit()` numbers an event and hands it to
-  local followers at once (a first token never waits for a database write); a flusher
-  writes what accumulated every `flush_interval_s`. The last event and the run's final
-  status are written in one transaction, so "ended" and "has its last event" are never
-  seen apart.
+  local followers at once (a first token never waits for a database write); the
+  replica's `RunEventWriter` stores what every run accumulated, together, each interval.
+  The last event and the run's final status are written in one statement, so "ended"
+  and "has its last event" are never seen apart.
 - `RunNotifier`: one LISTEN connection per replica on the `agent_runs` channel; wakes
   followers of runs executing elsewhere and delivers cancel requests.
 - `follow_stored()`: replays stored events after a sequence number and follows new ones
@@ -26,6 +26,7 @@ from runtime.logging import get_logger
 from services.agent import metrics
 from services.agent.outbox import OutboxItem
 from services.agent.run_event_queries import CHANNEL, NOTE_CANCEL, NOTE_EVENTS
+from services.agent.run_event_writer import RunEventWriter
 from services.agent.run_rows import InterruptRow, RunOutcome, RunRow
 from services.agent.run_store import RunStore
 
@@ -44,16 +45,26 @@ def is_terminal(event: agent_pb2.ChatEvent) -> bool:
 
 
 class RunChannel:
-    def __init__(self, run: RunRow, store: RunStore, *, flush_interval_s: float, first_seq: int = 1) -> None:
+    def __init__(self, run: RunRow, store: RunStore, *, writer: RunEventWriter, first_seq: int = 1) -> None:
         self.run = run
         self._store = store
-        self._flush_interval_s = flush_interval_s
+        self._writer = writer
         self._first_seq = first_seq
         self.events: list[agent_pb2.ChatEvent] = []
         self._persisted = 0
         self._wakeup = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def run_id(self) -> str:
+        return self.run.run_id
+
+    def unpersisted(self) -> tuple[list[tuple[int, bytes]], int]:
+        end = len(self.events)
+        return [(e.seq, e.SerializeToString()) for e in self.events[self._persisted : end]], end
+
+    def persisted_to(self, position: int) -> None:
+        self._persisted = max(self._persisted, position)
 
     @property
     def first_seq(self) -> int:
@@ -69,8 +80,7 @@ class RunChannel:
         if self._closed:
             return
         self._append(event)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon(), name=f"run-events-{self.run.run_id}")
+        self._writer.mark(self)
 
     def _append(self, event: agent_pb2.ChatEvent) -> None:
         event.run_id = self.run.run_id
@@ -79,36 +89,12 @@ class RunChannel:
         wakeup, self._wakeup = self._wakeup, asyncio.Event()
         wakeup.set()
 
-    async def _flush_soon(self) -> None:
-        # Events emitted while a batch is being written go in the next batch, not wait
-        # for the next emit (which may be a long model stall away).
-        while self._persisted < len(self.events):
-            await asyncio.sleep(self._flush_interval_s)
-            before = self._persisted
-            await self._flush()
-            if self._persisted == before:
-                await asyncio.sleep(min(1.0, self._flush_interval_s * 20))  # the database is struggling
-
-    async def _flush(self) -> None:
-        batch = self.events[self._persisted :]
-        if not batch:
-            return
-        try:
-            await self._store.append_events(self.run.run_id, [(e.seq, e.SerializeToString()) for e in batch])
-        except psycopg.Error as exc:
-            # Followers here still have them; the next flush (or the final one) retries.
-            log.warning("run_events_flush_failed", run_id=self.run.run_id, error=type(exc).__name__)
-            return
-        self._persisted += len(batch)
-        metrics.run_events_written_total.inc(len(batch))
-
     async def finish(
         self, outcome: RunOutcome, last: agent_pb2.ChatEvent, hand_offs: list[OutboxItem]
     ) -> RunRow | None:
         """Records the outcome with the run's last event and its hand-offs (atomically), then
         shows the event to local followers. None when the run was no longer ours to finish."""
-        await self._stop_flusher()
-        await self._flush()
+        self._stop_writing()
         last.run_id = self.run.run_id
         last.seq = self.last_seq + 1
         pending = [(e.seq, e.SerializeToString()) for e in self.events[self._persisted :]]
@@ -137,8 +123,7 @@ class RunChannel:
     ) -> list[InterruptRow] | None:
         """Pauses the run: the interrupts and the events presenting them are stored in one
         transaction (by `store_pause`), then shown to local followers."""
-        await self._stop_flusher()
-        await self._flush()
+        self._stop_writing()
         base = self.last_seq
         presented: list[agent_pb2.ChatEvent] = []
 
@@ -159,12 +144,10 @@ class RunChannel:
             self._closed = True
         return stored
 
-    async def _stop_flusher(self) -> None:
+    def _stop_writing(self) -> None:
+        # What the writer has not stored yet goes with the end (or pause) statement.
         self._closed = True
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        self._writer.forget(self)
 
     async def follow(self, after_seq: int) -> AsyncIterator[agent_pb2.ChatEvent]:
         """Events after `after_seq` from memory, then live, until the last one."""

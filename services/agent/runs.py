@@ -89,6 +89,7 @@ class Runs:
 
     async def start(self) -> None:
         self._local.notifier.start()
+        self._local.writer.start()
         self._maintenance_task = self._maintenance.start()
 
     async def create(self, principal: Principal, session_id: str, message: agent_pb2.Message, strategy: int) -> RunRow:
