@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 # neither are the mixins only some services include (LLM, Langfuse).
 SOURCES = [
     ("Every service (runtime)", "runtime.settings", "CommonSettings"),
+    ("Clients of the auth service (sessions, agent, memory, evals)", "runtime.settings", "TokenClientSettings"),
     ("LLM endpoint (agent, memory, evals)", "runtime.llm_settings", "LLMSettings"),
     ("Langfuse (agent, evals)", "runtime.langfuse_settings", "LangfuseSettings"),
     ("auth", "services.auth.settings", "AuthSettings"),
@@ -78,7 +79,8 @@ def generate() -> str:
             names = env_names(cls, name, field)
             key = names[0]
             is_port = key in {"GRPC_PORT", "METRICS_PORT"}
-            per_service_port = is_port and title != SOURCES[0][0]
+            # A process's own ports, shown commented; shared blocks (runtime.*) have none.
+            per_service_port = is_port and not module_name.startswith("runtime.")
             if (is_port and not per_service_port) or (key in seen and not per_service_port):
                 continue
             seen.add(key)
