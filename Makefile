@@ -21,7 +21,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup setup-runtime setup-semantic lock run test test-slow lint format proto proto-check proto-breaking pytest browser k8s-check images push \
-        bench loadtest loadtest-stress soak chaos profile eval eval-golden clean
+        bench bench-compare loadtest loadtest-stress soak chaos profile eval eval-golden clean
 
 # Everything: what `make test`, the benchmarks and the tools need (runtime, semantic, dev).
 setup: setup-runtime setup-semantic $(DEV_STAMP)
@@ -173,6 +173,11 @@ bench: setup
 	BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench
 	$(BIN)/python -m bench.evals_grading
 	$(BIN)/python -m bench.auth_throughput
+
+# This tree against a baseline commit (BENCH_BASELINE, default the last one before durable runs),
+# quick bench alternately in each, BENCH_COMPARE_ROUNDS times: bench/results/compare-latest.json.
+bench-compare: setup
+	$(BIN)/python -m bench.compare
 
 # Locust, headless and bounded, against `make run`'s gateway (or a mesh it starts); fails on missed SLOs.
 loadtest: setup
