@@ -52,7 +52,12 @@ def quick_bench(tree: Path) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(written.read_text())
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {key: document.get(key) for key in FIGURES}
+    figures: dict[str, Any] = {key: document.get(key) for key in FIGURES}
+    # Where the difference goes: CPU per turn of each process, at 16 concurrent gRPC turns.
+    throughput = document.get("details", {}).get("throughput", {})
+    figures["cpu_ms_per_turn_c16"] = throughput.get("grpc_c16", {}).get("cpu_ms_per_turn")
+    figures["cpu_ms_per_turn_c64_gateway"] = throughput.get("gateway_c64", {}).get("cpu_ms_per_turn")
+    return figures
 
 
 def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from langchain_openai import ChatOpenAI
 
 from runtime.errors import Unavailable
 from runtime.llm.circuit_breaker import CircuitBreaker
+from runtime.llm.lean_stream import LeanChatCompletions
 from runtime.llm.metrics import LLMMetrics, llm_metrics
 from runtime.llm.retry import Backoff, EmptyModelStream, MalformedAnswer, error_kind
 from runtime.llm_settings import LLMSettings
@@ -118,6 +119,8 @@ class LLMClient:
                 use_responses_api=False,
                 **options,
             )
+            # Streamed turns skip the SDK's per-request transform and per-chunk models.
+            model.async_client = LeanChatCompletions(model.root_async_client)
             breaker = CircuitBreaker(
                 name,
                 failure_threshold=s.llm_circuit_failure_threshold,

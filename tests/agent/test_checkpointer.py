@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from meshctl.mesh import Mesh
-from services.agent.checkpoints import pooled_saver
+from services.agent.checkpoints import Checkpoints, pooled_saver
 
 
 class CountingPool(AsyncConnectionPool):
@@ -83,5 +83,76 @@ async def test_concurrent_turns_through_the_saver_overlap_and_keep_their_own_sta
             ).fetchone()
         assert row is not None and row["n"] == len(threads)  # one checkpoint left per thread
         await saver.adelete_thread(threads[0])
+    finally:
+        await pool.close()
+
+
+class Conversation(TypedDict):
+    count: int
+    notes: list[str]
+
+
+async def _note(state: Conversation) -> dict[str, object]:
+    count = state.get("count", 0) + 1
+    return {"count": count, "notes": [*state.get("notes", []), f"turn {count}"]}
+
+
+async def _table_counts(pool: AsyncConnectionPool, thread: str) -> dict[str, int]:
+    counts = {}
+    async with pool.connection() as conn:
+        for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
+            query = f"SELECT count(*) AS n FROM {table} WHERE thread_id = %s"  # noqa: S608 (table names are ours)
+            row = await (await conn.execute(query, (thread,))).fetchone()
+            counts[table] = row["n"] if row else 0
+    return counts
+
+
+async def test_pruning_after_a_turn_leaves_what_the_librarys_keep_latest_leaves(mesh: Mesh) -> None:
+    """The per-turn prune (one statement) against the library's keep_latest on twin threads
+    with the same history: the same rows are left, and the conversation goes on from them."""
+    pool = AsyncConnectionPool(
+        mesh.env["DATABASE_URL"],
+        min_size=1,
+        max_size=4,
+        kwargs={
+            "autocommit": True,
+            "prepare_threshold": None,
+            "row_factory": dict_row,
+            "options": "-c search_path=agent",
+        },
+        open=False,
+    )
+    await pool.open(wait=True)
+    try:
+        saver = pooled_saver(pool)
+        checkpoints = Checkpoints(pool, saver)
+        builder = StateGraph(Conversation)
+        builder.add_node("note", _note)
+        builder.add_edge(START, "note")
+        builder.add_edge("note", END)
+        graph = builder.compile(checkpointer=saver)
+        ours, theirs = (f"prune-test-{uuid.uuid4()}" for _ in range(2))
+        for thread in (ours, theirs):
+            for _ in range(4):
+                await graph.ainvoke({}, {"configurable": {"thread_id": thread}}, durability="exit")
+        before = await _table_counts(pool, ours)
+        assert before["checkpoints"] == 4
+
+        await checkpoints.prune(ours)
+        await saver.aprune([theirs], strategy="keep_latest")
+
+        left = await _table_counts(pool, ours)
+        assert left == await _table_counts(pool, theirs)
+        assert left["checkpoints"] == 1 and left["checkpoint_blobs"] < before["checkpoint_blobs"]
+        # Nothing more for the library to prune, and the state is whole.
+        await saver.aprune([ours], strategy="keep_latest")
+        assert await _table_counts(pool, ours) == left
+        state = await graph.aget_state({"configurable": {"thread_id": ours}})
+        assert state.values == {"count": 4, "notes": ["turn 1", "turn 2", "turn 3", "turn 4"]}
+        await graph.ainvoke({}, {"configurable": {"thread_id": ours}}, durability="exit")
+        state = await graph.aget_state({"configurable": {"thread_id": ours}})
+        assert state.values["notes"][-1] == "turn 5"
+        await saver.adelete_thread(ours)
+        await saver.adelete_thread(theirs)
     finally:
         await pool.close()
