@@ -44,11 +44,14 @@ async def _step(state: Counter) -> dict[str, int]:
     return {"count": state.get("count", 0) + 1}
 
 
-async def test_concurrent_turns_through_the_saver_overlap_and_keep_their_own_state(mesh: Mesh) -> None:
-    pool = CountingPool(
+async def _open_pool(
+    kind: type[AsyncConnectionPool], mesh: Mesh, *, min_size: int, max_size: int
+) -> AsyncConnectionPool:
+    """A pool like the agent's own: autocommit, dict rows, the agent schema."""
+    pool = kind(
         mesh.env["DATABASE_URL"],
-        min_size=4,
-        max_size=8,
+        min_size=min_size,
+        max_size=max_size,
         kwargs={
             "autocommit": True,
             "prepare_threshold": None,
@@ -58,6 +61,11 @@ async def test_concurrent_turns_through_the_saver_overlap_and_keep_their_own_sta
         open=False,
     )
     await pool.open(wait=True)
+    return pool
+
+
+async def test_concurrent_turns_through_the_saver_overlap_and_keep_their_own_state(mesh: Mesh) -> None:
+    pool = await _open_pool(CountingPool, mesh, min_size=4, max_size=8)
     try:
         saver = pooled_saver(pool)
         builder = StateGraph(Counter)
@@ -110,19 +118,7 @@ async def _table_counts(pool: AsyncConnectionPool, thread: str) -> dict[str, int
 async def test_pruning_after_a_turn_leaves_what_the_librarys_keep_latest_leaves(mesh: Mesh) -> None:
     """The per-turn prune (one statement) against the library's keep_latest on twin threads
     with the same history: the same rows are left, and the conversation goes on from them."""
-    pool = AsyncConnectionPool(
-        mesh.env["DATABASE_URL"],
-        min_size=1,
-        max_size=4,
-        kwargs={
-            "autocommit": True,
-            "prepare_threshold": None,
-            "row_factory": dict_row,
-            "options": "-c search_path=agent",
-        },
-        open=False,
-    )
-    await pool.open(wait=True)
+    pool = await _open_pool(AsyncConnectionPool, mesh, min_size=1, max_size=4)
     try:
         saver = pooled_saver(pool)
         checkpoints = Checkpoints(pool, saver)
