@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import pages
 from gateway.admin import MetricsServer, SigningKeys, UpstreamMonitor
+from gateway.admission import AdmissionControl
 from gateway.descriptors import ApiDescriptors, load_descriptor_set
 from gateway.handler import Gateway
 from gateway.identity import build_token_verifier
@@ -47,12 +48,29 @@ def upstream_addresses(settings: GatewaySettings, api: ApiDescriptors) -> dict[s
     return addresses
 
 
+def admission_control(settings: GatewaySettings, api: ApiDescriptors, metrics: GatewayMetrics) -> AdmissionControl:
+    """The per-replica admission gates, with a shed counter and an in-flight gauge for every
+    class from the start (a class that never sheds still shows 0, so a rate() query works)."""
+    admission = AdmissionControl(
+        settings.admission_limits(),
+        max_wait_ms=settings.admission_max_wait_ms,
+        retry_after_max_s=settings.admission_retry_after_max_s,
+        on_shed=lambda route_class: metrics.shed.labels(route_class).inc(),
+    )
+    for route_class in sorted(set(settings.admission_limits()) | set(api.rate_limit_classes().values())):
+        gate = admission.gate(route_class)
+        metrics.shed.labels(route_class)
+        metrics.track_in_flight(route_class, lambda gate=gate: gate.in_flight)
+    return admission
+
+
 def create_app(settings: GatewaySettings | None = None) -> Starlette:
     settings = settings or load_gateway_settings()
     api = load_descriptor_set(settings.gateway_descriptor_set)
     upstreams = UpstreamPool(upstream_addresses(settings, api))
     metrics = GatewayMetrics()
     keys = SigningKeys(upstreams, settings.gateway_readiness_timeout)
+    admission = admission_control(settings, api, metrics)
     gateway = Gateway(
         settings=settings,
         api=api,
@@ -78,6 +96,7 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
             interval_s=settings.gateway_upstream_check_interval_s,
             timeout_s=settings.gateway_readiness_timeout,
         ),
+        admission=admission,
     )
 
     @contextlib.asynccontextmanager

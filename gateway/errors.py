@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterable, Mapping
 
 import grpc
@@ -140,18 +141,45 @@ def status_response(
     response_headers = dict(headers or {})
     if code == grpc.StatusCode.UNAUTHENTICATED:
         response_headers.setdefault("WWW-Authenticate", 'Bearer realm="agentmesh"')
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            retry = error_details_pb2.RetryInfo()
-            detail.Unpack(retry)
-            seconds = max(1, retry.retry_delay.seconds + (1 if retry.retry_delay.nanos else 0))
-            response_headers.setdefault("Retry-After", str(seconds))
+    retry_after = retry_after_hint(status)
+    if retry_after is not None:
+        response_headers.setdefault("Retry-After", str(retry_after))
     return StatusResponse(
         status,
         json.dumps(status_to_json(status), separators=(",", ":")),
         http_status if http_status is not None else http_status_for(code),
         response_headers,
     )
+
+
+def retry_after_hint(status: status_pb2.Status) -> int | None:
+    """Whole seconds (>= 1) the Status asks the client to wait: its RetryInfo, else, for
+    RESOURCE_EXHAUSTED and UNAVAILABLE, an ErrorInfo's `retry_after_s` (services such as the
+    auth throttle put it there, and a service that sets only that one still gets the header)."""
+    from_metadata: int | None = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            return max(1, retry.retry_delay.seconds + (1 if retry.retry_delay.nanos else 0))
+        if from_metadata is None and detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            from_metadata = _whole_seconds(info.metadata.get("retry_after_s", ""))
+    if code_of(status) in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+        return from_metadata
+    return None
+
+
+def _whole_seconds(text: str) -> int | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    # An hour at most: a hint is advice, and a huge one would park the client for good.
+    return min(3600, max(1, math.ceil(seconds)))
 
 
 def error_response(error: GatewayError) -> StatusResponse:

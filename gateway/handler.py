@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import grpc
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 from starlette.datastructures import Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -24,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.admin import SigningKeys, UpstreamMonitor
+from gateway.admission import AdmissionControl, Overloaded, ReleasedWhenSent, Slot
 from gateway.descriptors import ApiDescriptors, HttpBinding
 from gateway.errors import GatewayError, StatusResponse, error_response, status_from_rpc_error, status_response
 from gateway.identity import TokenVerifier, caller_key
@@ -69,6 +72,7 @@ class Gateway:
     openapi: dict[str, Any]
     keys: SigningKeys
     monitor: UpstreamMonitor
+    admission: AdmissionControl
     verifier: TokenVerifier | None = None
     metrics_address: str = ""
 
@@ -114,7 +118,8 @@ class Gateway:
             request.headers.get("x-forwarded-for"),
             self.settings.trusted_networks,
         )
-        decision = await self._rate_limit(binding, credential, address.client)
+        route_class = self.limiter.class_for(binding.rpc_name, binding.http_method)
+        decision = await self._rate_limit(route_class, credential, address.client)
         limit_headers = decision.headers() if decision else {}
         if decision is not None and not decision.allowed:
             return error_response(
@@ -122,7 +127,7 @@ class Gateway:
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"rate limit of {decision.limit} requests exceeded; retry in {decision.reset_after}s",
                     reason="RATE_LIMITED",
-                    metadata={"route_class": self.limiter.class_for(binding.rpc_name, binding.http_method)},
+                    metadata={"route_class": route_class},
                     headers=limit_headers,
                 )
             )
@@ -132,9 +137,9 @@ class Gateway:
                 request.headers.items(), request.scope["state"]["request_id"], address.forwarded_for, credential
             )
             requested = parse_timeout(request.headers)
-            if binding.server_streaming:
-                return await self._stream(binding, message, metadata, requested, request, limit_headers)
-            return await self._unary(binding, message, metadata, requested, limit_headers)
+            # Admitted only once the request is read and valid: a slow upload or a 400 holds no slot.
+            slot = await self._admit(route_class)
+            return await self._call_upstream(slot, binding, message, metadata, requested, request, limit_headers)
         except GatewayError as exc:
             exc.headers = {**limit_headers, **exc.headers}
             return error_response(exc)
@@ -148,13 +153,42 @@ class Gateway:
                 )
             )
 
-    async def _rate_limit(self, binding: HttpBinding, credential: str | None, client: str) -> RateLimitDecision | None:
+    async def _rate_limit(self, route_class: str, credential: str | None, client: str) -> RateLimitDecision | None:
         if not self.settings.rate_limit_enabled:
             return None
-        route_class = self.limiter.class_for(binding.rpc_name, binding.http_method)
         # The credential the services will see (single_credential), so the bucket is their caller's.
         caller = await caller_key(self.verifier, credential, client)
         return await self.limiter.hit(route_class, caller)
+
+    async def _admit(self, route_class: str) -> Slot:
+        try:
+            return await self.admission.admit(route_class)
+        except Overloaded as exc:
+            raise overloaded_error(exc) from None
+
+    async def _call_upstream(
+        self,
+        slot: Slot,
+        binding: HttpBinding,
+        message: Message,
+        metadata: list[tuple[str, str]],
+        requested: float | None,
+        request: Request,
+        headers: dict[str, str],
+    ) -> Response | ReleasedWhenSent:
+        """The upstream call under the admission slot; a relayed stream keeps it until it ends."""
+        handed_on = False
+        try:
+            if not binding.server_streaming:
+                return await self._unary(binding, message, metadata, requested, headers)
+            response = await self._stream(binding, message, metadata, requested, request, headers)
+            if isinstance(response, UpstreamStreamResponse):
+                handed_on = True
+                return ReleasedWhenSent(response, slot)
+            return response
+        finally:
+            if not handed_on:
+                slot.release()
 
     async def _request_message(self, binding: HttpBinding, variables: dict[str, str], request: Request) -> Message:
         body = b""
@@ -234,6 +268,18 @@ class Gateway:
         """The gateway serves (it is answering this) and can verify tokens. Upstream health is
         not readiness: it is a metric (gateway_upstream_up) and /upstreamz on the metrics port."""
         return await self.keys.ready()
+
+
+def overloaded_error(exc: Overloaded) -> GatewayError:
+    """503 with Retry-After, and the same hint as a RetryInfo detail for gRPC-minded clients."""
+    return GatewayError(
+        grpc.StatusCode.UNAVAILABLE,
+        f"the gateway is at capacity for {exc.route_class} requests; retry in {exc.retry_after_s}s",
+        reason="OVERLOADED",
+        metadata={"route_class": exc.route_class, "retry_after_s": str(exc.retry_after_s)},
+        details=[error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=exc.retry_after_s))],
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )
 
 
 def request_path(scope: Scope) -> str:

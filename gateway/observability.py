@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
@@ -49,6 +50,23 @@ class GatewayMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
             registry=self.registry,
         )
+
+        self.shed = Counter(
+            "gateway_requests_shed_total",
+            "Requests refused with 503 because every admission slot of their route class stayed busy.",
+            ["route_class"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight",
+            "Requests holding an admission slot (upstream call under way), by route class.",
+            ["route_class"],
+            registry=self.registry,
+        )
+
+    def track_in_flight(self, route_class: str, read: Callable[[], float]) -> None:
+        """The in-flight gauge of a class reads its gate when scraped; nothing to update per request."""
+        self.in_flight.labels(route_class).set_function(read)
 
     def response(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

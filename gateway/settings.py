@@ -94,6 +94,21 @@ class GatewaySettings(BaseSettings):
     rate_limit_login: str = "100 per minute"
     rate_limit_register: str = "20 per minute"
 
+    # Admission control per route class (gateway/admission.py), per replica and in memory: at
+    # most this many requests of a class in flight to the upstreams (0: unlimited); a request
+    # finding them all busy waits at most ADMISSION_MAX_WAIT_MS, then gets 503 with Retry-After
+    # (whole seconds, at most ADMISSION_RETRY_AFTER_MAX_S). Sized for two cores: login and
+    # register each cost a bcrypt hash, a chat is an LLM turn; a stream holds its slot to the end.
+    admission_max_wait_ms: int = Field(default=250, ge=0, le=60_000)
+    admission_retry_after_max_s: int = Field(default=30, ge=1, le=3600)
+    admission_limit_default: int = Field(default=64, ge=0)
+    admission_limit_read: int = Field(default=256, ge=0)
+    admission_limit_chat: int = Field(default=32, ge=0)
+    admission_limit_chat_stream: int = Field(default=64, ge=0)
+    admission_limit_messages: int = Field(default=64, ge=0)
+    admission_limit_login: int = Field(default=8, ge=0)
+    admission_limit_register: int = Field(default=8, ge=0)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -145,6 +160,17 @@ class GatewaySettings(BaseSettings):
             "messages": self.rate_limit_messages,
             "login": self.rate_limit_login,
             "register": self.rate_limit_register,
+        }
+
+    def admission_limits(self) -> dict[str, int]:
+        return {
+            "default": self.admission_limit_default,
+            "read": self.admission_limit_read,
+            "chat": self.admission_limit_chat,
+            "chat_stream": self.admission_limit_chat_stream,
+            "messages": self.admission_limit_messages,
+            "login": self.admission_limit_login,
+            "register": self.admission_limit_register,
         }
 
     def upstream_address(self, service_full_name: str) -> str | None:

@@ -8,9 +8,17 @@ costs ~250 ms of CPU, and 1,500 of them would measure bcrypt on two cores (about
 minutes of CPU), not the mesh. The offline LLM answers at 300 ms to first token and 50
 tokens/s, as the loadtest's, and gateway rate limits are raised (loadtest.run.LOADTEST_ENV).
 
+The gateway refuses what it cannot serve soon (503, or 429 for a per-client limit) with a
+`Retry-After`; a user then waits that long plus up to half again (jitter, so the refused do not
+all return in the same instant) and repeats the same step, until the flow's deadline (the time
+limit). So a step's time (`login_ms`, ...) includes its waits, while `accepted_ms` and
+`accepted_p99_ms` time only the attempts that were served: what admission control promises.
+
 Prints and writes (bench/results/stress-latest.json) the success rate, latency percentiles
-of each step and of the whole flow, and throughput; exits 1 when the success rate is below
-STRESS_MIN_SUCCESS (default 1.0) or the chat p99 above STRESS_CHAT_P99_MS (default 3000).
+of each step and of the whole flow, the served requests' latency, the refusals per step, and
+throughput; exits 1 when the success rate is below STRESS_MIN_SUCCESS (default 1.0), the
+served chats' p99 above STRESS_CHAT_P99_MS (default 3000), or the p99 of all served requests
+above STRESS_ACCEPTED_P99_MS (default 3000).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -38,6 +47,52 @@ from meshctl.mesh import Mesh
 
 PASSWORD = "Stress-Pa55word!"
 QUESTION = "Explain quantum computing briefly."
+STEPS = ("login", "session", "chat")
+# Statuses a refusal with Retry-After comes with: the gateway's admission control, a rate limit.
+REFUSED = (429, 503)
+JITTER = 0.5
+
+
+@dataclass
+class Tally:
+    """Refusals and served latencies per step, shared by every user (one event loop: no locks)."""
+
+    shed: Counter[str] = field(default_factory=Counter)
+    accepted_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def served(self, step: str, seconds: float) -> None:
+        self.accepted_s.setdefault(step, []).append(seconds)
+
+
+def retry_after_s(response: httpx.Response) -> float | None:
+    """The refusal's Retry-After in seconds, or None when this is not a refusal to retry."""
+    if response.status_code not in REFUSED:
+        return None
+    value = response.headers.get("retry-after", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+async def send_until_served(
+    client: httpx.AsyncClient, step: str, deadline: float, tally: Tally, method: str, url: str, **kwargs: Any
+) -> httpx.Response:
+    """The step's request, repeated after each refusal's Retry-After until served or the
+    deadline (perf_counter) would pass; the last response either way."""
+    while True:
+        sent = time.perf_counter()
+        response = await client.request(method, url, **kwargs)
+        wait = retry_after_s(response)
+        if wait is None:
+            tally.served(step, time.perf_counter() - sent)
+            return response
+        tally.shed[step] += 1
+        pause = wait * (1 + random.uniform(0, JITTER))
+        if time.perf_counter() + pause >= deadline:
+            return response
+        await asyncio.sleep(pause)
 
 
 @dataclass
@@ -57,15 +112,27 @@ class StressReport:
     results: list[FlowResult] = field(default_factory=list)
     wall_s: float = 0.0
     register_s: float = 0.0
+    tally: Tally = field(default_factory=Tally)
+    register_shed: int = 0
+
+    def accepted_p99_ms(self) -> dict[str, float | None]:
+        served = {step: self.tally.accepted_s.get(step, []) for step in STEPS}
+        served["overall"] = [s for step in STEPS for s in served[step]]
+        return {name: summary_ms(values).get("p99") for name, values in served.items()}
 
     def as_json(self) -> dict[str, Any]:
         ok = [r for r in self.results if r.ok]
         failures = Counter(f"{r.step}: {r.error}" for r in self.results if not r.ok)
+        shed = {step: self.tally.shed[step] for step in STEPS}
         return {
             "users": self.users,
             "completed_flows": len(self.results),
             "succeeded": len(ok),
             "success_rate": round(len(ok) / self.users, 4) if self.users else 0.0,
+            "succeeded_pct": round(100 * len(ok) / self.users, 2) if self.users else 0.0,
+            "accepted_p99_ms": self.accepted_p99_ms(),
+            "accepted_ms": {step: summary_ms(self.tally.accepted_s.get(step, [])) for step in STEPS},
+            "shed": {**shed, "total": sum(shed.values()), "register_untimed": self.register_shed},
             "failures": dict(failures.most_common(10)),
             "wall_seconds": round(self.wall_s, 2),
             "register_seconds_untimed": round(self.register_s, 2),
@@ -77,35 +144,46 @@ class StressReport:
         }
 
 
-async def register_all(client: httpx.AsyncClient, emails: list[str], concurrency: int = 50) -> None:
+async def register_all(client: httpx.AsyncClient, emails: list[str], deadline: float, concurrency: int = 50) -> int:
+    """Registers every user (refusals waited out until the deadline); the number of refusals."""
     gate = asyncio.Semaphore(concurrency)
+    tally = Tally()
 
     async def one(email: str) -> None:
         async with gate:
             for attempt in range(3):
-                response = await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+                body = {"email": email, "password": PASSWORD}
+                response = await send_until_served(
+                    client, "register", deadline, tally, "POST", "/v1/auth/register", json=body
+                )
                 if response.status_code in (200, 409):
                     return
                 await asyncio.sleep(0.5 * (attempt + 1))
             response.raise_for_status()
 
     await asyncio.gather(*(one(e) for e in emails))
+    return tally.shed["register"]
 
 
-async def user_flow(client: httpx.AsyncClient, email: str, start: asyncio.Event) -> FlowResult:
+async def user_flow(
+    client: httpx.AsyncClient, email: str, start: asyncio.Event, tally: Tally, time_limit_s: float
+) -> FlowResult:
     await start.wait()
     began = time.perf_counter()
+    deadline = began + time_limit_s
     step = "login"
     try:
         form = {"username": email, "password": PASSWORD, "grant_type": "password"}
-        response = await client.post("/v1/auth/login", data=form)
+        response = await send_until_served(client, step, deadline, tally, "POST", "/v1/auth/login", data=form)
         login_s = time.perf_counter() - began
         if response.status_code != 200:
             return FlowResult(False, step, f"HTTP {response.status_code}")
         headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
         step = "session"
         mark = time.perf_counter()
-        response = await client.post("/v1/sessions", json={}, headers=headers)
+        response = await send_until_served(
+            client, step, deadline, tally, "POST", "/v1/sessions", json={}, headers=headers
+        )
         session_s = time.perf_counter() - mark
         if response.status_code != 200:
             return FlowResult(False, step, f"HTTP {response.status_code}")
@@ -113,7 +191,8 @@ async def user_flow(client: httpx.AsyncClient, email: str, start: asyncio.Event)
         step = "chat"
         mark = time.perf_counter()
         body = {"message": {"role": "user", "content": QUESTION}}
-        response = await client.post(f"/v1/sessions/{session_id}:chat", json=body, headers=headers)
+        chat_url = f"/v1/sessions/{session_id}:chat"
+        response = await send_until_served(client, step, deadline, tally, "POST", chat_url, json=body, headers=headers)
         ended = time.perf_counter()
         if response.status_code != 200 or not response.json().get("messages"):
             return FlowResult(False, step, f"HTTP {response.status_code}")
@@ -129,11 +208,11 @@ async def stress(host: str, users: int, time_limit_s: float) -> StressReport:
     async with httpx.AsyncClient(base_url=host, limits=limits, timeout=timeout) as client:
         emails = [f"stress-{uuid.uuid4().hex[:12]}@example.com" for _ in range(users)]
         began = time.perf_counter()
-        await register_all(client, emails)
+        report.register_shed = await register_all(client, emails, began + time_limit_s)
         report.register_s = time.perf_counter() - began
         print(f"stress: registered {users} users in {report.register_s:.1f}s (not timed)", flush=True)
         start = asyncio.Event()
-        tasks = [asyncio.create_task(user_flow(client, email, start)) for email in emails]
+        tasks = [asyncio.create_task(user_flow(client, email, start, report.tally, time_limit_s)) for email in emails]
         await asyncio.sleep(0.5)  # every task is parked on the event: they start together
         began = time.perf_counter()
         start.set()
@@ -154,6 +233,7 @@ def main() -> int:
     args = parser.parse_args()
     min_success = float(os.environ.get("STRESS_MIN_SUCCESS", "1.0"))
     p99_budget_ms = float(os.environ.get("STRESS_CHAT_P99_MS", "3000"))
+    accepted_budget_ms = float(os.environ.get("STRESS_ACCEPTED_P99_MS", "3000"))
 
     mesh: Mesh | None = None
     base: Path | None = None
@@ -183,12 +263,14 @@ def main() -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "stress-latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    chat_p99 = float(result["chat_ms"].get("p99", float("inf")))
     missed = []
     if result["success_rate"] < min_success:
         missed.append(f"success rate {result['success_rate']:.2%} < {min_success:.2%}")
-    if chat_p99 > p99_budget_ms:
-        missed.append(f"chat p99 {chat_p99:.0f} ms > {p99_budget_ms:.0f} ms")
+    accepted = report.accepted_p99_ms()
+    for name, budget in (("chat", p99_budget_ms), ("overall", accepted_budget_ms)):
+        p99 = accepted[name]
+        if p99 is None or p99 > budget:
+            missed.append(f"served {name} p99 {p99 if p99 is None else round(p99)} ms > {budget:.0f} ms")
     print("stress: " + ("; ".join(missed) if missed else "goals met"), flush=True)
     return 1 if missed else 0
 
