@@ -1,8 +1,10 @@
 """A mesh of its own for a benchmark: ephemeral ports, a temporary data folder, test settings.
 
 `BENCH_ENV` is what every benchmark mesh runs with: `APP_ENV=test`, bcrypt at cost 4 (user
-set-up is not what is measured), gateway rate limits off, and the offline LLM at zero latency
-unless a benchmark asks for another.
+set-up is not what is measured), gateway rate limits and admission control for chat turns off
+(the throughput cells measure what the mesh can do at a given concurrency; shedding what it
+cannot is what `make loadtest-stress` measures), and the offline LLM at zero latency unless a
+benchmark asks for another.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ BENCH_ENV = {
     "APP_ENV": "test",
     "BCRYPT_ROUNDS": "4",
     "RATE_LIMIT_ENABLED": "false",
+    "ADMISSION_LIMIT_CHAT": "0",
+    "ADMISSION_LIMIT_CHAT_STREAM": "0",
     "SHUTDOWN_GRACE_S": "5",
     "OFFLINE_LLM_TTFT_MS": "0",
     "OFFLINE_LLM_TOKENS_PER_S": "0",
