@@ -59,9 +59,7 @@ DEPTH = (
     " FROM outbox WHERE dead_at IS NULL GROUP BY kind"
 )
 
-# After a poke, items of turns ending together are collected for this long and claimed as one
-# batch: fewer round trips, and delivery steps aside while those turns send their last events.
-BATCH_WINDOW_S = 0.05
+# Items of turns ending while a batch is delivered are claimed together in the next one.
 CLAIM_LIMIT = 20
 # The depth gauges cost a scan of the table: refreshed this often, not after every batch.
 DEPTH_REPORT_S = 5.0
@@ -160,7 +158,6 @@ class OutboxDelivery:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._due.wait(), self._idle_poll_s)
-                await asyncio.sleep(BATCH_WINDOW_S)
             self._due.clear()
             try:
                 while await self.deliver_due() == CLAIM_LIMIT:
