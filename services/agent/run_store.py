@@ -27,17 +27,24 @@ from services.agent.run_interrupt_queries import RunInterruptQueries
 from services.agent.run_rows import RUN_COLUMNS, RunOutcome, RunRow, fetch_run, fetch_runs, run_row
 
 LOCK_USER = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
-# The count and the insert in one statement, after the per-user lock: replicas cannot
-# overshoot the quota, and no row comes back when it is reached.
-INSERT_RUN_WITHIN_QUOTA = (
-    "INSERT INTO runs (run_id, session_id, user_id, status, input, multitask_strategy, lease_owner,"
+# The checks and the insert in one statement, after the per-user lock: replicas cannot
+# overshoot the quota, and a run that would start at once does not jump ahead of runs of
+# its session still waiting (a run that just ended may not have handed over yet). One row
+# comes back either way: the new run's columns, or NULLs and which check refused it.
+INSERT_RUN_CHECKED = (
+    "WITH now AS (SELECT clock_timestamp() AS t),"
+    " checks AS (SELECT (SELECT count(*) FROM runs WHERE user_id = %(user_id)s"
+    " AND status IN ('pending', 'running')) < %(max_active)s AS within_quota,"
+    " (%(status)s = 'pending' OR NOT EXISTS (SELECT 1 FROM runs WHERE session_id = %(session_id)s"
+    " AND status = 'pending')) AS nothing_waiting),"
+    " inserted AS (INSERT INTO runs (run_id, session_id, user_id, status, input, multitask_strategy, lease_owner,"
     " lease_expires_at, start_time, create_time) SELECT %(run_id)s, %(session_id)s, %(user_id)s, %(status)s,"
     " %(input)s, %(strategy)s, %(owner)s, CASE WHEN %(owner)s::text IS NULL THEN NULL"
     " ELSE now.t + make_interval(secs => %(lease_s)s) END,"
-    " CASE WHEN %(status)s = 'running' THEN now.t END, now.t FROM (SELECT clock_timestamp() AS t) AS now"
-    " WHERE (SELECT count(*) FROM runs WHERE user_id = %(user_id)s AND status IN ('pending', 'running'))"
-    " < %(max_active)s"
-    f" RETURNING {RUN_COLUMNS}"
+    " CASE WHEN %(status)s = 'running' THEN now.t END, now.t FROM now, checks"
+    " WHERE checks.within_quota AND checks.nothing_waiting"
+    f" RETURNING {RUN_COLUMNS})"
+    " SELECT inserted.*, checks.within_quota, checks.nothing_waiting FROM checks LEFT JOIN inserted ON true"
 )
 
 GET_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s"
@@ -147,7 +154,8 @@ class RunStore(RunEventQueries, RunInterruptQueries):
 
         None when the user already has `max_active_per_user` runs pending or running (the
         count and the insert are serialised per user, so replicas cannot overshoot).
-        Raises SessionBusy when `owner` is set and the session already has a running run."""
+        Raises SessionBusy when `owner` is set and the session already has a running run,
+        or runs waiting for their turn."""
         params = {
             "run_id": uuid.uuid4(),
             "session_id": uuid.UUID(session_id),
@@ -164,11 +172,16 @@ class RunStore(RunEventQueries, RunInterruptQueries):
             try:
                 async with conn.pipeline(), conn.transaction():
                     await conn.execute(LOCK_USER, (f"agent-runs:{user_id}",))
-                    await cur.execute(INSERT_RUN_WITHIN_QUOTA, params)
+                    await cur.execute(INSERT_RUN_CHECKED, params)
             except pg_errors.UniqueViolation:
                 raise SessionBusy(session_id) from None
             row = await cur.fetchone()
-        return run_row(row) if row is not None else None
+        assert row is not None  # the checks' row always comes back
+        if not row["within_quota"]:
+            return None
+        if not row["nothing_waiting"]:
+            raise SessionBusy(session_id)
+        return run_row(row)
 
     async def get(self, run_id: str) -> RunRow | None:
         return await self._one(GET_RUN, (uuid.UUID(run_id),))
