@@ -253,6 +253,8 @@ async def follow_stored(
             position.done = True
             return
         if run.ended:
+            if position.last_seq < run.last_seq and await store.events_after(run_id, position.last_seq, limit=1):
+                continue  # it ended, with its last events, between the read above and this one
             if position.last_seq != run.last_seq:
                 # Fewer: its events were pruned after the retention time. More: the follower
                 # saw events that a replica never stored before it died. Either way the run
