@@ -65,7 +65,7 @@ from k8s_checks.observability import (  # noqa: E402
     check_metric_names,
     check_operator_component,
 )
-from k8s_checks.programs import declared_calls, program_for  # noqa: E402
+from k8s_checks.programs import declared_calls, import_closure, program_for  # noqa: E402
 from k8s_checks.rendering import (  # noqa: E402
     check_prod_values,
     render,
@@ -105,6 +105,7 @@ __all__ = [
     "deploy",
     "drain_plan",
     "expected_edges",
+    "import_closure",
     "main",
     "mesh_workloads",
     "network",

@@ -132,14 +132,9 @@ def _module_path(module: str) -> Path | None:
     return None
 
 
-def server_modules(service: str) -> list[Path]:
-    """The modules a running server loads: the import closure of services/<name>/app.py
-    within services.<name> and runtime (the CLI's own modules excluded). Until a
-    service has app.py, every module of its package."""
-    package = ROOT / "services" / service
-    start = package / "app.py"
-    if not start.is_file():
-        return sorted(package.rglob("*.py"))
+def import_closure(start: Path, prefixes: tuple[str, ...]) -> set[Path]:
+    """The repository modules `start` imports, directly or not, among those whose dotted
+    names begin with one of `prefixes` (`start` included)."""
     seen: set[Path] = set()
     todo = [start]
     while todo:
@@ -154,8 +149,17 @@ def server_modules(service: str) -> list[Path]:
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             for name in names:
-                if name.startswith((f"services.{service}", "runtime")):
-                    found = _module_path(name)
-                    if found is not None:
-                        todo.append(found)
-    return sorted(seen)
+                if name.startswith(prefixes) and (found := _module_path(name)) is not None:
+                    todo.append(found)
+    return seen
+
+
+def server_modules(service: str) -> list[Path]:
+    """The modules a running server loads: the import closure of services/<name>/app.py
+    within services.<name> and runtime (the CLI's own modules excluded). Until a
+    service has app.py, every module of its package."""
+    package = ROOT / "services" / service
+    start = package / "app.py"
+    if not start.is_file():
+        return sorted(package.rglob("*.py"))
+    return sorted(import_closure(start, (f"services.{service}", "runtime")))

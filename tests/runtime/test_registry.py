@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings
 
 from runtime import registry
 from runtime.registry import PROCESSES, REPO_ROOT, MeshProcess, grpc_services, process, start_order
+from tests.support.k8s import k8s_check
 
 # Address settings a process carries for something other than its server's calls: the evals
 # command line (`python -m services.evals.client`) logs in, chats and grades through these.
@@ -36,35 +37,10 @@ def addr_fields(entry: MeshProcess) -> dict[str, str]:
     return {name.removesuffix("_addr"): str(info.default) for name, info in fields.items() if name.endswith("_addr")}
 
 
-def _source_of(module: str) -> Path | None:
-    base = REPO_ROOT / module.replace(".", "/")
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def server_closure(entry: MeshProcess) -> set[Path]:
     """The modules the server loads, within its own package and the runtime: the import
     closure of its `__main__` (a CLI in a subpackage it never imports stays out)."""
-    start = entry.package_dir / "__main__.py"
-    seen: set[Path] = set()
-    todo = [start]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            names: list[str] = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            for name in names:
-                if name.startswith((entry.module, "runtime")) and (found := _source_of(name)) is not None:
-                    todo.append(found)
-    return seen
+    return k8s_check.import_closure(entry.package_dir / "__main__.py", (entry.module, "runtime"))
 
 
 def dialled_addrs(entry: MeshProcess) -> set[str]:
