@@ -50,9 +50,10 @@ def idle_sweeper(mesh: Mesh) -> Iterator[ChildProcess]:
     replica.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def busy_sweeper_agent_down(mesh: Mesh) -> Iterator[ChildProcess]:
-    """A replica sweeping every 0.2 s whose agent service cannot be reached."""
+    """A replica sweeping every 0.2 s whose agent service cannot be reached; stopped after
+    its test, or it would keep taking later tests' expired sessions and failing their clears."""
     replica = mesh.start_service(
         "sessions", instance="-sweep", SESSION_SWEEP_INTERVAL_S="0.2", AGENT_ADDR="127.0.0.1:9"
     )
