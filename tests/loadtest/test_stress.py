@@ -70,9 +70,12 @@ def tight_gateway(mesh: Mesh) -> Iterator[GatewayProcess]:
         yield gateway
 
 
-async def test_every_flow_succeeds_through_a_gateway_that_sheds(tight_gateway: GatewayProcess) -> None:
-    report = await stress(tight_gateway.url, users=30, time_limit_s=120)
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_every_flow_succeeds_through_a_gateway_that_sheds(tight_gateway: GatewayProcess, processes: int) -> None:
+    report = await stress(tight_gateway.url, users=30, time_limit_s=120, processes=processes)
     result = report.as_json()
+    assert result["client_processes"] == processes
+    assert result["client_loop_lag_ms"]["n"] > 0
     assert result["succeeded_pct"] == 100.0, result["failures"]
     assert result["succeeded"] == 30
     # Thirty users at once against one login slot and a 20 ms wait: some were refused.
