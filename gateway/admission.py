@@ -4,7 +4,9 @@ A request of class C takes one of C's slots before the gateway calls its upstrea
 free it waits in line at most `ADMISSION_MAX_WAIT_MS`; when none frees up in that time it is
 refused at once (503, `Retry-After`) instead of queueing for tens of seconds behind work the
 upstreams cannot finish soon. Accepted requests then see the upstreams' real service time, not
-the length of a queue, and the refused ones learn when to come back.
+the length of a queue, and the refused ones learn when to come back. A class's limit is not
+fixed: it drops while its admitted requests get slower than their recent best (CPU taken by a
+burst of other work), and grows back when they are not (gateway/adaptive_limit.py).
 
 The limiter is in memory and per replica on purpose: it protects this replica's share of its
 upstreams (a bcrypt-bound auth service, an LLM-bound agent), which the replica alone can see and
@@ -25,8 +27,11 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.adaptive_limit import GradientLimit
 
 DEFAULT_CLASS = "default"
 # Before a class has served anything, its service time is guessed: short enough that the first
@@ -48,16 +53,38 @@ class Overloaded(Exception):
         self.limit = limit
 
 
+@dataclass(frozen=True)
+class Adaptive:
+    """How far a class's limit may move with its latency (gateway/adaptive_limit.py)."""
+
+    min_limit: int
+    tolerance: float
+    slack_s: float
+    baseline_s: float
+
+
 class ClassGate:
     """The slots of one route class: a count in flight and a FIFO of waiters.
 
     A released slot is handed to the oldest waiter directly (the count does not drop and rise
-    again), so a request arriving just then cannot overtake one that has been waiting.
+    again), so a request arriving just then cannot overtake one that has been waiting. With
+    `adaptive`, the limit is the configured one lowered while latency is inflated.
     """
 
-    def __init__(self, name: str, limit: int, retry_after_max_s: int) -> None:
+    def __init__(self, name: str, limit: int, retry_after_max_s: int, adaptive: Adaptive | None = None) -> None:
         self.name = name
-        self.limit = limit
+        self.max_limit = limit
+        self._adaptive = (
+            GradientLimit(
+                limit,
+                min_limit=adaptive.min_limit,
+                tolerance=adaptive.tolerance,
+                slack_s=adaptive.slack_s,
+                baseline_s=adaptive.baseline_s,
+            )
+            if adaptive is not None and limit > 0
+            else None
+        )
         self.retry_after_max_s = retry_after_max_s
         self.in_flight = 0
         self.service_s = INITIAL_SERVICE_S
@@ -67,15 +94,22 @@ class ClassGate:
         self._shed_at = time.monotonic()
 
     @property
+    def limit(self) -> int:
+        """Slots now (0: unlimited): the configured limit, or less while latency is inflated."""
+        return self._adaptive.limit if self._adaptive is not None else self.max_limit
+
+    @property
     def waiting(self) -> int:
         # A waiter leaves the line as soon as it is served or gives up, so the length is the count.
         return len(self._waiters)
 
     async def acquire(self, max_wait_s: float) -> bool:
         """True with a slot taken; False when none freed up within `max_wait_s`."""
-        if self.limit <= 0 or (self.in_flight < self.limit and not self.waiting):
+        if self.max_limit <= 0 or (self.in_flight < self.limit and not self.waiting):
             self.in_flight += 1
             return True
+        if self._adaptive is not None:
+            self._adaptive.saturated()
         if max_wait_s <= 0:
             return False
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -99,12 +133,13 @@ class ClassGate:
     def release(self, held_s: float | None) -> None:
         if held_s is not None:
             self._observe(held_s)
-        while self._waiters:
+        self.in_flight = max(0, self.in_flight - 1)
+        # Below the limit now (it may have just dropped, or grown): the oldest waiters go first.
+        while self._waiters and (self.max_limit <= 0 or self.in_flight < self.limit):
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                return
-        self.in_flight = max(0, self.in_flight - 1)
+                self.in_flight += 1
 
     def shed(self) -> Overloaded:
         """Record a refusal and say when to come back."""
@@ -120,6 +155,8 @@ class ClassGate:
         return int(min(self.retry_after_max_s, max(1, math.ceil(seconds))))
 
     def _observe(self, held_s: float) -> None:
+        if self._adaptive is not None:
+            self._adaptive.observe(held_s)
         if not self._measured:
             self.service_s, self._measured = held_s, True
         else:
@@ -153,9 +190,11 @@ class AdmissionControl:
         *,
         max_wait_ms: int,
         retry_after_max_s: int,
+        adaptive: Adaptive | None = None,
         on_shed: Callable[[str], None] | None = None,
     ) -> None:
         self._limits = dict(limits)
+        self._adaptive = adaptive
         self._max_wait_s = max_wait_ms / 1000
         self._retry_after_max_s = retry_after_max_s
         self._on_shed = on_shed
@@ -164,7 +203,7 @@ class AdmissionControl:
     def _new_gate(self, name: str) -> ClassGate:
         # A class the contracts declare but the settings do not name gets the default's limit.
         limit = self._limits.get(name, self._limits.get(DEFAULT_CLASS, 0))
-        return ClassGate(name, limit, self._retry_after_max_s)
+        return ClassGate(name, limit, self._retry_after_max_s, self._adaptive)
 
     def gate(self, route_class: str) -> ClassGate:
         gate = self.gates.get(route_class)

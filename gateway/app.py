@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import pages
 from gateway.admin import MetricsServer, SigningKeys, UpstreamMonitor
-from gateway.admission import AdmissionControl
+from gateway.admission import Adaptive, AdmissionControl
 from gateway.descriptors import ApiDescriptors, load_descriptor_set
 from gateway.handler import Gateway
 from gateway.identity import build_token_verifier
@@ -55,12 +55,20 @@ def admission_control(settings: GatewaySettings, api: ApiDescriptors, metrics: G
         settings.admission_limits(),
         max_wait_ms=settings.admission_max_wait_ms,
         retry_after_max_s=settings.admission_retry_after_max_s,
+        adaptive=Adaptive(
+            min_limit=settings.admission_min_limit,
+            tolerance=settings.admission_latency_tolerance,
+            slack_s=settings.admission_latency_slack_ms / 1000,
+            baseline_s=settings.admission_baseline_s,
+        )
+        if settings.admission_adaptive
+        else None,
         on_shed=lambda route_class: metrics.shed.labels(route_class).inc(),
     )
     for route_class in sorted(set(settings.admission_limits()) | set(api.rate_limit_classes().values())):
         gate = admission.gate(route_class)
         metrics.shed.labels(route_class)
-        metrics.track_in_flight(route_class, lambda gate=gate: gate.in_flight)
+        metrics.track_admission(route_class, lambda gate=gate: gate.in_flight, lambda gate=gate: gate.limit)
     return admission
 
 

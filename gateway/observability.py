@@ -63,10 +63,17 @@ class GatewayMetrics:
             ["route_class"],
             registry=self.registry,
         )
+        self.admission_limit = Gauge(
+            "gateway_admission_limit",
+            "Admission slots of a route class now: the configured limit, lowered while latency is inflated.",
+            ["route_class"],
+            registry=self.registry,
+        )
 
-    def track_in_flight(self, route_class: str, read: Callable[[], float]) -> None:
-        """The in-flight gauge of a class reads its gate when scraped; nothing to update per request."""
-        self.in_flight.labels(route_class).set_function(read)
+    def track_admission(self, route_class: str, in_flight: Callable[[], float], limit: Callable[[], float]) -> None:
+        """A class's gauges read its gate when scraped; nothing to update per request."""
+        self.in_flight.labels(route_class).set_function(in_flight)
+        self.admission_limit.labels(route_class).set_function(limit)
 
     def response(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

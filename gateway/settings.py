@@ -108,6 +108,15 @@ class GatewaySettings(BaseSettings):
     admission_limit_messages: int = Field(default=64, ge=0)
     admission_limit_login: int = Field(default=8, ge=0)
     admission_limit_register: int = Field(default=8, ge=0)
+    # Adaptive limits (gateway/adaptive_limit.py): each class's limit above is its ceiling and
+    # drops while the latency of its admitted requests is over ADMISSION_LATENCY_TOLERANCE times
+    # its best of the last ADMISSION_BASELINE_S plus ADMISSION_LATENCY_SLACK_MS, down to at least
+    # ADMISSION_MIN_LIMIT; it grows back once latency is in range.
+    admission_adaptive: bool = True
+    admission_min_limit: int = Field(default=2, ge=1)
+    admission_latency_tolerance: float = Field(default=1.5, ge=1.0)
+    admission_latency_slack_ms: int = Field(default=100, ge=0)
+    admission_baseline_s: float = Field(default=30.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
