@@ -110,6 +110,7 @@ class AgentApp(ServiceApp):
                 events_ttl_s=s.run_events_ttl_s,
                 flush_interval_s=s.run_events_flush_ms / 1000,
                 max_active_runs_per_user=s.max_active_runs_per_user,
+                max_running_runs=s.max_running_runs,
                 max_message_chars=s.max_message_chars,
                 checkpoints_keep=s.checkpoints_keep,
             ),

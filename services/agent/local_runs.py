@@ -49,6 +49,7 @@ class RunSettings:
     events_ttl_s: float
     flush_interval_s: float
     max_active_runs_per_user: int
+    max_running_runs: int
     max_message_chars: int
     checkpoints_keep: int
 
@@ -101,6 +102,12 @@ class LocalRuns:
     def executing(self) -> list[str]:
         return list(self._executions)
 
+    @property
+    def full(self) -> bool:
+        """At MAX_RUNNING_RUNS: no new run starts here until one ends."""
+        cap = self._settings.max_running_runs
+        return cap > 0 and len(self._executions) >= cap
+
     def start(self, run: RunRow, resume: dict[str, object] | None = None) -> None:
         channel = RunChannel(run, self._store, writer=self.writer, first_seq=run.last_seq + 1)
         execution = Execution(channel=channel)
@@ -127,8 +134,9 @@ class LocalRuns:
             log.warning("checkpoint_prune_failed", session_id=session_id, error=type(exc).__name__)
 
     async def dispatch(self, session_id: str) -> None:
-        """Starts the session's oldest pending run here, if no run of it is running."""
-        if not self.accepting:
+        """Starts the session's oldest pending run here, if no run of it is running and this
+        replica has room (otherwise it stays pending for a replica that has)."""
+        if not self.accepting or self.full:
             return
         try:
             run = await self._store.claim_next(session_id, self.replica)

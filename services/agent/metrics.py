@@ -13,6 +13,9 @@ memory_writes_total = Counter(
 )
 runs_in_flight = Gauge("agent_runs_in_flight", "Agent turns running in this replica")
 runs_total = Counter("agent_runs_total", "Agent turns by outcome (completed, failed, cancelled)", ["outcome"])
+runs_refused_total = Counter(
+    "agent_runs_refused_total", "New turns refused before they started, by reason (replica_full)", ["reason"]
+)
 run_lock_conflicts_total = Counter("agent_run_lock_conflicts_total", "Turns refused because one was already running")
 eval_traces_total = Counter("agent_eval_traces_total", "Eval traces by result (sent, dropped, failed)", ["result"])
 tool_calls_total = Counter("agent_tool_calls_total", "Tool calls by tool and outcome (ok, error)", ["tool", "outcome"])

@@ -100,6 +100,13 @@ class Runs:
         await self._sessions.require_own(session_id)
         if not self._local.accepting:
             raise Unavailable("this agent replica is shutting down; try again", reason="AGENT_DRAINING")
+        if self._local.full:
+            metrics.runs_refused_total.labels(reason="replica_full").inc()
+            raise Unavailable(
+                "this agent replica is running as many turns as it may; try again shortly",
+                reason="AGENT_AT_CAPACITY",
+                metadata={"retry_after_s": "1", "limit": str(self._settings.max_running_runs)},
+            )
         try:
             run = await self._insert(principal, session_id, content, strategy_name, owner=self._local.replica)
         except SessionBusy:

@@ -65,6 +65,12 @@ class AgentSettings(TokenClientSettings, LLMSettings, LangfuseSettings):
     run_events_flush_ms: int = Field(default=25, ge=1, le=1000)
     # Turns pending or running per user, across every replica.
     max_active_runs_per_user: int = Field(default=4, ge=1, le=1000)
+    # Runs this replica executes at once (0: no cap). Past it a new turn is refused at once
+    # with UNAVAILABLE and a one-second retry hint (503 + Retry-After through the gateway; a
+    # gRPC client's next attempt may reach another replica), and queued runs stay pending in
+    # Postgres until a replica has room: an overloaded replica stops taking work instead of
+    # slowing down every turn it already has.
+    max_running_runs: int = Field(default=100, ge=0)
 
     # Tools whose calls wait for a person's approval (comma-separated; `*` for all). A
     # call of `ask_user` always waits for the user's answer.
