@@ -39,8 +39,6 @@ DEFAULT_CLASS = "default"
 INITIAL_SERVICE_S = 0.1
 # How fast the service-time average follows new requests (the weight of the newest one).
 SERVICE_EWMA_WEIGHT = 0.2
-# Refused requests come back; those of about the last this-many seconds count as backlog.
-SHED_MEMORY_S = 1.0
 
 
 class Overloaded(Exception):
@@ -90,8 +88,10 @@ class ClassGate:
         self.service_s = INITIAL_SERVICE_S
         self._measured = False
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._shed_score = 0.0
-        self._shed_at = time.monotonic()
+        # When the last refused request was told to come back (monotonic): the next refusal
+        # is given the turn after it, so the refused return spread out at the rate the class
+        # serves, not all at once to be refused again.
+        self._next_return = 0.0
 
     @property
     def limit(self) -> int:
@@ -142,16 +142,24 @@ class ClassGate:
                 self.in_flight += 1
 
     def shed(self) -> Overloaded:
-        """Record a refusal and say when to come back."""
-        self._shed_score = self._recent_shed() + 1
-        self._shed_at = time.monotonic()
-        return Overloaded(self.name, self.retry_after_s(), self.limit)
+        """Record a refusal and say when to come back: one turn (the service time over the
+        slots) after everything waiting and every earlier refusal still due back."""
+        now = time.monotonic()
+        turn = self._turn_s()
+        self._next_return = max(self._next_return, now + self.waiting * turn) + turn
+        return Overloaded(self.name, self._whole_seconds(self._next_return - now), self.limit)
 
     def retry_after_s(self) -> int:
-        """Whole seconds until the work ahead is likely done: everything waiting plus what was
-        refused lately (it comes back), served `limit` at a time at the recent service time."""
-        backlog = self.waiting + self._recent_shed() + 1
-        seconds = backlog * self.service_s / max(1, self.limit)
+        """Whole seconds until a request arriving now would likely get a slot: after what is
+        waiting and what was refused and is due back, served `limit` at a time."""
+        now = time.monotonic()
+        turn = self._turn_s()
+        return self._whole_seconds(max(self._next_return, now + self.waiting * turn) + turn - now)
+
+    def _turn_s(self) -> float:
+        return self.service_s / max(1, self.limit)
+
+    def _whole_seconds(self, seconds: float) -> int:
         return int(min(self.retry_after_max_s, max(1, math.ceil(seconds))))
 
     def _observe(self, held_s: float) -> None:
@@ -161,10 +169,6 @@ class ClassGate:
             self.service_s, self._measured = held_s, True
         else:
             self.service_s += SERVICE_EWMA_WEIGHT * (held_s - self.service_s)
-
-    def _recent_shed(self) -> float:
-        elapsed = time.monotonic() - self._shed_at
-        return self._shed_score * math.exp(-elapsed / SHED_MEMORY_S)
 
 
 class Slot:

@@ -117,6 +117,18 @@ def test_retry_after_grows_with_the_backlog_and_stays_within_its_bounds() -> Non
     assert first < last == 20  # capped, however long the line
 
 
+def test_refused_requests_are_told_to_come_back_spread_at_the_rate_the_class_serves() -> None:
+    gate = ClassGate("chat", limit=4, retry_after_max_s=30)
+    gate.release(1.0)  # a request holds its slot 1 s: four slots serve four a second
+    gate.in_flight = 4
+    hints = [gate.shed().retry_after_s for _ in range(40)]
+    # Not all at once (they would be refused again): about four per second, in order.
+    assert hints == sorted(hints) and hints[-1] == 10
+    assert all(hints.count(second) == 4 for second in range(1, 11))
+    # A request arriving now is told to come after everyone already due back.
+    assert gate.retry_after_s() == 11
+
+
 # ---- in front of stand-in upstreams ----
 
 
