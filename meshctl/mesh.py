@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshctl.processes import ROOT, ChildProcess, StartError, python_module
-from runtime.embedded_pg import embedded_database_url
+from runtime.embedded_pg import embedded_database_url, release_embedded_database
 from runtime.registry import grpc_services, process, start_order
 
 # (name, module, default gRPC port, default metrics port) of every gRPC service, in start
@@ -167,6 +167,9 @@ class Mesh:
         for key in reversed(list(self.processes)):
             self.processes[key].stop()
         self.processes.clear()
+        if self.embedded_postgres:
+            release_embedded_database(self.data_dir)
+            self.embedded_postgres = False
 
 
 __all__ = ["Mesh", "StartError", "free_port"]

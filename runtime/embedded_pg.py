@@ -43,3 +43,14 @@ def _start(pgdata: Path) -> PostgresServer:
         except subprocess.TimeoutExpired:
             continue
     return get_server(pgdata, cleanup_mode="stop")
+
+
+def release_embedded_database(data_dir: Path) -> None:
+    """Gives up this process's handle on the data folder's server, which stops it when no other
+    process holds one (at exit pgserver would do the same, but a process that starts and stops
+    several meshes, or ends abruptly, left servers running)."""
+    pgdata = (data_dir / "pgdata").resolve()
+    with _lock:
+        server = _servers.pop(pgdata, None)
+    if server is not None:
+        server.cleanup()
