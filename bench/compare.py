@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import mesh_cpu_ms
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 # The last commit before runs became durable resources (issue 13): the figure the
@@ -34,6 +36,12 @@ FIGURES = {
     "turns_per_s_c64_gateway": "higher",
     "ttft_added_ms_p50_grpc": "lower",
     "ttft_added_ms_p50_gateway": "lower",
+    # Computed from the per-process split, which the baseline's bench records too.
+    "cpu_ms_per_turn_mesh_c16": "lower",
+    "cpu_ms_per_turn_mesh_c64_gateway": "lower",
+    # Cells the baseline's bench did not have: this tree's figure only.
+    "ttft_ms_p50_c10_grpc": "lower",
+    "ttft_ms_p50_c10_gateway": "lower",
 }
 
 
@@ -57,6 +65,9 @@ def quick_bench(tree: Path) -> dict[str, Any]:
     throughput = document.get("details", {}).get("throughput", {})
     figures["cpu_ms_per_turn_c16"] = throughput.get("grpc_c16", {}).get("cpu_ms_per_turn")
     figures["cpu_ms_per_turn_c64_gateway"] = throughput.get("gateway_c64", {}).get("cpu_ms_per_turn")
+    for key in ("c16", "c64_gateway"):
+        split = figures[f"cpu_ms_per_turn_{key}"]
+        figures[f"cpu_ms_per_turn_mesh_{key}"] = mesh_cpu_ms(split) if split else None
     return figures
 
 
@@ -66,7 +77,8 @@ def compare(baseline: list[dict[str, Any]], current: list[dict[str, Any]]) -> di
         before = [run[key] for run in baseline if run.get(key) is not None]
         after = [run[key] for run in current if run.get(key) is not None]
         if not before or not after:
-            rows[key] = {"baseline": None, "current": None, "worse_pct": None}
+            now = round(statistics.median(after), 2) if after else None
+            rows[key] = {"baseline": None, "current": now, "worse_pct": None}
             continue
         b, a = statistics.median(before), statistics.median(after)
         worse = (b - a) / b if better == "higher" else (a - b) / b

@@ -29,3 +29,13 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 def cpu_ms_per_unit(before: dict[str, float], after: dict[str, float], units: int) -> dict[str, float]:
     """CPU milliseconds each process spent per unit of work (request, turn)."""
     return {name: round((after[name] - before[name]) * 1000 / max(units, 1), 3) for name in after if name in before}
+
+
+# What a turn's CPU is counted over: the gateway and the services, not the stand-in for the
+# model nor the load generator (Postgres is not a child of the mesh, so it is not counted).
+NOT_THE_MESH = ("offline-llm", "bench-client")
+
+
+def mesh_cpu_ms(per_process: dict[str, float]) -> float:
+    """The per-unit CPU of the gateway and services together."""
+    return round(sum(ms for name, ms in per_process.items() if name not in NOT_THE_MESH), 3)

@@ -23,6 +23,9 @@ REQUIRED_KEYS = (
     "turns_per_s_c1",
     "turns_per_s_c16",
     "turns_per_s_c64",
+    "cpu_ms_per_turn_c16",
+    "ttft_ms_p50_c10_grpc",
+    "ttft_ms_p50_c10_gateway",
     "memory_search_p95_ms_10k",
     "memory_search_p95_ms_100k",
     "memory_recall_at_10_100k",
@@ -74,6 +77,10 @@ def headline(details: dict[str, Any], *, quick: bool) -> dict[str, Any]:
         "turns_per_s_c16": _dig(details, "throughput", "grpc_c16", "turns_per_s"),
         "turns_per_s_c64": _dig(details, "throughput", "grpc_c64", "turns_per_s"),
         "turns_per_s_c64_gateway": _dig(details, "throughput", "gateway_c64", "turns_per_s"),
+        "cpu_ms_per_turn_c16": _dig(details, "throughput", "grpc_c16", "cpu_ms_per_turn_mesh"),
+        "cpu_ms_per_turn_c64_gateway": _dig(details, "throughput", "gateway_c64", "cpu_ms_per_turn_mesh"),
+        "ttft_ms_p50_c10_grpc": _dig(details, "throughput", "grpc_stream_c10", "ttft_ms", "p50"),
+        "ttft_ms_p50_c10_gateway": _dig(details, "throughput", "gateway_stream_c10", "ttft_ms", "p50"),
         "memory_search_p95_ms_10k": _dig(details, "memory", "10k", "hnsw_search_ms", "p95"),
         "memory_search_p95_ms_100k": _dig(details, "memory", "100k", "hnsw_search_ms", "p95"),
         "memory_exact_p95_ms_100k": _dig(details, "memory", "100k", "exact_search_ms", "p95"),
@@ -148,7 +155,8 @@ def render_table(document: dict[str, Any]) -> str:
                 f"{runs['reconnects']} reconnects, out of order {runs['out_of_order']}",
             )
         )
-    extra_keys = [k for k in document if k.endswith(("_gateway", "_10k", "_100k", "_c64", "_p99", "_first_us_p50"))]
+    endings = ("_gateway", "_grpc", "_c16", "_10k", "_100k", "_c64", "_p99", "_first_us_p50")
+    extra_keys = [k for k in document if k.endswith(endings)]
     for key in dict.fromkeys([*REQUIRED_KEYS, *extra_keys]):
         if key not in ("commit", "cpu_count"):
             rows.append((key, fmt(document.get(key)), ""))

@@ -35,7 +35,7 @@ from bench.clients import (
     llm_stream_turn,
     register_user,
 )
-from bench.cpu import cpu_ms_per_unit, cpu_seconds
+from bench.cpu import cpu_ms_per_unit, cpu_seconds, mesh_cpu_ms
 from bench.stats import summary_ms
 
 SESSION_TURNS = 10
@@ -127,6 +127,8 @@ async def mesh_overhead(
 
 
 TurnCall = Callable[[Worker, str], Awaitable[TurnTiming]]
+# Streams at once for the first-token-under-load cells (the seed's stress comparison used 10).
+STREAM_CONCURRENCY = 10
 
 
 async def closed_loop_turns(
@@ -151,6 +153,7 @@ async def closed_loop_turns(
     await asyncio.gather(*(loop(w, i) for i, w in enumerate(workers)))
     elapsed = time.perf_counter() - started
     ok = [t for t in timings if t.ok]
+    cpu = cpu_ms_per_unit(cpu_before, cpu_seconds(pids or {}), len(ok))
     return {
         "concurrency": len(workers),
         "seconds": round(elapsed, 2),
@@ -159,7 +162,10 @@ async def closed_loop_turns(
         "errors": sorted({t.error for t in timings if not t.ok})[:5],
         "turns_per_s": round(len(ok) / elapsed, 2),
         "turn_ms": summary_ms([t.total_s for t in ok]),
-        "cpu_ms_per_turn": cpu_ms_per_unit(cpu_before, cpu_seconds(pids or {}), len(ok)),
+        # For a unary Chat the first token is the whole answer; for a stream, its first token.
+        "ttft_ms": summary_ms([t.ttft_s for t in ok]),
+        "cpu_ms_per_turn": cpu,
+        "cpu_ms_per_turn_mesh": mesh_cpu_ms(cpu),
     }
 
 
@@ -182,6 +188,13 @@ async def turn_throughput(
         assert gateway is not None
         return await gateway_chat_turn(gateway, worker.user, worker.session_id, prompt)
 
+    async def streamed_via_grpc(worker: Worker, prompt: str) -> TurnTiming:
+        return await grpc_stream_turn(agent, worker.user, worker.session_id, prompt)
+
+    async def streamed_via_gateway(worker: Worker, prompt: str) -> TurnTiming:
+        assert gateway is not None
+        return await gateway_stream_turn(gateway, worker.user, worker.session_id, prompt)
+
     await closed_loop_turns(workers[:4], via_grpc, channels["sessions"], min(3.0, duration_s))  # warm-up
     results: dict[str, Any] = {}
 
@@ -196,4 +209,8 @@ async def turn_throughput(
         await measured(f"grpc_c{level}", level, via_grpc)
     if gateway is not None:
         await measured(f"gateway_c{max(levels)}", max(levels), via_gateway)
+    # First tokens under load with a model that adds nothing: what the mesh alone makes them wait.
+    await measured(f"grpc_stream_c{STREAM_CONCURRENCY}", STREAM_CONCURRENCY, streamed_via_grpc)
+    if gateway is not None:
+        await measured(f"gateway_stream_c{STREAM_CONCURRENCY}", STREAM_CONCURRENCY, streamed_via_gateway)
     return results
