@@ -252,7 +252,10 @@ class ModelChain:
     ) -> ModelAnswer:
         runnable = endpoint.with_tools if with_tools else endpoint.plain
         if response_format is not None:
-            runnable = endpoint.plain.bind(response_format=response_format)
+            # As a body field, not langchain-openai's `response_format`: that one sends the call
+            # down the SDK's `parse()` (request transform, a pydantic model of the answer, its
+            # own JSON parse), where `check` parses the JSON anyway. The request is the same.
+            runnable = endpoint.plain.bind(extra_body={"response_format": response_format})
         m = self._metrics
         for attempt in range(1, self._max_attempts + 1):
             state = _Attempt()

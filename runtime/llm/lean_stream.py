@@ -1,4 +1,4 @@
-"""Streamed chat completions for langchain-openai without two costs the openai SDK adds.
+"""Chat completions for langchain-openai without two costs the openai SDK adds.
 
 Profiled in the agent (`make profile`), about a fifth of its CPU per turn went to the SDK
 rather than to the turn: before each request it walks the whole request body against its
@@ -9,10 +9,11 @@ neither does anything here: langchain-openai builds the body from plain JSON typ
 aliases, no files, no dates for the transform to convert), and it accepts chunks as the
 decoded JSON dicts.
 
-`LeanChatCompletions` is the SDK's own `AsyncCompletions` with `create` sending a streamed
-request as built and handing over each chunk as decoded (`cast_to=object`, the SDK's own
-"no model" path). Requests, errors (HTTP statuses, error events in the stream), timeouts
-and the HTTP client stay the SDK's; calls that are not streamed go the SDK's whole way.
+`LeanChatCompletions` is the SDK's own `AsyncCompletions` with `create` sending the request
+as built and handing over each chunk, or the whole answer, as decoded (`cast_to=object`, the
+SDK's own "no model" path; langchain-openai reads a dict answer as it is). Requests, errors
+(HTTP statuses, error events in the stream), timeouts, raw-response wrapping and the HTTP
+client stay the SDK's.
 """
 
 from __future__ import annotations
@@ -65,9 +66,13 @@ class Chunks:
 class LeanChatCompletions(AsyncCompletions):
     # Takes what langchain-openai passes (the SDK's overloads by `stream` are its typing).
     async def create(self, **params: Any) -> Any:
-        if not params.get("stream"):
-            return await super().create(**params)
         options = {key: params.pop(key) for key in REQUEST_OPTIONS if key in params}
+        if not params.get("stream"):
+            # langchain-openai calls this through `with_raw_response`, whose header in
+            # extra_headers makes `_post` answer the raw response; its parse() gives the dict.
+            return await self._post(
+                "/chat/completions", body=params, options=make_request_options(**options), cast_to=object
+            )
         stream = await self._post(
             "/chat/completions",
             body=params,

@@ -20,6 +20,7 @@ from pgvector.asyncpg import register_vector
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from runtime.database import autocommit
 from runtime.erasure import add_counts
 from services.memory.facts import normalise_fact
 from services.memory.memory_rows import (
@@ -143,10 +144,8 @@ class MemoryStore:
         """The user's `limit` memories nearest to `embedding` with score >= min_score, best
         first; one round trip. Benchmarks call this with precomputed vectors."""
         started = time.perf_counter()
-        async with self._engine.connect() as conn:
-            # Autocommit: no BEGIN/COMMIT round trips; the function's set_config(..., true)
-            # still lasts exactly the statement's own implicit transaction.
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        # The function's set_config(..., true) lasts exactly the statement's own implicit transaction.
+        async with autocommit(self._engine) as conn:
             hits = await self.search_on(conn, user_id, embedding, limit=limit, min_score=min_score)
         memory_search_seconds.observe(time.perf_counter() - started)
         return hits
@@ -206,7 +205,7 @@ class MemoryStore:
         if after is not None:
             query = LIST_AFTER
             params.update(created_at=after[0], id=after[1])
-        async with self._engine.connect() as conn:
+        async with autocommit(self._engine) as conn:
             return [memory_row(row) for row in (await conn.execute(query, params)).all()]
 
     async def delete(self, user_id: str, memory_id: uuid.UUID) -> bool:
@@ -221,11 +220,11 @@ class MemoryStore:
         if after is not None:
             query = HISTORY_AFTER
             params.update(created_at=after[0], id=after[1])
-        async with self._engine.connect() as conn:
+        async with autocommit(self._engine) as conn:
             return [history_row(row) for row in (await conn.execute(query, params)).all()]
 
     async def key_used(self, user_id: str, key: str) -> bool:
-        async with self._engine.connect() as conn:
+        async with autocommit(self._engine) as conn:
             return (await conn.execute(SEEN_KEY, {"user_id": uuid.UUID(user_id), "key": key})).first() is not None
 
     async def sweep_keys(self, ttl_s: float) -> int:
@@ -233,7 +232,7 @@ class MemoryStore:
             return int((await conn.execute(SWEEP_KEYS, {"ttl_s": ttl_s})).rowcount)
 
     async def exists(self, user_id: str, memory_id: uuid.UUID) -> bool:
-        async with self._engine.connect() as conn:
+        async with autocommit(self._engine) as conn:
             row = (await conn.execute(GET_LIVE, {"id": memory_id, "user_id": uuid.UUID(user_id)})).first()
         return row is not None
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from runtime.database import autocommit
 from runtime.erasure import add_counts
 
 # Every read and write of a session skips expired ones: they are gone for their owner
@@ -142,7 +143,7 @@ class SessionStore:
 
     async def get(self, user_id: str, session_id: uuid.UUID, *, even_expired: bool = False) -> SessionRow | None:
         query = GET_SESSION_EVEN_EXPIRED if even_expired else GET_SESSION
-        async with self._engine.connect() as conn:
+        async with autocommit(self._engine) as conn:
             row = (await conn.execute(query, {"id": session_id, "user_id": uuid.UUID(user_id)})).first()
         return _row(row) if row else None
 
@@ -178,7 +179,7 @@ class SessionStore:
         if after is not None:
             query = LIST_AFTER
             params.update(created_at=after[0], id=after[1])
-        async with self._engine.connect() as conn:
+        async with autocommit(self._engine) as conn:
             return [_row(row) for row in (await conn.execute(query, params)).all()]
 
     async def erase_user(
