@@ -63,6 +63,8 @@ class Execution:
     text: list[str] = field(default_factory=list)
     context: TurnContext | None = None
     cancel_action: str | None = None
+    # The memory search started while the run was being created (`recall_ahead`), if any.
+    recall: asyncio.Task[list[str]] | None = None
 
 
 def error_event(code: grpc.StatusCode, message: str, reason: str) -> agent_pb2.ChatEvent:
@@ -132,7 +134,7 @@ class RunExecutor:
             if resume is None:
                 started = agent_pb2.RunStarted(run_id=run.run_id, model=self._chain.preferred_model())
                 emit(agent_pb2.ChatEvent(started=started))
-            facts = await self._recall(run)
+            facts = await (execution.recall if execution.recall is not None else self._recall(run.user_id, run.input))
             if facts and resume is None:
                 emit(agent_pb2.ChatEvent(memory=agent_pb2.MemoryUsed(facts=facts)))
             execution.context = context = TurnContext(
@@ -202,16 +204,25 @@ class RunExecutor:
                     return None
                 await asyncio.sleep(1.0)
 
-    async def _recall(self, run: RunRow) -> list[str]:
+    def recall_ahead(self, user_id: str, query: str) -> asyncio.Task[list[str]] | None:
+        """Starts the memory search of a turn that is about to be created, so that it runs
+        beside the session check and the run's insert instead of after them: the first token
+        waits for the longest of them, not their sum. The search is the caller's own memories
+        (as the run's would be); the caller cancels the task if no run starts here."""
+        if not self._memory.enabled:
+            return None
+        return asyncio.create_task(self._recall(user_id, query), name="recall-ahead")
+
+    async def _recall(self, user_id: str, query: str) -> list[str]:
         if not self._memory.enabled:
             return []
         try:
-            metadata = await self._identity.metadata(on_behalf_of=run.user_id)
+            metadata = await self._identity.metadata(on_behalf_of=user_id)
         except DomainError as exc:
             log.warning("memory_search_skipped", reason=exc.reason)
             metrics.memory_lookups_total.labels(result="error").inc()
             return []
-        return await self._memory.recall(run.input, metadata)
+        return await self._memory.recall(query, metadata)
 
     def _recording_emit(self, execution: Execution) -> Callable[[agent_pb2.ChatEvent], None]:
         channel = execution.channel

@@ -108,9 +108,11 @@ class LocalRuns:
         cap = self._settings.max_running_runs
         return cap > 0 and len(self._executions) >= cap
 
-    def start(self, run: RunRow, resume: dict[str, object] | None = None) -> None:
+    def start(
+        self, run: RunRow, resume: dict[str, object] | None = None, recall: asyncio.Task[list[str]] | None = None
+    ) -> None:
         channel = RunChannel(run, self._store, writer=self.writer, first_seq=run.last_seq + 1)
-        execution = Execution(channel=channel)
+        execution = Execution(channel=channel, recall=recall)
         task = asyncio.create_task(self._executor.execute(run, execution, resume), name=f"run-{run.run_id}")
         self._executions[run.run_id] = (execution, task)
         task.add_done_callback(lambda done: self._ended(run, done))

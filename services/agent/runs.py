@@ -73,6 +73,7 @@ class Runs:
         settings: RunSettings,
     ) -> None:
         self._store = store
+        self._executor = executor
         self._sessions = sessions
         self._settings = settings
         self._local = LocalRuns(
@@ -97,7 +98,6 @@ class Runs:
         strategy_name = STRATEGY_NAMES.get(strategy)
         if strategy_name is None:
             raise InvalidArgument("multitask_strategy is not a known strategy", reason="STRATEGY_INVALID")
-        await self._sessions.require_own(session_id)
         if not self._local.accepting:
             raise Unavailable("this agent replica is shutting down; try again", reason="AGENT_DRAINING")
         if self._local.full:
@@ -107,8 +107,26 @@ class Runs:
                 reason="AGENT_AT_CAPACITY",
                 metadata={"retry_after_s": "1", "limit": str(self._settings.max_running_runs)},
             )
+        recall = self._executor.recall_ahead(principal.user_id, content)
         try:
-            run = await self._insert(principal, session_id, content, strategy_name, owner=self._local.replica)
+            await self._sessions.require_own(session_id)
+            run = await self._create(principal, session_id, content, strategy_name)
+        except BaseException:
+            if recall is not None:
+                recall.cancel()
+            raise
+        if run.lease_owner != self._local.replica or run.status != "running":
+            # Queued behind another run: its search runs when it starts, against memory as it is then.
+            if recall is not None:
+                recall.cancel()
+            return run
+        self._local.start(run, recall=recall)
+        return run
+
+    async def _create(self, principal: Principal, session_id: str, content: str, strategy_name: str) -> RunRow:
+        """The run, started here (owned by this replica) or left pending behind the session's."""
+        try:
+            return await self._insert(principal, session_id, content, strategy_name, owner=self._local.replica)
         except SessionBusy:
             if strategy_name == "reject":
                 metrics.run_lock_conflicts_total.inc()
@@ -124,8 +142,6 @@ class Runs:
             run = await self._insert(principal, session_id, content, strategy_name, owner=None)
             self._local.spawn(self._local.dispatch(session_id))
             return run
-        self._local.start(run)
-        return run
 
     async def _insert(
         self, principal: Principal, session_id: str, content: str, strategy: str, owner: str | None
