@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from agentmesh.sessions.v1 import sessions_pb2, sessions_pb2_grpc
 from tests.support.agent import StartAgent
+from tests.support.standin import standin_server
 from tests.support.users import MeshUser
 
 SEARCH_WAIT_S = 1.5
@@ -56,19 +56,14 @@ class Sessions(sessions_pb2_grpc.SessionServiceServicer):
 async def standins() -> AsyncIterator[tuple[str, Memory, Sessions]]:
     memory = Memory()
     sessions = Sessions(memory)
-    server = grpc.aio.server()
-    memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, server)
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("agentmesh.memory.v1.MemoryService", "agentmesh.sessions.v1.SessionService"):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}", memory, sessions
-    finally:
-        await server.stop(grace=None)
+
+    def add(server: grpc.aio.Server) -> None:
+        memory_pb2_grpc.add_MemoryServiceServicer_to_server(memory, server)
+        sessions_pb2_grpc.add_SessionServiceServicer_to_server(sessions, server)
+
+    serving = ("agentmesh.memory.v1.MemoryService", "agentmesh.sessions.v1.SessionService")
+    async with standin_server(add, serving) as (address, _health):
+        yield address, memory, sessions
 
 
 async def test_the_memory_search_runs_beside_the_session_check(

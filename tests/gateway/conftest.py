@@ -15,7 +15,6 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from playwright.sync_api import Browser, sync_playwright
 
 from agentmesh.agent.v1 import agent_pb2_grpc
@@ -24,26 +23,21 @@ from agentmesh.sessions.v1 import sessions_pb2_grpc
 from meshctl.mesh import Mesh
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.gateway import GatewayProcess, GatewayUrl, gateway_process, serve_in_process, standin_settings
-from tests.support.standin import Recorder, Standin, StandinAgent, StandinAuth, StandinSessions
+from tests.support.standin import Recorder, Standin, StandinAgent, StandinAuth, StandinSessions, standin_server
 
 
 @pytest.fixture(scope="module")
 async def standin() -> AsyncIterator[Standin]:
     recorder = Recorder()
-    server = grpc.aio.server()
-    sessions_pb2_grpc.add_SessionServiceServicer_to_server(StandinSessions(recorder), server)
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(StandinAgent(recorder), server)
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(StandinAuth(), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("agentmesh.sessions.v1.SessionService", "agentmesh.agent.v1.AgentService"):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield Standin(f"127.0.0.1:{port}", recorder, health_servicer)
-    finally:
-        await server.stop(grace=None)
+
+    def add(server: grpc.aio.Server) -> None:
+        sessions_pb2_grpc.add_SessionServiceServicer_to_server(StandinSessions(recorder), server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(StandinAgent(recorder), server)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(StandinAuth(), server)
+
+    serving = ("agentmesh.sessions.v1.SessionService", "agentmesh.agent.v1.AgentService")
+    async with standin_server(add, serving) as (address, health_servicer):
+        yield Standin(address, recorder, health_servicer)
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,14 @@ record what they received. They test the gateway's transcoding, not the services
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from agentmesh.agent.v1 import agent_pb2, agent_pb2_grpc
@@ -125,3 +127,23 @@ class Standin:
     address: str
     recorder: Recorder
     health: health.aio.HealthServicer
+
+
+@asynccontextmanager
+async def standin_server(
+    add_servicers: Callable[[grpc.aio.Server], None], serving: Sequence[str]
+) -> AsyncIterator[tuple[str, health.aio.HealthServicer]]:
+    """A loopback gRPC server with the servicers `add_servicers` puts on it and a health
+    service reporting SERVING for `serving`; yields its address and the health servicer."""
+    server = grpc.aio.server()
+    add_servicers(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in serving:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}", health_servicer
+    finally:
+        await server.stop(grace=None)
