@@ -146,7 +146,10 @@ class ClassGate:
         slots) after everything waiting and every earlier refusal still due back."""
         now = time.monotonic()
         turn = self._turn_s()
-        self._next_return = max(self._next_return, now + self.waiting * turn) + turn
+        # Never scheduled past the longest Retry-After: beyond it every refusal would hear the
+        # cap anyway, and a schedule run far ahead would keep saying so after the load is gone.
+        due = max(self._next_return, now + self.waiting * turn) + turn
+        self._next_return = min(due, now + self.retry_after_max_s)
         return Overloaded(self.name, self._whole_seconds(self._next_return - now), self.limit)
 
     def retry_after_s(self) -> int:

@@ -174,6 +174,8 @@ class RunExecutor:
             last = error_event(code, message, reason)
         finally:
             metrics.runs_in_flight.dec()
+            if execution.recall is not None and not execution.recall.done():
+                execution.recall.cancel()  # the run ended (cancelled) before it needed the search
         metrics.runs_total.labels(outcome=OUTCOME_LABELS.get(outcome.status, outcome.status)).inc()
         hand_offs = self._hand_offs(run, outcome, execution.context, last.completed.latency_ms)
         finished = await self._record_end(channel, outcome, last, hand_offs)

@@ -127,6 +127,13 @@ def test_refused_requests_are_told_to_come_back_spread_at_the_rate_the_class_ser
     assert all(hints.count(second) == 4 for second in range(1, 11))
     # A request arriving now is told to come after everyone already due back.
     assert gate.retry_after_s() == 11
+    # However many are refused, the schedule runs at most the longest Retry-After ahead, so
+    # once the refused have come back (or given up) a new refusal hears a short wait again.
+    for _ in range(1000):
+        gate.shed()
+    assert gate.shed().retry_after_s == 30
+    gate._next_return -= 30  # thirty seconds later
+    assert gate.shed().retry_after_s == 1
 
 
 # ---- in front of stand-in upstreams ----
