@@ -1,6 +1,5 @@
-"""Streamed text leaves the agent in few events and never late: the first chunk of a burst
-goes at once, the chunks read after it in the same pass of the event loop go together at the
-end of that pass, and chunks that arrive apart each go at once."""
+"""Streamed text leaves the agent as one event per pass of its event loop: a burst of chunks
+read together becomes one TokenDelta, chunks that arrive apart stay apart, and nothing waits."""
 
 from __future__ import annotations
 
@@ -14,39 +13,34 @@ def texts(events: list[agent_pb2.ChatEvent]) -> list[str]:
     return [event.token.text for event in events]
 
 
-async def test_a_burst_is_its_first_chunk_at_once_then_the_rest_together() -> None:
+async def test_chunks_of_one_pass_become_one_event_at_its_end() -> None:
     events: list[agent_pb2.ChatEvent] = []
     tokens = TokenCoalescer(events.append)
-    tokens.add("Hel")
-    assert texts(events) == ["Hel"]  # the first token waits for nothing
-    tokens.add("lo")
-    tokens.add(", ")
-    assert texts(events) == ["Hel"]  # the rest of this pass may bring more
+    for chunk in ("Hel", "lo", ", "):
+        tokens.add(chunk)
+    assert events == []  # not yet: the rest of this pass may bring more
     await asyncio.sleep(0)
-    assert texts(events) == ["Hel", "lo, "]
+    assert texts(events) == ["Hello, "]
 
 
-async def test_chunks_that_arrive_apart_each_go_at_once() -> None:
+async def test_chunks_that_arrive_apart_stay_apart() -> None:
     events: list[agent_pb2.ChatEvent] = []
     tokens = TokenCoalescer(events.append)
     tokens.add("a")
     await asyncio.sleep(0)
     tokens.add("b")
-    assert texts(events) == ["a", "b"]
     await asyncio.sleep(0)
-    tokens.add("c")
-    assert texts(events) == ["a", "b", "c"]
+    assert texts(events) == ["a", "b"]
 
 
-async def test_flush_emits_at_once_and_the_pass_end_adds_nothing() -> None:
+async def test_flush_emits_at_once_and_the_scheduled_pass_adds_nothing() -> None:
     events: list[agent_pb2.ChatEvent] = []
     tokens = TokenCoalescer(events.append)
-    tokens.add("first")
-    tokens.add(" words")
+    tokens.add("last words")
     tokens.flush()
     events.append(agent_pb2.ChatEvent(completed=agent_pb2.RunCompleted()))
     await asyncio.sleep(0)
-    assert [e.WhichOneof("event") for e in events] == ["token", "token", "completed"]
-    assert texts(events[:2]) == ["first", " words"]
+    assert [e.WhichOneof("event") for e in events] == ["token", "completed"]
+    assert texts(events[:1]) == ["last words"]
     tokens.flush()  # nothing gathered: nothing emitted
-    assert len(events) == 3
+    assert len(events) == 2
