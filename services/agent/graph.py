@@ -48,7 +48,6 @@ from services.agent.approvals import (
 from services.agent.compaction import compaction_cut, needs_compaction, summarise
 from services.agent.context_window import context_window
 from services.agent.system_prompt import SystemPrompt
-from services.agent.token_coalescer import TokenCoalescer
 from services.agent.tools.registry import ToolRegistry
 
 
@@ -178,14 +177,14 @@ def build_agent_graph(
                 system = prompt.render(context.facts, summary=summary)
         window = context_window(system, history, state["turn"], max_context_tokens)
         emit = context.emit
-        tokens = TokenCoalescer(emit)
+
+        def on_text(text: str) -> None:
+            emit(agent_pb2.ChatEvent(token=agent_pb2.TokenDelta(text=text)))
+
         # Past the tool budget the model gets no tools, so it has to answer.
-        try:
-            answer = await chain.answer(
-                window, with_tools=bool(tools.names) and rounds < max_tool_rounds, on_text=tokens.add, config=config
-            )
-        finally:
-            tokens.flush()  # before the tool calls, and whatever streamed before a failure
+        answer = await chain.answer(
+            window, with_tools=bool(tools.names) and rounds < max_tool_rounds, on_text=on_text, config=config
+        )
         context.answers.append(answer)
         for call in answer.message.tool_calls:
             emit(agent_pb2.ChatEvent(tool_call=tool_call_message(call)))
