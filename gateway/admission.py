@@ -64,8 +64,9 @@ class Adaptive:
 class ClassGate:
     """The slots of one route class: a count in flight and a FIFO of waiters.
 
-    A released slot is handed to the oldest waiter directly (the count does not drop and rise
-    again), so a request arriving just then cannot overtake one that has been waiting. With
+    A released slot is handed to the oldest waiter in the same step (nothing can run between
+    the release and the hand-over), so a request arriving just then cannot overtake one that
+    has been waiting. With
     `adaptive`, the limit is the configured one lowered while latency is inflated.
     """
 
