@@ -143,25 +143,23 @@ class ClassGate:
                 self.in_flight += 1
 
     def shed(self) -> Overloaded:
-        """Record a refusal and say when to come back: one turn (the service time over the
-        slots) after everything waiting and every earlier refusal still due back."""
+        """Record a refusal and say when to come back: the next free turn."""
         now = time.monotonic()
-        turn = self._turn_s()
         # Never scheduled past the longest Retry-After: beyond it every refusal would hear the
         # cap anyway, and a schedule run far ahead would keep saying so after the load is gone.
-        due = max(self._next_return, now + self.waiting * turn) + turn
-        self._next_return = min(due, now + self.retry_after_max_s)
+        self._next_return = min(self._next_turn(now), now + self.retry_after_max_s)
         return Overloaded(self.name, self._whole_seconds(self._next_return - now), self.limit)
 
     def retry_after_s(self) -> int:
-        """Whole seconds until a request arriving now would likely get a slot: after what is
-        waiting and what was refused and is due back, served `limit` at a time."""
+        """Whole seconds until a request arriving now would likely get a slot."""
         now = time.monotonic()
-        turn = self._turn_s()
-        return self._whole_seconds(max(self._next_return, now + self.waiting * turn) + turn - now)
+        return self._whole_seconds(self._next_turn(now) - now)
 
-    def _turn_s(self) -> float:
-        return self.service_s / max(1, self.limit)
+    def _next_turn(self, now: float) -> float:
+        """One turn (the service time over the slots) after everything waiting and every
+        earlier refusal still due back."""
+        turn = self.service_s / max(1, self.limit)
+        return max(self._next_return, now + self.waiting * turn) + turn
 
     def _whole_seconds(self, seconds: float) -> int:
         return int(min(self.retry_after_max_s, max(1, math.ceil(seconds))))
