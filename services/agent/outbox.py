@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 import psycopg
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,6 +35,7 @@ from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from runtime.errors import DomainError
 from runtime.logging import get_logger
 from runtime.service_identity import ServiceIdentity
+from runtime.tracing import tracer
 from services.agent import metrics
 
 log = get_logger(__name__)
@@ -63,6 +64,9 @@ DEPTH = (
 CLAIM_LIMIT = 20
 # The depth gauges cost a scan of the table: refreshed this often, not after every batch.
 DEPTH_REPORT_S = 5.0
+
+# Traces claimed together go to evals in one BatchRecordTraces call from this many on.
+TRACE_BATCH_MIN = 2
 
 # Codes that mean the receiver will never take this item; anything else is retried.
 REFUSED_FOR_GOOD = frozenset(
@@ -123,6 +127,7 @@ class OutboxDelivery:
         self._pool = pool
         self._identity = identity
         self._senders: dict[str, Callable[[bytes, str], Awaitable[None]]] = {}
+        self._evals = evals
         if memory is not None:
             self._senders[MEMORY_ADD] = self._sender(
                 memory.AddMemories, memory_pb2.AddMemoriesRequest, act_as_user=True
@@ -174,7 +179,7 @@ class OutboxDelivery:
             await cur.execute(CLAIM_DUE, {"lock_s": self._timeout_s * 3, "limit": limit})
             claimed = await cur.fetchall()
         if claimed:
-            outcomes = await asyncio.gather(*(self._deliver(row) for row in claimed))
+            outcomes = await self._deliver_all(claimed)
             delivered = [row["id"] for row, done in zip(claimed, outcomes, strict=True) if done]
             if delivered:
                 async with self._pool.connection() as conn:
@@ -183,6 +188,54 @@ class OutboxDelivery:
                     if done:
                         metrics.outbox_delivered_total.labels(kind=row["kind"], result="delivered").inc()
         return len(claimed)
+
+    async def _deliver_all(self, claimed: list[dict]) -> list[bool]:
+        """Delivers a claimed batch: its traces in one call, everything else item by item."""
+        traces = [row for row in claimed if row["kind"] == EVALS_TRACE]
+        if self._evals is None or len(traces) < TRACE_BATCH_MIN:
+            return list(await asyncio.gather(*(self._deliver(row) for row in claimed)))
+        others = [row for row in claimed if row["kind"] != EVALS_TRACE]
+        other_outcomes, trace_outcomes = await asyncio.gather(
+            asyncio.gather(*(self._deliver(row) for row in others)), self._deliver_traces(traces)
+        )
+        done = {
+            row["id"]: ok
+            for row, ok in [*zip(others, other_outcomes, strict=True), *zip(traces, trace_outcomes, strict=True)]
+        }
+        return [done[row["id"]] for row in claimed]
+
+    async def _deliver_traces(self, rows: list[dict]) -> list[bool]:
+        """Several turns' traces in one BatchRecordTraces call. It is all or nothing, so when
+        evals refuses it (one trace it will never take), or does not know the call yet (an
+        older replica mid-deploy), each goes on its own and only a bad one is kept as a
+        dead letter. The call's span links to every turn's trace instead of joining one."""
+        assert self._evals is not None
+        request = evals_pb2.BatchRecordTracesRequest(
+            requests=[evals_pb2.RecordTraceRequest.FromString(bytes(row["payload"])) for row in rows]
+        )
+        links = []
+        for row in rows:
+            carrier = json.loads(row["trace_context"]) if row["trace_context"] else {}
+            span_context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+            if span_context.is_valid:
+                links.append(trace.Link(span_context))
+        with tracer().start_as_current_span("outbox deliver traces", context=otel_context.Context(), links=links):
+            try:
+                metadata = await self._identity.metadata()
+                await self._evals.BatchRecordTraces(request, metadata=metadata, timeout=self._timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in REFUSED_FOR_GOOD or exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    return list(await asyncio.gather(*(self._deliver(row) for row in rows)))
+                await asyncio.gather(
+                    *(self._retry(row["id"], EVALS_TRACE, row["attempts"], exc.code().name) for row in rows)
+                )
+                return [False] * len(rows)
+            except DomainError as exc:  # no service token (auth unreachable)
+                await asyncio.gather(
+                    *(self._retry(row["id"], EVALS_TRACE, row["attempts"], exc.reason) for row in rows)
+                )
+                return [False] * len(rows)
+        return [True] * len(rows)
 
     async def _deliver(self, row: dict) -> bool:
         """Sends one claimed item: True when the receiver has it (the caller deletes it),

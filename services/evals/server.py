@@ -14,7 +14,7 @@ from services.evals.metrics_catalog import MetricCatalog, MetricDefinition
 from services.evals.runner import EvaluationRunner, Progress, Report, RunRequest
 from services.evals.scoreboard import Scoreboard
 from services.evals.store import EvalStore, ScoreRow
-from services.evals.traces import record_trace
+from services.evals.traces import record_trace, record_traces
 
 DIRECTIONS = {
     "lower": evals_pb2.Metric.DIRECTION_LOWER_IS_BETTER,
@@ -84,6 +84,12 @@ class EvalServicer(evals_pb2_grpc.EvalServiceServicer):
     async def RecordTrace(self, request: evals_pb2.RecordTraceRequest, context: grpc.aio.ServicerContext):
         created = await record_trace(self._store, request.trace, current_principal())
         return evals_pb2.RecordTraceResponse(created=created)
+
+    async def BatchRecordTraces(self, request: evals_pb2.BatchRecordTracesRequest, context: grpc.aio.ServicerContext):
+        created = await record_traces(self._store, [r.trace for r in request.requests], current_principal())
+        return evals_pb2.BatchRecordTracesResponse(
+            responses=[evals_pb2.RecordTraceResponse(created=c) for c in created]
+        )
 
     async def ListMetrics(self, request: evals_pb2.ListMetricsRequest, context: grpc.aio.ServicerContext):
         return evals_pb2.ListMetricsResponse(metrics=[metric_message(m) for m in self._catalog])

@@ -18,11 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.erasure import add_counts
 
-INSERT_TRACE = text(
+# Traces in one statement (a batch, or one alone); a trace id already recorded is skipped.
+INSERT_TRACES = text(
     "INSERT INTO traces (trace_id, session_id, user_id, input, output, model, latency_ms, prompt_tokens,"
     " completion_tokens, tool_calls, created_at)"
-    " VALUES (:trace_id, :session_id, :user_id, :input, :output, :model, :latency_ms, :prompt_tokens,"
-    " :completion_tokens, CAST(:tool_calls AS jsonb), COALESCE(CAST(:created_at AS timestamptz), clock_timestamp()))"
+    " SELECT t.trace_id, t.session_id, t.user_id, t.input, t.output, t.model, t.latency_ms, t.prompt_tokens,"
+    " t.completion_tokens, CAST(t.tool_calls AS jsonb), COALESCE(t.created_at, clock_timestamp())"
+    " FROM unnest(CAST(:trace_ids AS text[]), CAST(:session_ids AS text[]), CAST(:user_ids AS text[]),"
+    " CAST(:inputs AS text[]), CAST(:outputs AS text[]), CAST(:models AS text[]), CAST(:latencies AS bigint[]),"
+    " CAST(:prompt_tokens AS integer[]), CAST(:completion_tokens AS integer[]), CAST(:tool_calls AS text[]),"
+    " CAST(:created_ats AS timestamptz[]))"
+    " AS t(trace_id, session_id, user_id, input, output, model, latency_ms, prompt_tokens, completion_tokens,"
+    " tool_calls, created_at)"
     " ON CONFLICT (trace_id) DO NOTHING RETURNING trace_id"
 )
 TRACE_OWNER = text("SELECT user_id FROM traces WHERE trace_id = :trace_id")
@@ -181,21 +188,31 @@ class EvalStore:
         self._engine = engine
 
     async def insert_trace(self, trace: TraceRecord) -> bool:
+        return (await self.insert_traces([trace]))[0]
+
+    async def insert_traces(self, traces: list[TraceRecord]) -> list[bool]:
+        """One statement for the batch; per trace, whether it was new (a trace id repeated
+        within the batch is new once, as if sent one after the other)."""
         params = {
-            "trace_id": trace.trace_id,
-            "session_id": trace.session_id,
-            "user_id": trace.user_id,
-            "input": trace.input,
-            "output": trace.output,
-            "model": trace.model,
-            "latency_ms": trace.latency_ms,
-            "prompt_tokens": trace.prompt_tokens,
-            "completion_tokens": trace.completion_tokens,
-            "tool_calls": json.dumps([c.__dict__ for c in trace.tool_calls]),
-            "created_at": trace.created_at,
+            "trace_ids": [t.trace_id for t in traces],
+            "session_ids": [t.session_id for t in traces],
+            "user_ids": [t.user_id for t in traces],
+            "inputs": [t.input for t in traces],
+            "outputs": [t.output for t in traces],
+            "models": [t.model for t in traces],
+            "latencies": [t.latency_ms for t in traces],
+            "prompt_tokens": [t.prompt_tokens for t in traces],
+            "completion_tokens": [t.completion_tokens for t in traces],
+            "tool_calls": [json.dumps([c.__dict__ for c in t.tool_calls]) for t in traces],
+            "created_ats": [t.created_at for t in traces],
         }
         async with self._engine.begin() as conn:
-            return (await conn.execute(INSERT_TRACE, params)).first() is not None
+            inserted = {row.trace_id for row in await conn.execute(INSERT_TRACES, params)}
+        created = []
+        for trace in traces:
+            created.append(trace.trace_id in inserted)
+            inserted.discard(trace.trace_id)
+        return created
 
     async def trace_owner(self, trace_id: str) -> str | None:
         async with self._engine.connect() as conn:

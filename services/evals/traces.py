@@ -19,6 +19,7 @@ from services.evals.store import EvalStore, ToolCallRecord, TraceRecord
 MAX_TEXT_CHARS = 100_000
 MAX_SHORT_FIELD_CHARS = 256
 MAX_TOOL_CALLS = 100
+MAX_BATCH_TRACES = 100
 
 
 def _check_length(name: str, value: str, limit: int) -> None:
@@ -72,3 +73,21 @@ def trace_record(trace: evals_pb2.Trace, caller: Principal) -> TraceRecord:
 
 async def record_trace(store: EvalStore, trace: evals_pb2.Trace, caller: Principal) -> bool:
     return await store.insert_trace(trace_record(trace, caller))
+
+
+async def record_traces(store: EvalStore, traces: list[evals_pb2.Trace], caller: Principal) -> list[bool]:
+    """All of them or none: every trace is checked before any is stored, and an invalid one
+    fails the batch naming its index (the caller can then send the others on their own)."""
+    if not traces:
+        raise InvalidArgument("requests must hold at least one trace", reason="BATCH_EMPTY")
+    if len(traces) > MAX_BATCH_TRACES:
+        raise InvalidArgument(f"at most {MAX_BATCH_TRACES} traces per batch", reason="BATCH_TOO_LARGE")
+    records = []
+    for index, trace in enumerate(traces):
+        try:
+            records.append(trace_record(trace, caller))
+        except InvalidArgument as exc:
+            raise InvalidArgument(
+                f"requests[{index}]: {exc.message}", reason=exc.reason, metadata={"index": str(index)}
+            ) from None
+    return await store.insert_traces(records)

@@ -71,3 +71,53 @@ async def test_record_trace_needs_a_token(evals) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await evals.RecordTrace(evals_pb2.RecordTraceRequest(trace=trace))
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _trace(user: MeshUser, **fields: object) -> evals_pb2.RecordTraceRequest:
+    trace = evals_pb2.Trace(trace_id=str(uuid.uuid4()), user_id=user.user_id, **{"input": "q", "output": "a", **fields})
+    return evals_pb2.RecordTraceRequest(trace=trace)
+
+
+async def test_a_batch_records_each_trace_once(evals, user: MeshUser) -> None:
+    agent = await AgentCaller.metadata()
+    first, second, new = _trace(user, session_id=new_session_id()), _trace(user, latency_ms=12), _trace(user)
+    response = await evals.BatchRecordTraces(
+        evals_pb2.BatchRecordTracesRequest(requests=[first, second]), metadata=agent
+    )
+    assert [r.created for r in response.responses] == [True, True]
+    # Old ones, a new one, and the new one again in the same batch: new once, in order.
+    response = await evals.BatchRecordTraces(
+        evals_pb2.BatchRecordTracesRequest(requests=[first, new, second, new]), metadata=agent
+    )
+    assert [r.created for r in response.responses] == [False, True, False, False]
+    again = await evals.RecordTrace(new, metadata=agent)
+    assert again.created is False
+
+
+async def test_a_batch_with_one_bad_trace_stores_nothing_and_names_it(evals, user: MeshUser) -> None:
+    agent = await AgentCaller.metadata()
+    good, bad = _trace(user), _trace(user, output="a" * 100_001)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await evals.BatchRecordTraces(evals_pb2.BatchRecordTracesRequest(requests=[good, bad]), metadata=agent)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error.value) == "TRACE_FIELD_TOO_LONG"
+    assert "requests[1]" in (error.value.details() or "")
+    assert (await evals.RecordTrace(good, metadata=agent)).created is True  # the good one was not stored
+
+
+@pytest.mark.parametrize(("size", "reason"), [(0, "BATCH_EMPTY"), (101, "BATCH_TOO_LARGE")])
+async def test_a_batch_must_hold_one_to_a_hundred_traces(evals, user: MeshUser, size: int, reason: str) -> None:
+    request = evals_pb2.BatchRecordTracesRequest(requests=[_trace(user) for _ in range(size)])
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await evals.BatchRecordTraces(request, metadata=await AgentCaller.metadata())
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error.value) == reason
+
+
+async def test_users_cannot_record_batches(evals, user: MeshUser) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await evals.BatchRecordTraces(
+            evals_pb2.BatchRecordTracesRequest(requests=[_trace(user)]), metadata=user.metadata
+        )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(error.value) == "SERVICE_ONLY"

@@ -49,6 +49,7 @@ def test_service_only_rpcs() -> None:
     assert rpc_policy.service_only_methods(AUTH) == {"/agentmesh.auth.v1.AuthService/WatchRevocations"}
     assert rpc_policy.service_only_methods(EVALS) == {
         "/agentmesh.evals.v1.EvalService/RecordTrace",
+        "/agentmesh.evals.v1.EvalService/BatchRecordTraces",
         "/agentmesh.evals.v1.EvalService/EraseUserData",
     }
 

@@ -69,6 +69,18 @@ class RecordTraceResponse(_message.Message):
     created: bool
     def __init__(self, created: _Optional[bool] = ...) -> None: ...
 
+class BatchRecordTracesRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RecordTraceRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RecordTraceRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchRecordTracesResponse(_message.Message):
+    __slots__ = ("responses",)
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    responses: _containers.RepeatedCompositeFieldContainer[RecordTraceResponse]
+    def __init__(self, responses: _Optional[_Iterable[_Union[RecordTraceResponse, _Mapping]]] = ...) -> None: ...
+
 class Metric(_message.Message):
     __slots__ = ("name", "description", "direction", "threshold")
     class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

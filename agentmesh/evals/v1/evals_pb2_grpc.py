@@ -41,6 +41,11 @@ class EvalServiceStub:
                 request_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.RecordTraceRequest.SerializeToString,
                 response_deserializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.RecordTraceResponse.FromString,
                 _registered_method=True)
+        self.BatchRecordTraces = channel.unary_unary(
+                '/agentmesh.evals.v1.EvalService/BatchRecordTraces',
+                request_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.BatchRecordTracesRequest.SerializeToString,
+                response_deserializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.BatchRecordTracesResponse.FromString,
+                _registered_method=True)
         self.ListMetrics = channel.unary_unary(
                 '/agentmesh.evals.v1.EvalService/ListMetrics',
                 request_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.ListMetricsRequest.SerializeToString,
@@ -75,6 +80,16 @@ class EvalServiceServicer:
 
     def RecordTrace(self, request, context):
         """Records one turn's trace. Idempotent on trace_id: recording it again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchRecordTraces(self, request, context):
+        """Records several turns' traces in one call (AIP-233): the agent delivers the traces of
+        the turns that ended since its last delivery together. All or nothing: one invalid
+        trace fails the call with INVALID_ARGUMENT naming its index, and nothing is stored.
+        Idempotent per trace_id, like RecordTrace. Service only; no HTTP route.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +140,11 @@ def add_EvalServiceServicer_to_server(servicer, server):
                     servicer.RecordTrace,
                     request_deserializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.RecordTraceRequest.FromString,
                     response_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.RecordTraceResponse.SerializeToString,
+            ),
+            'BatchRecordTraces': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRecordTraces,
+                    request_deserializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.BatchRecordTracesRequest.FromString,
+                    response_serializer=agentmesh_dot_evals_dot_v1_dot_evals__pb2.BatchRecordTracesResponse.SerializeToString,
             ),
             'ListMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMetrics,
@@ -181,6 +201,33 @@ class EvalService:
             '/agentmesh.evals.v1.EvalService/RecordTrace',
             agentmesh_dot_evals_dot_v1_dot_evals__pb2.RecordTraceRequest.SerializeToString,
             agentmesh_dot_evals_dot_v1_dot_evals__pb2.RecordTraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRecordTraces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentmesh.evals.v1.EvalService/BatchRecordTraces',
+            agentmesh_dot_evals_dot_v1_dot_evals__pb2.BatchRecordTracesRequest.SerializeToString,
+            agentmesh_dot_evals_dot_v1_dot_evals__pb2.BatchRecordTracesResponse.FromString,
             options,
             channel_credentials,
             insecure,
