@@ -26,6 +26,7 @@ from langchain_core.messages import (
     SystemMessage,
     message_chunk_to_message,
 )
+from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_openai import ChatOpenAI
 
@@ -344,13 +345,15 @@ class ModelChain:
             # response costs a fraction of parsing and merging a chunk per token.
             return await self._whole(model, runnable, messages, config, state, started)
         with llm_span(model) as span:
-            merged: AIMessageChunk | None = None
+            # Merged once at the end: `merged + chunk` per chunk built a new message (its
+            # validation, tool-call parsing, content copied) for every token.
+            received: list[AIMessageChunk] = []
             # aclosing: a cancelled turn must close the HTTP stream now, so the server stops generating.
             # Runnable.astream is an async generator (it has aclose) though annotated AsyncIterator.
             stream = cast("AsyncGenerator[Any, None]", runnable.astream(messages, config=config))
             async with aclosing(stream) as chunks:
                 async for chunk in chunks:
-                    merged = chunk if merged is None else merged + chunk
+                    received.append(chunk)
                     text = chunk.text
                     # The first chunk is often only the role: time to first token is the
                     # first text or tool-call fragment.
@@ -361,8 +364,8 @@ class ModelChain:
                     if text and on_text is not None:
                         state.sent_text = True
                         on_text(str(text))
-            if merged is None:
+            if not received:
                 raise EmptyModelStream(f"{model} sent an empty stream")
-            message = message_chunk_to_message(merged)
+            message = message_chunk_to_message(add_ai_message_chunks(received[0], *received[1:]))
             assert isinstance(message, AIMessage)
             return self._answered(model, message, span)
