@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # tools.txt for uv, which installs them (pip resolves one package at a time: 60-150 s for the
 # runtime alone here, uv a few seconds). `make lock` regenerates them from pyproject.toml.
 PIP := $(BIN)/pip install -q --disable-pip-version-check
-UV_INSTALL := $(BIN)/uv pip install -q --python $(BIN)/python --require-hashes --no-deps
+UV_INSTALL := $(BIN)/uv pip install -q --python $(BIN)/python --require-hashes --no-deps --compile-bytecode
 stamp = $(VENV)/.installed-$(1)-$(shell cat $(2) | md5sum | cut -c1-12)
 RUNTIME_STAMP := $(call stamp,runtime,requirements/runtime.txt)
 SEMANTIC_STAMP := $(call stamp,semantic,requirements/semantic.txt)
