@@ -65,13 +65,40 @@ CLAIM_LIMIT = 20
 # The depth gauges cost a scan of the table: refreshed this often, not after every batch.
 DEPTH_REPORT_S = 5.0
 
-# Traces claimed together go to evals in one BatchRecordTraces call from this many on.
+# Traces claimed together go to evals in one BatchRecordTraces call from this many on, as
+# many as fit in TRACE_BATCH_MAX_BYTES (well under the receiver's message limit, the
+# gateway's body limit plus overhead: about 1 MiB) and evals' 100 per call. A trace too
+# large to share a call goes on its own, as before.
 TRACE_BATCH_MIN = 2
+TRACE_BATCH_MAX_BYTES = 512 * 1024
+TRACE_BATCH_MAX_ITEMS = 100
+
+
+def trace_batches(claimed: Sequence[dict]) -> list[list[dict]]:
+    """The claimed traces in groups for BatchRecordTraces (groups of one are left out)."""
+    groups: list[list[dict]] = []
+    group: list[dict] = []
+    size = 0
+    for row in claimed:
+        if row["kind"] != EVALS_TRACE:
+            continue
+        payload = len(row["payload"])
+        if group and (size + payload > TRACE_BATCH_MAX_BYTES or len(group) == TRACE_BATCH_MAX_ITEMS):
+            groups.append(group)
+            group, size = [], 0
+        group.append(row)
+        size += payload
+    groups.append(group)
+    return [g for g in groups if len(g) >= TRACE_BATCH_MIN]
+
 
 # Codes that mean the receiver will never take this item; anything else is retried.
 REFUSED_FOR_GOOD = frozenset(
     {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
 )
+# A batch answered with these is sent again one trace per call: a receiver without the batch
+# call (an older replica mid-deploy), or one whose message limit the batch passed.
+BATCH_NOT_TAKEN = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.RESOURCE_EXHAUSTED})
 
 
 @dataclass(frozen=True)
@@ -190,25 +217,24 @@ class OutboxDelivery:
         return len(claimed)
 
     async def _deliver_all(self, claimed: list[dict]) -> list[bool]:
-        """Delivers a claimed batch: its traces in one call, everything else item by item."""
-        traces = [row for row in claimed if row["kind"] == EVALS_TRACE]
-        if self._evals is None or len(traces) < TRACE_BATCH_MIN:
-            return list(await asyncio.gather(*(self._deliver(row) for row in claimed)))
-        others = [row for row in claimed if row["kind"] != EVALS_TRACE]
-        other_outcomes, trace_outcomes = await asyncio.gather(
-            asyncio.gather(*(self._deliver(row) for row in others)), self._deliver_traces(traces)
+        """Delivers a claimed batch: its traces in as few calls as fit, the rest item by item."""
+        groups = trace_batches(claimed) if self._evals is not None else []
+        batched = {row["id"] for group in groups for row in group}
+        singles = [row for row in claimed if row["id"] not in batched]
+        single_outcomes, group_outcomes = await asyncio.gather(
+            asyncio.gather(*(self._deliver(row) for row in singles)),
+            asyncio.gather(*(self._deliver_traces(group) for group in groups)),
         )
-        done = {
-            row["id"]: ok
-            for row, ok in [*zip(others, other_outcomes, strict=True), *zip(traces, trace_outcomes, strict=True)]
-        }
+        done = {row["id"]: ok for row, ok in zip(singles, single_outcomes, strict=True)}
+        for group, oks in zip(groups, group_outcomes, strict=True):
+            done.update(zip((row["id"] for row in group), oks, strict=True))
         return [done[row["id"]] for row in claimed]
 
     async def _deliver_traces(self, rows: list[dict]) -> list[bool]:
         """Several turns' traces in one BatchRecordTraces call. It is all or nothing, so when
-        evals refuses it (one trace it will never take), or does not know the call yet (an
-        older replica mid-deploy), each goes on its own and only a bad one is kept as a
-        dead letter. The call's span links to every turn's trace instead of joining one."""
+        evals refuses it (one trace it will never take), does not know the call yet (an older
+        replica mid-deploy) or finds it too large, each goes on its own, and only a bad one is
+        kept as a dead letter. The call's span links to every turn's trace, joining none."""
         assert self._evals is not None
         request = evals_pb2.BatchRecordTracesRequest(
             requests=[evals_pb2.RecordTraceRequest.FromString(bytes(row["payload"])) for row in rows]
@@ -224,7 +250,7 @@ class OutboxDelivery:
                 metadata = await self._identity.metadata()
                 await self._evals.BatchRecordTraces(request, metadata=metadata, timeout=self._timeout_s)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in REFUSED_FOR_GOOD or exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                if exc.code() in REFUSED_FOR_GOOD or exc.code() in BATCH_NOT_TAKEN:
                     return list(await asyncio.gather(*(self._deliver(row) for row in rows)))
                 await asyncio.gather(
                     *(self._retry(row["id"], EVALS_TRACE, row["attempts"], exc.code().name) for row in rows)

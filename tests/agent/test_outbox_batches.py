@@ -21,7 +21,16 @@ from psycopg_pool import AsyncConnectionPool
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from meshctl.mesh import Mesh
-from services.agent.outbox import OutboxDelivery, item_columns, memory_write, trace_record
+from services.agent.outbox import (
+    EVALS_TRACE,
+    MEMORY_ADD,
+    TRACE_BATCH_MAX_ITEMS,
+    OutboxDelivery,
+    item_columns,
+    memory_write,
+    trace_batches,
+    trace_record,
+)
 from services.agent.run_schema import migrate
 from tests.support.standin import standin_server
 
@@ -149,7 +158,9 @@ async def test_one_trace_alone_goes_as_before(outbox_pool: AsyncConnectionPool) 
     assert (evals.batches, evals.singles) == ([], trace_ids)
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT])
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED]
+)
 async def test_a_refused_batch_is_sent_trace_by_trace(outbox_pool: AsyncConnectionPool, code: grpc.StatusCode) -> None:
     good, bad, other = await _enqueue(outbox_pool, ["a", BAD_OUTPUT, "c"])
     evals = Evals(batch=code)
@@ -163,3 +174,15 @@ async def test_a_batch_evals_cannot_take_now_is_retried_whole(outbox_pool: Async
     await _enqueue(outbox_pool, ["a", "b"])
     await _deliver(outbox_pool, Evals(batch=grpc.StatusCode.UNAVAILABLE))
     assert await _left(outbox_pool) == {"due": 2, "dead": 0}
+
+
+def test_batches_stay_under_the_byte_and_count_limits() -> None:
+    def row(i: int, size: int, kind: str = EVALS_TRACE) -> dict:
+        return {"id": i, "kind": kind, "payload": b"x" * size}
+
+    k = 1024
+    rows = [row(1, 300 * k), row(2, 300 * k), row(3, 10 * k), row(4, 600 * k), row(5, 10 * k), row(6, 5, MEMORY_ADD)]
+    # 1 alone (2 does not fit beside it), 2 and 3 together, 4 alone (too large to share), 5 alone (4 was full).
+    assert [[r["id"] for r in group] for group in trace_batches(rows)] == [[2, 3]]
+    many = [row(i, 100) for i in range(TRACE_BATCH_MAX_ITEMS + 50)]
+    assert [len(group) for group in trace_batches(many)] == [TRACE_BATCH_MAX_ITEMS, 50]
