@@ -30,6 +30,9 @@ INSERT_TRACES = text(
     " CAST(:created_ats AS timestamptz[]))"
     " AS t(trace_id, session_id, user_id, input, output, model, latency_ms, prompt_tokens, completion_tokens,"
     " tool_calls, created_at)"
+    # One insert order for every batch, so two sharing trace ids queue instead of possibly
+    # deadlocking (each holding an id the other waits for).
+    " ORDER BY t.trace_id"
     " ON CONFLICT (trace_id) DO NOTHING RETURNING trace_id"
 )
 TRACE_OWNER = text("SELECT user_id FROM traces WHERE trace_id = :trace_id")

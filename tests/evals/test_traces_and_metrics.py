@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 
 import grpc
@@ -121,3 +123,17 @@ async def test_users_cannot_record_batches(evals, user: MeshUser) -> None:
         )
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_reason(error.value) == "SERVICE_ONLY"
+
+
+async def test_concurrent_batches_sharing_traces_each_record_them_once(evals, user: MeshUser) -> None:
+    # Batches that share trace ids, at once and each in another order: every trace is created
+    # exactly once, and no batch fails (the store inserts in one order, so none deadlocks).
+    agent = await AgentCaller.metadata()
+    shared = [_trace(user) for _ in range(50)]
+    rng = random.Random(19)
+    batches = [rng.sample(shared, len(shared)) for _ in range(8)]
+    responses = await asyncio.gather(
+        *(evals.BatchRecordTraces(evals_pb2.BatchRecordTracesRequest(requests=b), metadata=agent) for b in batches)
+    )
+    created = [r.created for response in responses for r in response.responses]
+    assert sum(created) == len(shared)
