@@ -249,19 +249,15 @@ class OutboxDelivery:
             try:
                 metadata = await self._identity.metadata()
                 await self._evals.BatchRecordTraces(request, metadata=metadata, timeout=self._timeout_s)
+                return [True] * len(rows)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in REFUSED_FOR_GOOD or exc.code() in BATCH_NOT_TAKEN:
                     return list(await asyncio.gather(*(self._deliver(row) for row in rows)))
-                await asyncio.gather(
-                    *(self._retry(row["id"], EVALS_TRACE, row["attempts"], exc.code().name) for row in rows)
-                )
-                return [False] * len(rows)
+                error = exc.code().name
             except DomainError as exc:  # no service token (auth unreachable)
-                await asyncio.gather(
-                    *(self._retry(row["id"], EVALS_TRACE, row["attempts"], exc.reason) for row in rows)
-                )
-                return [False] * len(rows)
-        return [True] * len(rows)
+                error = exc.reason
+        await asyncio.gather(*(self._retry(row["id"], EVALS_TRACE, row["attempts"], error) for row in rows))
+        return [False] * len(rows)
 
     async def _deliver(self, row: dict) -> bool:
         """Sends one claimed item: True when the receiver has it (the caller deletes it),
