@@ -35,8 +35,10 @@ from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from runtime.errors import DomainError
 from runtime.logging import get_logger
 from runtime.service_identity import ServiceIdentity
+from runtime.trace_limits import MAX_TRACE_BYTES
 from runtime.tracing import tracer
 from services.agent import metrics
+from services.agent.trace_fit import fit_trace
 
 log = get_logger(__name__)
 
@@ -66,11 +68,10 @@ CLAIM_LIMIT = 20
 DEPTH_REPORT_S = 5.0
 
 # Traces claimed together go to evals in one BatchRecordTraces call from this many on, as
-# many as fit in TRACE_BATCH_MAX_BYTES (well under the receiver's message limit, the
-# gateway's body limit plus overhead: about 1 MiB) and evals' 100 per call. A trace too
-# large to share a call goes on its own, as before.
+# many as fit in TRACE_BATCH_MAX_BYTES (what one trace may be: well under the receiver's
+# message limit) and evals' 100 per call. A trace too large to share a call goes on its own.
 TRACE_BATCH_MIN = 2
-TRACE_BATCH_MAX_BYTES = 512 * 1024
+TRACE_BATCH_MAX_BYTES = MAX_TRACE_BYTES
 TRACE_BATCH_MAX_ITEMS = 100
 
 
@@ -120,6 +121,9 @@ def memory_write(user_id: str, request: memory_pb2.AddMemoriesRequest) -> Outbox
 
 
 def trace_record(trace: evals_pb2.Trace) -> OutboxItem:
+    """The trace as a hand-off, cut to what evals takes (trace_fit) so it is never refused."""
+    if fit_trace(trace):
+        log.warning("trace_trimmed", trace_id=trace.trace_id, tool_calls=len(trace.tool_calls))
     payload = evals_pb2.RecordTraceRequest(trace=trace).SerializeToString()
     return OutboxItem(EVALS_TRACE, trace.user_id, payload, _current_trace_context())
 

@@ -14,11 +14,9 @@ from agentmesh.evals.v1 import evals_pb2
 from runtime.errors import InvalidArgument
 from runtime.ids import parse_id
 from runtime.principal import Principal, require_service
+from runtime.trace_limits import MAX_SHORT_FIELD_CHARS, MAX_TEXT_CHARS, MAX_TOOL_CALLS
 from services.evals.store import EvalStore, ToolCallRecord, TraceRecord
 
-MAX_TEXT_CHARS = 100_000
-MAX_SHORT_FIELD_CHARS = 256
-MAX_TOOL_CALLS = 100
 MAX_BATCH_TRACES = 100
 
 
