@@ -63,7 +63,8 @@ class Execution:
     text: list[str] = field(default_factory=list)
     context: TurnContext | None = None
     cancel_action: str | None = None
-    # The memory search started while the run was being created (`recall_ahead`), if any.
+    # The turn's memory search: started while the run was being created (`recall_ahead`),
+    # else when it starts executing; the first model call awaits it.
     recall: asyncio.Task[list[str]] | None = None
 
 
@@ -134,11 +135,14 @@ class RunExecutor:
             if resume is None:
                 started = agent_pb2.RunStarted(run_id=run.run_id, model=self._chain.preferred_model())
                 emit(agent_pb2.ChatEvent(started=started))
-            facts = await (execution.recall if execution.recall is not None else self._recall(run.user_id, run.input))
-            if facts and resume is None:
-                emit(agent_pb2.ChatEvent(memory=agent_pb2.MemoryUsed(facts=facts)))
+            if execution.recall is None:
+                execution.recall = asyncio.create_task(self._recall(run.user_id, run.input), name="recall")
             execution.context = context = TurnContext(
-                facts=facts, emit=emit, run_id=run.run_id, started=execution.started
+                emit=emit,
+                run_id=run.run_id,
+                started=execution.started,
+                pending_facts=execution.recall,
+                announce_facts=resume is None,
             )
             graph_input = Command(resume=resume) if resume is not None else start_turn(HumanMessage(content=run.input))
             result = await self._graph.ainvoke(graph_input, self._run_config(run), context=context, durability="exit")
@@ -174,8 +178,11 @@ class RunExecutor:
             last = error_event(code, message, reason)
         finally:
             metrics.runs_in_flight.dec()
-            if execution.recall is not None and not execution.recall.done():
-                execution.recall.cancel()  # the run ended (cancelled) before it needed the search
+            recall = execution.recall
+            if recall is not None and not recall.done():
+                recall.cancel()  # the run ended before its first model call needed the search
+            elif recall is not None and not recall.cancelled() and recall.exception() is not None:
+                log.warning("memory_search_failed", error=type(recall.exception()).__name__)
         metrics.runs_total.labels(outcome=OUTCOME_LABELS.get(outcome.status, outcome.status)).inc()
         hand_offs = self._hand_offs(run, outcome, execution.context, last.completed.latency_ms)
         finished = await self._record_end(channel, outcome, last, hand_offs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Literal, NotRequired, TypedDict
@@ -63,9 +63,14 @@ class ConversationState(TypedDict):
 class TurnContext:
     """Per-run inputs and what the nodes observed, read by the turn runner afterwards."""
 
-    facts: list[str]
     emit: Callable[[agent_pb2.ChatEvent], None]
     run_id: str = ""
+    # The turn's memory search, still running while LangGraph loads the checkpoint: the
+    # first model call waits for it (`recalled`), not the graph's start.
+    pending_facts: Awaitable[list[str]] | None = None
+    # A new turn shows the facts it was given (MemoryUsed); a resumed one showed them already.
+    announce_facts: bool = True
+    facts: list[str] = field(default_factory=list)
     answers: list[ModelAnswer] = field(default_factory=list)
     tool_calls: list[tuple[agent_pb2.ToolCall, str]] = field(default_factory=list)
     # tool_call_id -> the person's decision ("approve", "edit", ...), for the trace.
@@ -75,6 +80,15 @@ class TurnContext:
     started: float = field(default_factory=time.perf_counter)
     # Set by the commit node, so the history and the `completed` event show one latency.
     latency_ms: int = 0
+
+    async def recalled(self) -> list[str]:
+        """The facts the memory search found, waiting for it the first time."""
+        if self.pending_facts is not None:
+            pending, self.pending_facts = self.pending_facts, None
+            self.facts = await pending
+            if self.facts and self.announce_facts:
+                self.emit(agent_pb2.ChatEvent(memory=agent_pb2.MemoryUsed(facts=self.facts)))
+        return self.facts
 
 
 def start_turn(message: AnyMessage) -> dict[str, Overwrite]:
@@ -157,11 +171,12 @@ def build_agent_graph(
 
     async def chat(state: ConversationState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict:
         context = runtime.context
+        facts = await context.recalled()
         rounds = sum(1 for m in state["turn"] if isinstance(m, AIMessage) and m.tool_calls)
         summary, covered = state.get("summary", ""), state.get("summarized", 0)
         history = state["messages"][covered:]
         updates: dict[str, object] = {}
-        system = prompt.render(context.facts, summary=summary)
+        system = prompt.render(facts, summary=summary)
         if (
             context_strategy == "summarize"
             and rounds == 0
@@ -174,7 +189,7 @@ def build_agent_graph(
                 covered += cut
                 history = history[cut:]
                 updates = {"summary": summary, "summarized": covered}
-                system = prompt.render(context.facts, summary=summary)
+                system = prompt.render(facts, summary=summary)
         window = context_window(system, history, state["turn"], max_context_tokens)
         emit = context.emit
 
