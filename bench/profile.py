@@ -2,7 +2,8 @@
 
 Starts a bench mesh (zero-latency LLM), drives PROFILE_CONCURRENCY (default 16) closed-loop
 chat turns through the gateway for PROFILE_SECONDS (default 30) — or, with
-PROFILE_WORKLOAD=getme, GetMe calls through the gateway (the gateway's own cost) — and samples every
+PROFILE_WORKLOAD=getme, GetMe calls through the gateway (the gateway's own cost), or with
+PROFILE_WORKLOAD=stream, streamed turns (the relay of each token event) — and samples every
 mesh process with py-spy (`py-spy record --format raw`, on-CPU samples only; needs ptrace,
 root is fine; `pip install py-spy`). Writes per process the collapsed stacks
 (bench/results/profile-<process>.txt, loadable in speedscope or flamegraph.pl) and prints
@@ -24,7 +25,7 @@ from pathlib import Path
 import grpc
 import httpx
 
-from bench.clients import PROMPTS, TurnTiming, gateway_chat_turn
+from bench.clients import PROMPTS, TurnTiming, gateway_chat_turn, gateway_stream_turn
 from bench.mesh_run import bench_mesh
 from bench.results import RESULTS_DIR
 from bench.turns import Worker, _rotate, make_workers
@@ -89,7 +90,8 @@ async def drive(mesh: Mesh, concurrency: int, seconds: float, workload: str) -> 
                 ok = response.status_code == 200
                 result = TurnTiming(ok, 0.0, time.perf_counter() - started, 0, "" if ok else str(response.status_code))
             else:
-                result = await gateway_chat_turn(client, worker.user, worker.session_id, PROMPTS[i % len(PROMPTS)])
+                turn = gateway_stream_turn if workload == "stream" else gateway_chat_turn
+                result = await turn(client, worker.user, worker.session_id, PROMPTS[i % len(PROMPTS)])
             turns += result.ok
             if not result.ok:
                 errors[result.error] += 1
