@@ -20,7 +20,6 @@ from services.agent.checkpoints import Checkpoints
 from services.agent.conversations import Conversations
 from services.agent.erasure import UserErasure
 from services.agent.executor import RunExecutor
-from services.agent.foreground import Foreground
 from services.agent.graph import build_agent_graph
 from services.agent.langfuse_tracing import LangfuseTracing
 from services.agent.local_runs import RunSettings
@@ -59,7 +58,6 @@ class AgentApp(ServiceApp):
         self.memory = LongTermMemory(s)
         self.identity = ServiceIdentity.from_settings(s, self.name)
         self._evals_channel = open_channel(s.evals_addr)
-        foreground = Foreground()
         self.outbox = OutboxDelivery(
             self.checkpoints.pool,
             self.identity,
@@ -67,8 +65,6 @@ class AgentApp(ServiceApp):
             evals=evals_pb2_grpc.EvalServiceStub(self._evals_channel) if s.evals_enabled else None,
             timeout_s=s.handoff_timeout_s,
             max_backoff_s=s.handoff_max_backoff_s,
-            foreground=foreground,
-            yield_s=s.handoff_yield_s,
         )
         self.outbox.start()
         self.tracing = LangfuseTracing(s)
@@ -108,7 +104,6 @@ class AgentApp(ServiceApp):
             executor=executor,
             sessions=self.sessions,
             checkpoints=self.checkpoints,
-            foreground=foreground,
             listen=functools.partial(dedicated_connection, url),
             settings=RunSettings(
                 lease_s=s.run_lease_s,

@@ -38,7 +38,6 @@ from runtime.llm import ModelChain
 from runtime.logging import get_logger
 from runtime.service_identity import ServiceIdentity
 from services.agent import metrics
-from services.agent.foreground import Ticket
 from services.agent.graph import TurnContext, recursion_limit, stamped, start_turn
 from services.agent.langfuse_tracing import LangfuseTracing
 from services.agent.long_term_memory import LongTermMemory
@@ -67,8 +66,6 @@ class Execution:
     # The turn's memory search: started while the run was being created (`recall_ahead`),
     # else when it starts executing; the first model call awaits it.
     recall: asyncio.Task[list[str]] | None = None
-    # The turn's place among those still working towards their model call (foreground.py).
-    ticket: Ticket | None = None
 
 
 def error_event(code: grpc.StatusCode, message: str, reason: str) -> agent_pb2.ChatEvent:
@@ -146,7 +143,6 @@ class RunExecutor:
                 started=execution.started,
                 pending_facts=execution.recall,
                 announce_facts=resume is None,
-                calling_model=execution.ticket.release if execution.ticket is not None else None,
             )
             graph_input = Command(resume=resume) if resume is not None else start_turn(HumanMessage(content=run.input))
             result = await self._graph.ainvoke(graph_input, self._run_config(run), context=context, durability="exit")
@@ -182,8 +178,6 @@ class RunExecutor:
             last = error_event(code, message, reason)
         finally:
             metrics.runs_in_flight.dec()
-            if execution.ticket is not None:
-                execution.ticket.release()  # ended (or paused) before its model call
             recall = execution.recall
             if recall is not None and not recall.done():
                 recall.cancel()  # the run ended before its first model call needed the search

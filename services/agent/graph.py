@@ -71,8 +71,6 @@ class TurnContext:
     # A new turn shows the facts it was given (MemoryUsed); a resumed one showed them already.
     announce_facts: bool = True
     facts: list[str] = field(default_factory=list)
-    # Told when the turn's model call goes out: from then on it waits on the model, not the CPU.
-    calling_model: Callable[[], None] | None = None
     answers: list[ModelAnswer] = field(default_factory=list)
     tool_calls: list[tuple[agent_pb2.ToolCall, str]] = field(default_factory=list)
     # tool_call_id -> the person's decision ("approve", "edit", ...), for the trace.
@@ -198,8 +196,6 @@ def build_agent_graph(
         def on_text(text: str) -> None:
             emit(agent_pb2.ChatEvent(token=agent_pb2.TokenDelta(text=text)))
 
-        if context.calling_model is not None:
-            context.calling_model()
         # Past the tool budget the model gets no tools, so it has to answer.
         answer = await chain.answer(
             window, with_tools=bool(tools.names) and rounds < max_tool_rounds, on_text=on_text, config=config

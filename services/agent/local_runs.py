@@ -32,7 +32,6 @@ from services.agent.executor import (
     RunExecutor,
     cancelled_outcome,
 )
-from services.agent.foreground import Ticket
 from services.agent.run_event_writer import RunEventWriter
 from services.agent.run_events import RunChannel, RunNotifier
 from services.agent.run_rows import RunRow
@@ -110,14 +109,10 @@ class LocalRuns:
         return cap > 0 and len(self._executions) >= cap
 
     def start(
-        self,
-        run: RunRow,
-        resume: dict[str, object] | None = None,
-        recall: asyncio.Task[list[str]] | None = None,
-        ticket: Ticket | None = None,
+        self, run: RunRow, resume: dict[str, object] | None = None, recall: asyncio.Task[list[str]] | None = None
     ) -> None:
         channel = RunChannel(run, self._store, writer=self.writer, first_seq=run.last_seq + 1)
-        execution = Execution(channel=channel, recall=recall, ticket=ticket)
+        execution = Execution(channel=channel, recall=recall)
         task = asyncio.create_task(self._executor.execute(run, execution, resume), name=f"run-{run.run_id}")
         self._executions[run.run_id] = (execution, task)
         task.add_done_callback(lambda done: self._ended(run, done))

@@ -31,11 +31,6 @@ outbox_delivered_total = Counter(
     "Outbox delivery attempts by kind (memory.add, evals.trace) and result (delivered, retry, dead)",
     ["kind", "result"],
 )
-outbox_yield_seconds = Histogram(
-    "agent_outbox_yield_seconds",
-    "How long a delivery pass of the outbox waited for turns before their first token",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-)
 outbox_depth = Gauge("agent_outbox_depth", "Hand-offs waiting in the outbox, by kind", ["kind"])
 outbox_oldest_age_seconds = Gauge(
     "agent_outbox_oldest_age_seconds", "Age of the oldest hand-off waiting in the outbox, by kind", ["kind"]

@@ -38,7 +38,6 @@ from runtime.service_identity import ServiceIdentity
 from runtime.trace_limits import MAX_TRACE_BYTES
 from runtime.tracing import tracer
 from services.agent import metrics
-from services.agent.foreground import Foreground
 from services.agent.trace_fit import fit_trace
 
 log = get_logger(__name__)
@@ -154,8 +153,6 @@ class OutboxDelivery:
         evals: evals_pb2_grpc.EvalServiceStub | None,
         timeout_s: float,
         max_backoff_s: float,
-        foreground: Foreground | None = None,
-        yield_s: float = 0.0,
         idle_poll_s: float = 1.0,
     ) -> None:
         self._pool = pool
@@ -173,8 +170,6 @@ class OutboxDelivery:
         self._timeout_s = timeout_s
         self._max_backoff_s = max_backoff_s
         self._idle_poll_s = idle_poll_s
-        self._foreground = foreground or Foreground()
-        self._yield_s = yield_s
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -201,8 +196,6 @@ class OutboxDelivery:
                 await asyncio.wait_for(self._due.wait(), self._idle_poll_s)
             self._due.clear()
             try:
-                # Once per wake-up: a backlog (a full claim) is delivered without waiting again.
-                metrics.outbox_yield_seconds.observe(await self._foreground.quiet(self._yield_s))
                 while await self.deliver_due() == CLAIM_LIMIT:
                     pass
                 if time.monotonic() - reported_at >= DEPTH_REPORT_S:

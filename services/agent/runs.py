@@ -37,7 +37,6 @@ from services.agent.approvals import ANSWER, APPROVE, EDIT, KIND_QUESTION, REJEC
 from services.agent.checkpoints import Checkpoints
 from services.agent.client_message import user_message_text
 from services.agent.executor import CANCEL_INTERRUPT, CANCEL_ROLLBACK, RunExecutor
-from services.agent.foreground import Foreground
 from services.agent.local_runs import STOP_WAIT_S, LocalRuns, RunSettings
 from services.agent.run_events import StoredFollow, follow_stored, is_terminal
 from services.agent.run_maintenance import RunMaintenance
@@ -70,7 +69,6 @@ class Runs:
         executor: RunExecutor,
         sessions: SessionAccess,
         checkpoints: Checkpoints,
-        foreground: Foreground,
         listen: Callable[[], Awaitable[psycopg.AsyncConnection]],
         settings: RunSettings,
     ) -> None:
@@ -78,7 +76,6 @@ class Runs:
         self._executor = executor
         self._sessions = sessions
         self._settings = settings
-        self._foreground = foreground
         self._local = LocalRuns(
             store=store, executor=executor, checkpoints=checkpoints, listen=listen, settings=settings
         )
@@ -110,23 +107,20 @@ class Runs:
                 reason="AGENT_AT_CAPACITY",
                 metadata={"retry_after_s": "1", "limit": str(self._settings.max_running_runs)},
             )
-        ticket = self._foreground.enter()
         recall = self._executor.recall_ahead(principal.user_id, content)
         try:
             await self._sessions.require_own(session_id)
             run = await self._create(principal, session_id, content, strategy_name)
         except BaseException:
-            ticket.release()
             if recall is not None:
                 recall.cancel()
             raise
         if run.lease_owner != self._local.replica or run.status != "running":
             # Queued behind another run: its search runs when it starts, against memory as it is then.
-            ticket.release()
             if recall is not None:
                 recall.cancel()
             return run
-        self._local.start(run, recall=recall, ticket=ticket)
+        self._local.start(run, recall=recall)
         return run
 
     async def _create(self, principal: Principal, session_id: str, content: str, strategy_name: str) -> RunRow:

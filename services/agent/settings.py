@@ -49,9 +49,6 @@ class AgentSettings(TokenClientSettings, LLMSettings, LangfuseSettings):
     handoff_timeout_s: float = Field(default=30.0, gt=0)
     # Retries of a hand-off back off exponentially (with jitter) up to this.
     handoff_max_backoff_s: float = Field(default=300.0, gt=0)
-    # Hand-offs wait up to this long for the turns here still before their model call
-    # (services/agent/foreground.py); 0 delivers at once.
-    handoff_yield_s: float = Field(default=0.1, ge=0, le=5)
 
     checkpoint_pool_min_size: int = Field(default=2, ge=1, le=200)
     checkpoint_pool_max_size: int = Field(default=10, ge=1, le=200)
