@@ -138,6 +138,8 @@ class UpstreamStreamResponse:
         self._heartbeat_interval = heartbeat_interval
         self._headers = headers
         self.status_code = 200
+        self._writing = asyncio.Lock()
+        self._sent_at = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {
@@ -154,6 +156,7 @@ class UpstreamStreamResponse:
                 "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
             }
         )
+        self._sent_at = asyncio.get_running_loop().time()
         try:
             async with anyio.create_task_group() as group:
 
@@ -171,6 +174,8 @@ class UpstreamStreamResponse:
 
                 group.start_soon(watch_disconnect)
                 group.start_soon(relay)
+                if self._format.heartbeat is not None:
+                    group.start_soon(self._heartbeats, send, self._format.heartbeat)
         finally:
             if self._pending is not None and not self._pending.done():
                 self._pending.cancel()
@@ -178,26 +183,39 @@ class UpstreamStreamResponse:
                 self._call.cancel()
 
     async def _relay(self, send: Send) -> None:
-        heartbeat = self._format.heartbeat
+        # Each read is awaited as it is: a task and a timed wait per message (for the
+        # heartbeat) cost three times the read itself; the heartbeat keeps its own time.
         while True:
-            if self._pending is None:
-                self._pending = asyncio.ensure_future(self._call.read())
-            done, _ = await asyncio.wait({self._pending}, timeout=self._heartbeat_interval if heartbeat else None)
-            if not done:
-                assert heartbeat is not None
-                await send({"type": "http.response.body", "body": heartbeat, "more_body": True})
-                continue
-            task, self._pending = self._pending, None
             try:
-                item = task.result()
+                if self._pending is not None:  # the first read, begun by FirstRead
+                    pending, self._pending = self._pending, None
+                    item = await pending
+                else:
+                    item = await self._call.read()
             except grpc.RpcError as exc:
                 await self._finish(send, self._format.error(status_from_rpc_error(exc)))
                 return
             if item is grpc.aio.EOF:
                 await self._finish(send, b"")
                 return
-            chunk = self._format.message(self._to_json(item), event_id(item))
+            await self._send(send, self._format.message(self._to_json(item), event_id(item)))
+
+    async def _heartbeats(self, send: Send, heartbeat: bytes) -> None:
+        """A heartbeat whenever nothing was sent for the interval (idle model, paused run)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            quiet_for = loop.time() - self._sent_at
+            if quiet_for < self._heartbeat_interval:
+                await asyncio.sleep(self._heartbeat_interval - quiet_for)
+                continue
+            await self._send(send, heartbeat)
+
+    async def _send(self, send: Send, chunk: bytes) -> None:
+        # One writer at a time: the relay and the heartbeats share the response.
+        async with self._writing:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        self._sent_at = asyncio.get_running_loop().time()
 
     async def _finish(self, send: Send, last: bytes) -> None:
-        await send({"type": "http.response.body", "body": last, "more_body": False})
+        async with self._writing:
+            await send({"type": "http.response.body", "body": last, "more_body": False})
