@@ -140,6 +140,7 @@ class UpstreamStreamResponse:
         self.status_code = 200
         self._writing = asyncio.Lock()
         self._sent_at = 0.0
+        self._finished = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {
@@ -211,11 +212,15 @@ class UpstreamStreamResponse:
             await self._send(send, heartbeat)
 
     async def _send(self, send: Send, chunk: bytes) -> None:
-        # One writer at a time: the relay and the heartbeats share the response.
+        # One writer at a time: the relay and the heartbeats share the response, and nothing
+        # may follow its last chunk.
         async with self._writing:
+            if self._finished:
+                return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         self._sent_at = asyncio.get_running_loop().time()
 
     async def _finish(self, send: Send, last: bytes) -> None:
         async with self._writing:
+            self._finished = True
             await send({"type": "http.response.body", "body": last, "more_body": False})
