@@ -35,7 +35,7 @@ from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from runtime.errors import DomainError
 from runtime.logging import get_logger
 from runtime.service_identity import ServiceIdentity
-from runtime.trace_limits import MAX_TRACE_BYTES
+from runtime.trace_limits import MAX_BATCH_TRACES, MAX_TRACE_BYTES
 from runtime.tracing import tracer
 from services.agent import metrics
 from services.agent.trace_fit import fit_trace
@@ -68,11 +68,9 @@ CLAIM_LIMIT = 20
 DEPTH_REPORT_S = 5.0
 
 # Traces claimed together go to evals in one BatchRecordTraces call from this many on, as
-# many as fit in TRACE_BATCH_MAX_BYTES (what one trace may be: well under the receiver's
-# message limit) and evals' 100 per call. A trace too large to share a call goes on its own.
+# many as fit in MAX_TRACE_BYTES (what one trace may be: well under the receiver's message
+# limit) and MAX_BATCH_TRACES. A trace too large to share a call goes on its own.
 TRACE_BATCH_MIN = 2
-TRACE_BATCH_MAX_BYTES = MAX_TRACE_BYTES
-TRACE_BATCH_MAX_ITEMS = 100
 
 
 def trace_batches(claimed: Sequence[dict]) -> list[list[dict]]:
@@ -84,7 +82,7 @@ def trace_batches(claimed: Sequence[dict]) -> list[list[dict]]:
         if row["kind"] != EVALS_TRACE:
             continue
         payload = len(row["payload"])
-        if group and (size + payload > TRACE_BATCH_MAX_BYTES or len(group) == TRACE_BATCH_MAX_ITEMS):
+        if group and (size + payload > MAX_TRACE_BYTES or len(group) == MAX_BATCH_TRACES):
             groups.append(group)
             group, size = [], 0
         group.append(row)
@@ -108,6 +106,11 @@ class OutboxItem:
     user_id: str
     payload: bytes
     trace_context: str = ""
+
+
+def _stored_trace_context(row: dict) -> otel_context.Context:
+    """The context of the run that wrote a claimed item (its W3C trace context)."""
+    return propagate.extract(json.loads(row["trace_context"]) if row["trace_context"] else {})
 
 
 def _current_trace_context() -> str:
@@ -245,8 +248,7 @@ class OutboxDelivery:
         )
         links = []
         for row in rows:
-            carrier = json.loads(row["trace_context"]) if row["trace_context"] else {}
-            span_context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+            span_context = trace.get_current_span(_stored_trace_context(row)).get_span_context()
             if span_context.is_valid:
                 links.append(trace.Link(span_context))
         with tracer().start_as_current_span("outbox deliver traces", context=otel_context.Context(), links=links):
@@ -271,8 +273,7 @@ class OutboxDelivery:
         if send is None:
             await self._retry(item_id, kind, row["attempts"], f"{kind} delivery is disabled here")
             return False
-        carrier = json.loads(row["trace_context"]) if row["trace_context"] else {}
-        attached = otel_context.attach(propagate.extract(carrier))
+        attached = otel_context.attach(_stored_trace_context(row))
         try:
             await send(bytes(row["payload"]), str(row["user_id"]))
         except grpc.aio.AioRpcError as exc:

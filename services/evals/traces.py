@@ -14,10 +14,8 @@ from agentmesh.evals.v1 import evals_pb2
 from runtime.errors import InvalidArgument
 from runtime.ids import parse_id
 from runtime.principal import Principal, require_service
-from runtime.trace_limits import MAX_SHORT_FIELD_CHARS, MAX_TEXT_CHARS, MAX_TOOL_CALLS
+from runtime.trace_limits import MAX_BATCH_TRACES, MAX_SHORT_FIELD_CHARS, MAX_TEXT_CHARS, MAX_TOOL_CALLS
 from services.evals.store import EvalStore, ToolCallRecord, TraceRecord
-
-MAX_BATCH_TRACES = 100
 
 
 def _check_length(name: str, value: str, limit: int) -> None:

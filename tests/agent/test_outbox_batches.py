@@ -21,10 +21,10 @@ from psycopg_pool import AsyncConnectionPool
 from agentmesh.evals.v1 import evals_pb2, evals_pb2_grpc
 from agentmesh.memory.v1 import memory_pb2, memory_pb2_grpc
 from meshctl.mesh import Mesh
+from runtime.trace_limits import MAX_BATCH_TRACES
 from services.agent.outbox import (
     EVALS_TRACE,
     MEMORY_ADD,
-    TRACE_BATCH_MAX_ITEMS,
     OutboxDelivery,
     item_columns,
     memory_write,
@@ -184,5 +184,5 @@ def test_batches_stay_under_the_byte_and_count_limits() -> None:
     rows = [row(1, 300 * k), row(2, 300 * k), row(3, 10 * k), row(4, 600 * k), row(5, 10 * k), row(6, 5, MEMORY_ADD)]
     # 1 alone (2 does not fit beside it), 2 and 3 together, 4 alone (too large to share), 5 alone (4 was full).
     assert [[r["id"] for r in group] for group in trace_batches(rows)] == [[2, 3]]
-    many = [row(i, 100) for i in range(TRACE_BATCH_MAX_ITEMS + 50)]
-    assert [len(group) for group in trace_batches(many)] == [TRACE_BATCH_MAX_ITEMS, 50]
+    many = [row(i, 100) for i in range(MAX_BATCH_TRACES + 50)]
+    assert [len(group) for group in trace_batches(many)] == [MAX_BATCH_TRACES, 50]
